@@ -1,0 +1,52 @@
+# Two commands do everything on a fresh clone:  make reproduce   and   make test
+# (both set up .venv first when it is missing or pyproject.toml changed).
+SHELL := /bin/bash
+PROFILE ?= auto
+DATASET ?=
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup data reproduce test lab clean-smoke help
+
+help:
+	@echo "make reproduce [PROFILE=auto|smoke|quick|paper] [DATASET=auto|cifar10|fashion_mnist|synthetic]"
+	@echo "make test      run the test suite (unit + notebooks on the smoke profile)"
+	@echo "make setup     create $(VENV) and install attnlib with its test extras"
+	@echo "make lab       JupyterLab on 127.0.0.1 in the project's environment"
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PY) -m pip --version >/dev/null 2>&1 || { rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); } || \
+	  { rm -rf $(VENV); echo "error: '$(PYTHON) -m venv' failed: install python3-venv (Debian: apt-get install python3-venv)"; exit 1; }
+	@echo "installing attnlib and its dependencies into $(VENV) (torch is large: a few minutes the first time)"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@$(MAKE) --no-print-directory data
+	@touch $@
+
+# Real data that needs no network: Debian's Fashion-MNIST package (used when CIFAR-10 is absent).
+data:
+	@if [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || [ -f data/fashion-mnist/train-images-idx3-ubyte.gz ]; then \
+	  true; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing Debian's dataset-fashion-mnist (real data for machines without CIFAR-10)"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
+	  { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1; } || \
+	  echo "note: could not install dataset-fashion-mnist; put CIFAR-10 or Fashion-MNIST under data/ (see README)"; \
+	else \
+	  echo "note: no offline data set installed; as root on Debian: apt-get install dataset-fashion-mnist (see README)"; \
+	fi
+
+reproduce: setup
+	$(PY) -m attnlib.run --profile $(PROFILE) $(if $(DATASET),--dataset $(DATASET))
+
+test: setup
+	$(PY) -m pytest -q
+
+lab: setup
+	$(VENV)/bin/jupyter lab --ip 127.0.0.1 --no-browser $(if $(filter 0,$(shell id -u)),--allow-root) notebooks
+
+clean-smoke:
+	rm -rf results/smoke
