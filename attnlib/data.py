@@ -1,0 +1,292 @@
+"""Data sets as uint8 tensors, and a batch loader that augments whole batches at once.
+
+Every data set is loaded once into memory as (N, C, H, W) uint8 tensors. The loader converts,
+normalises and augments a whole batch with tensor ops (random crop with zero padding 4 and
+horizontal flip, the paper's augmentation), on the device the batch goes to: no per-image Python
+or PIL in the training loop.
+
+- cifar10: torchvision's CIFAR-10 in a data folder (downloaded only where allowed and reachable).
+- fashion_mnist: Fashion-MNIST's idx files, as Debian's `dataset-fashion-mnist` installs them under
+  /usr/share/datasets/fashion-mnist. Kept at its native 28x28, one channel: the model is built with
+  image_size=28, in_channels=1, so the 2x2 downsampling gives a 14x14 grid of 196 tokens (CIFAR-10:
+  16x16 = 256). Normalised with its own mean and std.
+- synthetic: generated images whose class is carried by a colour template, a position-dependent
+  pattern and noise; small models learn it in one epoch. For tests and the smoke profile.
+- auto: CIFAR-10 where it is present or can be downloaded, otherwise Fashion-MNIST; it says which.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DATASETS = ("auto", "cifar10", "fashion_mnist", "synthetic")
+CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
+CIFAR10_URL_HOST = "www.cs.toronto.edu"
+FASHION_MNIST_DIRS = (Path("/usr/share/datasets/fashion-mnist"),)
+FASHION_MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+
+
+class DataError(RuntimeError):
+    """A data set cannot be had; the message is one line that says what to do."""
+
+
+@dataclass
+class Dataset:
+    name: str
+    x_train: torch.Tensor  # (N, C, H, W) uint8
+    y_train: torch.Tensor  # (N,) int64
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    classes: list[str]
+    note: str = ""  # where it came from / why it was chosen
+    augment: bool = True  # the paper's crop + flip is meaningful for this data set
+
+    @property
+    def channels(self) -> int:
+        return self.x_train.shape[1]
+
+    @property
+    def image_size(self) -> int:
+        return self.x_train.shape[-1]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def model_overrides(self) -> dict:
+        """What a model needs to know about this data: image_size, in_channels, num_classes."""
+        return {"image_size": self.image_size, "in_channels": self.channels, "num_classes": self.num_classes}
+
+    def describe(self) -> str:
+        return (f"{self.name}: {len(self.x_train)} train / {len(self.x_test)} test images of "
+                f"{self.channels}x{self.image_size}x{self.image_size}, {self.num_classes} classes"
+                + (f" ({self.note})" if self.note else ""))
+
+
+# -- CIFAR-10 ------------------------------------------------------------------------------------
+def _cifar10_present(root: Path) -> bool:
+    return (root / "cifar-10-batches-py" / "data_batch_1").exists() or (root / CIFAR10_ARCHIVE).exists()
+
+
+def _network_reaches(host: str, port: int = 443, timeout: float = 3.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def load_cifar10(root: str | Path = "data", download: bool = True) -> Dataset:
+    """CIFAR-10 from `root` (torchvision layout); downloads only if allowed and the host answers."""
+    from torchvision.datasets import CIFAR10
+
+    root = Path(root)
+    if (root / CIFAR10_ARCHIVE).exists() and not (root / "cifar-10-batches-py" / "data_batch_1").exists():
+        from torchvision.datasets.utils import extract_archive
+        try:
+            extract_archive(str(root / CIFAR10_ARCHIVE), str(root))
+        except Exception as err:  # a truncated or foreign archive
+            raise DataError(f"{root / CIFAR10_ARCHIVE} could not be extracted ({type(err).__name__}: {err}); "
+                            f"replace it with the archive from the CIFAR-10 page") from None
+    if not _cifar10_present(root):
+        if not download:
+            raise DataError(f"CIFAR-10 not found in {root}/: place {CIFAR10_ARCHIVE} there (or allow download)")
+        if not _network_reaches(CIFAR10_URL_HOST):
+            raise DataError(f"CIFAR-10 not found in {root}/ and {CIFAR10_URL_HOST} is unreachable: "
+                            f"place {CIFAR10_ARCHIVE} in {root}/ or use dataset=fashion_mnist")
+    try:
+        train = CIFAR10(str(root), train=True, download=download)
+        test = CIFAR10(str(root), train=False, download=download)
+    except Exception as err:  # torchvision raises several kinds; one line is what a user needs
+        raise DataError(f"CIFAR-10 could not be loaded from {root}/ ({type(err).__name__}: {err}); "
+                        f"place {CIFAR10_ARCHIVE} there") from None
+
+    def to_tensors(ds):
+        x = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()  # (N, 3, 32, 32)
+        return x, torch.tensor(ds.targets, dtype=torch.int64)
+
+    (xtr, ytr), (xte, yte) = to_tensors(train), to_tensors(test)
+    return Dataset("cifar10", xtr, ytr, xte, yte, mean=(0.4914, 0.4822, 0.4465), std=(0.2023, 0.1994, 0.2010),
+                   classes=list(train.classes), note=f"from {root}/")
+
+
+# -- Fashion-MNIST -------------------------------------------------------------------------------
+def fashion_mnist_dirs(root: str | Path = "data") -> list[Path]:
+    """Where Fashion-MNIST's idx files are looked for, in order: $FASHION_MNIST_DIR, <root>/fashion-mnist, Debian's."""
+    candidates = [Path(p) for p in [os.environ.get("FASHION_MNIST_DIR")] if p]
+    return candidates + [Path(root) / "fashion-mnist", *FASHION_MNIST_DIRS]
+
+
+def fashion_mnist_dir(root: str | Path = "data") -> Path | None:
+    """The first folder of fashion_mnist_dirs() that holds all four idx files."""
+    for d in fashion_mnist_dirs(root):
+        if all((d / f).exists() for pair in FASHION_MNIST_FILES.values() for f in pair):
+            return d
+    return None
+
+
+def _read_idx(path: Path, offset: int) -> np.ndarray:
+    with gzip.open(path, "rb") as fh:
+        return np.frombuffer(fh.read(), dtype=np.uint8, offset=offset)
+
+
+def load_fashion_mnist(root: str | Path = "data") -> Dataset:
+    folder = fashion_mnist_dir(root)
+    if folder is None:
+        searched = ", ".join(f"{d}/" for d in fashion_mnist_dirs(root))
+        raise DataError(f"Fashion-MNIST not found in {searched}: run `apt-get install dataset-fashion-mnist` "
+                        f"(Debian) or put its four idx .gz files in {Path(root) / 'fashion-mnist'}/")
+    out = {}
+    for split, (images, labels) in FASHION_MNIST_FILES.items():
+        x = torch.from_numpy(_read_idx(folder / images, 16).reshape(-1, 1, 28, 28).copy())
+        y = torch.from_numpy(_read_idx(folder / labels, 8).astype(np.int64))
+        if len(x) != len(y):
+            raise DataError(f"Fashion-MNIST {split} files in {folder}/ disagree: {len(x)} images, {len(y)} labels")
+        out[split] = (x, y)
+    classes = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+    return Dataset("fashion_mnist", *out["train"], *out["test"], mean=(0.2860,), std=(0.3530,),
+                   classes=classes, note=f"from {folder}/")
+
+
+# -- synthetic -----------------------------------------------------------------------------------
+def make_synthetic(n_train: int = 512, n_test: int = 256, image_size: int = 16, channels: int = 3,
+                   num_classes: int = 10, seed: int = 0) -> Dataset:
+    """Images whose class shows in a colour template and an oriented stripe pattern, plus noise."""
+    g = torch.Generator().manual_seed(seed)
+    colours = torch.rand(num_classes, channels, 1, 1, generator=g)
+    angles = torch.rand(num_classes, generator=g) * torch.pi
+    freq = 2 * torch.pi / max(4.0, image_size / 3)
+    r = torch.arange(image_size).float()
+    rr, cc = torch.meshgrid(r, r, indexing="ij")
+    stripes = torch.sin(freq * (rr[None] * torch.cos(angles)[:, None, None] + cc[None] * torch.sin(angles)[:, None, None]))
+
+    def sample(n):
+        y = torch.randint(num_classes, (n,), generator=g)
+        x = 0.5 * colours[y] + 0.25 * stripes[y][:, None] + 0.25 + 0.15 * torch.randn(n, channels, image_size, image_size, generator=g)
+        return (x.clamp(0, 1) * 255).round().to(torch.uint8), y
+
+    (xtr, ytr), (xte, yte) = sample(n_train), sample(n_test)
+    mean = tuple(xtr.float().div(255).mean(dim=(0, 2, 3)).tolist())
+    std = tuple(xtr.float().div(255).std(dim=(0, 2, 3)).tolist())
+    return Dataset("synthetic", xtr, ytr, xte, yte, mean=mean, std=std,
+                   classes=[f"class{i}" for i in range(num_classes)], note=f"generated, seed {seed}")
+
+
+# -- choosing ------------------------------------------------------------------------------------
+def _subset(x: torch.Tensor, y: torch.Tensor, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A class-balanced-in-expectation random subset of n examples (all when n is 0 or >= len)."""
+    if not n or n >= len(x):
+        return x, y
+    idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]
+    return x[idx], y[idx]
+
+
+def load_dataset(name: str = "auto", root: str | Path = "data", train_subset: int = 0, test_subset: int = 0,
+                 download: bool = True, seed: int = 0, verbose: bool = True, **synthetic_kwargs) -> Dataset:
+    """Load a data set by name; `auto` takes CIFAR-10 if it can be had, otherwise Fashion-MNIST."""
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
+    if name == "synthetic":
+        ds = make_synthetic(**synthetic_kwargs)
+    elif name == "cifar10":
+        ds = load_cifar10(root, download)
+    elif name == "fashion_mnist":
+        ds = load_fashion_mnist(root)
+    else:
+        try:
+            ds = load_cifar10(root, download)
+            ds.note += "; dataset=auto took CIFAR-10"
+        except DataError as cifar_err:
+            try:
+                ds = load_fashion_mnist(root)
+            except DataError as fm_err:
+                raise DataError(f"no data set available. {cifar_err}. Or: {fm_err}") from None
+            ds.note += f"; dataset=auto took Fashion-MNIST because {cifar_err}"
+    ds.x_train, ds.y_train = _subset(ds.x_train, ds.y_train, train_subset, seed)
+    ds.x_test, ds.y_test = _subset(ds.x_test, ds.y_test, test_subset, seed + 1)
+    if train_subset or test_subset:
+        ds.note += f"; subset {len(ds.x_train)} train / {len(ds.x_test)} test"
+    if verbose:
+        banner = "=" * 78
+        print(f"{banner}\nDATASET: {ds.describe()}\n{banner}", flush=True)
+    return ds
+
+
+# -- batches -------------------------------------------------------------------------------------
+def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
+    """uint8 (B, C, H, W) -> float, scaled to [0, 1] then standardised per channel."""
+    m = torch.tensor(mean, device=x.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, device=x.device).view(1, -1, 1, 1)
+    return (x.float() / 255 - m) / s
+
+
+def augment(x: torch.Tensor, generator: torch.Generator, padding: int = 4, flip: bool = True) -> torch.Tensor:
+    """Random crop with zero padding and random horizontal flip of a whole batch (B, C, H, W), any dtype.
+
+    Zero padding happens before normalisation, as torchvision's RandomCrop on the raw image does.
+    """
+    b, c, h, w = x.shape
+    if padding:
+        xp = torch.nn.functional.pad(x, (padding, padding, padding, padding))
+        dy = torch.randint(0, 2 * padding + 1, (b,), generator=generator).to(x.device)
+        dx = torch.randint(0, 2 * padding + 1, (b,), generator=generator).to(x.device)
+        rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None].expand(b, c, h, w + 2 * padding)
+        xp = xp.gather(2, rows)  # (B, C, H, W + 2p)
+        cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :].expand(b, c, h, w)
+        x = xp.gather(3, cols)  # (B, C, H, W)
+    if flip:
+        mask = (torch.rand(b, generator=generator) < 0.5).to(x.device)
+        x = torch.where(mask[:, None, None, None], x.flip(3), x)
+    return x
+
+
+class BatchLoader:
+    """Iterates over (images, labels) batches of a split, on `device`, normalised (and augmented).
+
+    The order and augmentation of epoch e depend only on (seed, e), so a resumed run sees exactly
+    the batches an uninterrupted one would.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, mean, std, batch_size: int, train: bool,
+                 device: str | torch.device = "cpu", seed: int = 0, augment: bool = True, drop_last: bool = False):
+        self.x, self.y = x, y
+        self.mean, self.std = mean, std
+        self.batch_size, self.train, self.device, self.seed = batch_size, train, torch.device(device), seed
+        self.augment = augment and train
+        self.drop_last = drop_last
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int):
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        n = len(self.x)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(len(self.x), generator=g) if self.train else torch.arange(len(self.x))
+        for i in range(len(self)):
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            xb = self.x[idx].to(self.device, non_blocking=True)
+            if self.augment:
+                xb = augment(xb, g)
+            yield normalize(xb, self.mean, self.std), self.y[idx].to(self.device, non_blocking=True)
+
+
+def loaders(ds: Dataset, batch_size: int, device="cpu", seed: int = 0, eval_batch_size: int = 500):
+    """(train_loader, test_loader) for a data set; training batches are shuffled and augmented."""
+    train = BatchLoader(ds.x_train, ds.y_train, ds.mean, ds.std, batch_size, True, device, seed, ds.augment)
+    test = BatchLoader(ds.x_test, ds.y_test, ds.mean, ds.std, eval_batch_size, False, device, seed)
+    return train, test

@@ -1,0 +1,105 @@
+"""Run a notebook's grid of training runs (models x heads x seeds) from its TrainParams.
+
+Each run gets an id that names it and fingerprints everything that shapes its numbers (model
+config, training config, data set), so changed parameters start a new run instead of resuming
+an old checkpoint, and an unchanged finished run is read back instead of retrained.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+import pandas as pd
+import torch
+
+from attnlib import results
+from attnlib.data import Dataset, load_dataset
+from attnlib.models import count_parameters, create_model, model_config
+from attnlib.params import TrainParams
+from attnlib.train import RunInfo, TrainConfig, fit, resolve_device
+
+
+def load_data(p: TrainParams) -> Dataset:
+    return load_dataset(p.dataset, p.data_root, p.train_subset, p.test_subset, download=p.download,
+                        image_size=p.synthetic_image_size)
+
+
+def train_config(p: TrainParams, seed: int) -> TrainConfig:
+    return TrainConfig(epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, momentum=p.momentum, nesterov=p.nesterov,
+                       weight_decay=p.weight_decay, schedule=p.schedule, warmup=p.warmup,
+                       milestones=list(p.milestones), gamma=p.gamma, label_smoothing=p.label_smoothing,
+                       precision=p.precision, seed=seed)
+
+
+def variant_name(model: str, heads: int, p: TrainParams) -> str:
+    return f"{heads} heads" + (", hierarchical" if p.hierarchical else "")
+
+
+def run_id(model: str, heads: int, seed: int, fingerprint: dict) -> str:
+    digest = hashlib.sha1(json.dumps(fingerprint, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return f"{model}-h{heads}-s{seed}-{digest}"
+
+
+@dataclass
+class PlannedRun:
+    run_id: str
+    model: str
+    heads: int
+    seed: int
+    variant: str
+    overrides: dict
+    train: TrainConfig
+
+
+def plan(p: TrainParams, data: Dataset) -> list[PlannedRun]:
+    """Every (model, heads, seed) run of `p` on `data`, with its id, model overrides and training config."""
+    runs = []
+    for model_name in p.models:
+        for heads in p.heads:
+            overrides = {**p.model_overrides(heads), **data.model_overrides()}
+            for seed in p.seeds:
+                cfg = train_config(p, seed)
+                fingerprint = {"model": model_name, "config": asdict(model_config(model_name, **overrides)),
+                               "train": asdict(cfg), "data": [data.name, len(data.x_train), len(data.x_test)]}
+                runs.append(PlannedRun(run_id(model_name, heads, seed, fingerprint), model_name, heads, seed,
+                                       variant_name(model_name, heads, p), overrides, cfg))
+    return runs
+
+
+def run_grid(p: TrainParams, experiment: str, data: Dataset | None = None, progress: bool = True) -> pd.DataFrame:
+    """Train every planned run of `p` (resuming or skipping finished ones); return their metric rows."""
+    data = data or load_data(p)
+    device = resolve_device(p.device)
+    runs = plan(p, data)
+    for i, r in enumerate(runs, 1):
+        torch.manual_seed(r.seed)
+        model = create_model(r.model, **r.overrides)
+        if progress:
+            print(f"--- run {i}/{len(runs)} {r.run_id}: {r.model}, {r.variant}, seed {r.seed}, "
+                  f"{count_parameters(model):,} parameters, {p.epochs} epochs on {data.name} ({device})", flush=True)
+        info = RunInfo(r.run_id, experiment, r.model, r.variant, data.name, p.profile)
+        fit(model, data, r.train, info, p.results_dir, device, progress=progress)
+    df = results.read_metrics(results.metrics_path(p.results_dir, p.profile, experiment))
+    return df[df["run_id"].isin([r.run_id for r in runs])].reset_index(drop=True)
+
+
+def load_trained(p: TrainParams, run: PlannedRun, device: str = "cpu"):
+    """The model of a planned run with the weights of its last checkpoint, in eval mode."""
+    model = create_model(run.model, **run.overrides)
+    state = torch.load(results.checkpoint_path(p.results_dir, p.profile, run.run_id), map_location="cpu",
+                       weights_only=True)
+    model.load_state_dict(state["model"])
+    return model.to(device).eval()
+
+
+def summarize(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per run: final and best test accuracy, epochs, training time, parameters."""
+    if df.empty:
+        return pd.DataFrame()
+    g = df.sort_values("epoch").groupby("run_id", sort=False)
+    out = g.agg(model=("model", "first"), variant=("variant", "first"), dataset=("dataset", "first"),
+                profile=("profile", "first"), seed=("seed", "first"), epochs=("epoch", "max"),
+                final_test_acc=("test_acc", "last"), best_test_acc=("test_acc", "max"),
+                train_seconds=("seconds", "sum"), params=("params", "first"), precision=("precision", "first"))
+    return out.reset_index()

@@ -1,0 +1,200 @@
+"""Typed notebook parameters, loaded from params/<profile>/<notebook>.yaml and checked before work starts.
+
+A parameter file may set any field of the notebook's dataclass and nothing else. An unknown key, a
+wrong type or an impossible value raises ParamsError with one line naming the file and the key;
+`python -m attnlib.params FILE...` checks files from the shell (exit status 2 on the first error).
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import sys
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from attnlib.data import DATASETS
+
+PRECISIONS = ("fp32", "bf16")
+SCHEDULES = ("cosine", "step", "constant")
+PROFILES = ("smoke", "quick", "paper")
+
+
+class ParamsError(ValueError):
+    """Bad parameters; the message is one line naming the key and what to fix."""
+
+
+@dataclass
+class TrainParams:
+    """Parameters of a training notebook (01_learned_2d, 02_quadratic, ...). Defaults: the paper's."""
+
+    profile: str = "paper"
+    # data
+    dataset: str = "auto"  # auto | cifar10 | fashion_mnist | synthetic
+    data_root: str = "data"
+    download: bool = True  # CIFAR-10 may be downloaded where the network allows
+    train_subset: int = 0  # 0: the whole training set
+    test_subset: int = 0
+    synthetic_image_size: int = 16  # only for dataset=synthetic
+    # models: every combination of models x heads x seeds is trained
+    models: list[str] = field(default_factory=lambda: ["sa_quadratic"])
+    heads: list[int] = field(default_factory=lambda: [9])
+    layers: int = 6
+    hidden: int = 400
+    head_dim: int = 0  # 0: equal to hidden, as in the paper
+    ff: int = 512
+    downsample: int = 2  # invertible downsampling: each d x d block of pixels becomes one token
+    dropout: float = 0.1
+    hierarchical: bool = False
+    # training (REFERENCE.md section 3)
+    epochs: int = 300
+    batch_size: int = 100
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"  # cosine: linear warm-up then cosine to 0; step: x gamma at milestones
+    warmup: float = 0.05  # fraction of all steps spent in linear warm-up
+    milestones: list[int] = field(default_factory=list)  # epochs, for schedule=step
+    gamma: float = 0.1
+    label_smoothing: float = 0.0
+    precision: str = "fp32"  # fp32 | bf16 (autocast)
+    seeds: list[int] = field(default_factory=lambda: [42])
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    results_dir: str = "results"
+
+    def validate(self, where: str = "parameters") -> "TrainParams":
+        def bad(key, why):
+            raise ParamsError(f"{where}: {key} {why}")
+
+        if self.profile not in PROFILES:
+            bad("profile", f"must be one of {', '.join(PROFILES)}, got {self.profile!r}")
+        if self.dataset not in DATASETS:
+            bad("dataset", f"must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
+        from attnlib.models import list_models
+        for m in self.models:
+            if m not in list_models():
+                bad("models", f"names unknown model {m!r}; choose from {', '.join(list_models())}")
+        if not self.models:
+            bad("models", "is empty: name at least one model")
+        for key in ("heads", "seeds"):
+            if not getattr(self, key):
+                bad(key, "is empty")
+        for key in ("layers", "hidden", "ff", "downsample", "epochs", "batch_size", "synthetic_image_size"):
+            if getattr(self, key) < 1:
+                bad(key, f"must be at least 1, got {getattr(self, key)}")
+        if any(h < 1 for h in self.heads):
+            bad("heads", f"must all be at least 1, got {self.heads}")
+        for key in ("train_subset", "test_subset", "head_dim", "weight_decay", "momentum", "label_smoothing"):
+            if getattr(self, key) < 0:
+                bad(key, f"must not be negative, got {getattr(self, key)}")
+        if not 0 <= self.dropout < 1:
+            bad("dropout", f"must be in [0, 1), got {self.dropout}")
+        if not 0 <= self.warmup < 1:
+            bad("warmup", f"must be a fraction of the steps in [0, 1), got {self.warmup}")
+        if not self.lr > 0:
+            bad("lr", f"must be positive, got {self.lr}")
+        if self.label_smoothing >= 1:
+            bad("label_smoothing", f"must be below 1, got {self.label_smoothing}")
+        if self.precision not in PRECISIONS:
+            bad("precision", f"must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.schedule not in SCHEDULES:
+            bad("schedule", f"must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.schedule == "step" and not self.milestones:
+            bad("milestones", "must list epochs when schedule is step")
+        sizes = {"cifar10": [32], "fashion_mnist": [28], "auto": [32, 28],
+                 "synthetic": [self.synthetic_image_size]}[self.dataset]
+        for size in sizes:
+            if size % self.downsample:
+                bad("downsample", f"{self.downsample} does not divide the {size}-pixel images of dataset={self.dataset}")
+        if self.device != "auto" and not (self.device == "cpu" or self.device.startswith("cuda")):
+            bad("device", f"must be auto, cpu or cuda[:N], got {self.device!r}")
+        return self
+
+    def model_overrides(self, heads: int) -> dict:
+        return dict(heads=heads, layers=self.layers, hidden=self.hidden, head_dim=self.head_dim, ff=self.ff,
+                    downsample=self.downsample, dropout=self.dropout, attn_dropout=self.dropout,
+                    hierarchical=self.hierarchical)
+
+
+# Which dataclass each notebook's parameters cell follows. Notebooks not named here take TrainParams.
+NOTEBOOK_PARAMS: dict[str, type] = {}
+
+
+def params_class(notebook: str) -> type:
+    return NOTEBOOK_PARAMS.get(Path(notebook).stem, TrainParams)
+
+
+def _check_type(value, hint) -> bool:
+    origin = typing.get_origin(hint)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        return isinstance(value, list) and all(_check_type(v, item) for v in value)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _type_name(hint) -> str:
+    if typing.get_origin(hint) is list:
+        return f"a list of {typing.get_args(hint)[0].__name__}"
+    return hint.__name__
+
+
+def from_mapping(cls: type, values: dict, where: str = "parameters"):
+    """Build and validate `cls` from a mapping; unknown keys and wrong types raise ParamsError."""
+    if not isinstance(values, dict):
+        raise ParamsError(f"{where}: expected a mapping of key: value, got {type(values).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ParamsError(f"{where}: unknown key {key!r}{hint}")
+        if not _check_type(value, hints[key]):
+            raise ParamsError(f"{where}: {key} must be {_type_name(hints[key])}, got {value!r}")
+        kwargs[key] = float(value) if hints[key] is float else value
+    obj = cls(**kwargs)
+    return obj.validate(where) if hasattr(obj, "validate") else obj
+
+
+def load(path: str | Path, cls: type | None = None):
+    """Load and validate a parameter file; the class defaults to the notebook's (by file name)."""
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(f"{path}: no such parameter file")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark else ""
+        raise ParamsError(f"{path}: not valid YAML{at}: {getattr(err, 'problem', err)}") from None
+    return from_mapping(cls or params_class(path.stem), values, where=str(path))
+
+
+def from_namespace(cls: type, namespace: dict, where: str = "parameters cell"):
+    """Collect the dataclass's fields from a notebook's globals (after papermill's injection) and validate."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    return from_mapping(cls, {k: namespace[k] for k in names if k in namespace}, where)
+
+
+def main(argv: list[str] | None = None) -> int:
+    files = sys.argv[1:] if argv is None else argv
+    for f in files:
+        try:
+            load(f)
+        except ParamsError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    print(f"ok: {len(files)} parameter file(s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""Where results go and in what shape: typed CSV rows, written atomically, with run metadata.
+
+results/<profile>/metrics/<experiment>.csv holds one row per (run, epoch) with the columns of
+METRIC_COLUMNS. A run's rows are always rewritten whole from its own history (kept inside its
+checkpoint), so a resumed run never duplicates or loses a row.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+METRIC_COLUMNS = [
+    "run_id", "experiment", "model", "variant", "dataset", "profile", "seed", "epoch", "epochs",
+    "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds", "params",
+    "device", "precision", "torch", "git",
+]
+
+TEXT_COLUMNS = ["run_id", "experiment", "model", "variant", "dataset", "profile", "device", "precision", "torch", "git"]
+
+
+def profile_dir(results_dir: str | Path, profile: str) -> Path:
+    return Path(results_dir) / profile
+
+
+def metrics_path(results_dir: str | Path, profile: str, experiment: str) -> Path:
+    return profile_dir(results_dir, profile) / "metrics" / f"{experiment}.csv"
+
+
+def figures_dir(results_dir: str | Path, profile: str) -> Path:
+    d = profile_dir(results_dir, profile) / "figures"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def checkpoint_path(results_dir: str | Path, profile: str, run_id: str) -> Path:
+    return profile_dir(results_dir, profile) / "checkpoints" / f"{run_id}.pt"
+
+
+def atomic_write_text(path: str | Path, text: str):
+    """Write a file so that readers see either the old or the new content, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_torch_save(obj, path: str | Path):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_metrics(path: str | Path) -> pd.DataFrame:
+    path = Path(path)
+    if not path.exists():
+        return pd.DataFrame(columns=METRIC_COLUMNS)
+    return pd.read_csv(path, dtype={c: str for c in TEXT_COLUMNS})
+
+
+def write_run_rows(path: str | Path, run_id: str, rows: list[dict]):
+    """Replace every row of `run_id` in the CSV at `path` by `rows`, atomically."""
+    for r in rows:
+        missing = set(METRIC_COLUMNS) - set(r)
+        if missing:
+            raise ValueError(f"metric row lacks {sorted(missing)}")
+    old = read_metrics(path)
+    old = old[old["run_id"] != run_id]
+    new = pd.DataFrame(rows, columns=METRIC_COLUMNS)
+    df = new if old.empty else pd.concat([old, new], ignore_index=True)
+    atomic_write_text(path, df.to_csv(index=False))
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"

@@ -1,0 +1,187 @@
+"""fit(): SGD with the paper's schedule, bf16 autocast option, checkpoints every epoch, exact resume.
+
+A run is identified by its run id; its checkpoint holds the model, the optimizer, the RNG state
+and the metric rows so far. Rerunning an interrupted run continues after its last finished epoch
+and ends with the same numbers as an uninterrupted run: each epoch's batch order and augmentation
+depend only on (seed, epoch), and the dropout RNG is restored from the checkpoint.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from attnlib import results
+from attnlib.data import Dataset, loaders
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a NaN loss, say); the message says what happened and what to try."""
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 300
+    batch_size: int = 100
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"  # cosine | step | constant
+    warmup: float = 0.05  # fraction of all steps
+    milestones: list[int] = field(default_factory=list)
+    gamma: float = 0.1
+    label_smoothing: float = 0.0
+    precision: str = "fp32"  # fp32 | bf16
+    seed: int = 42
+
+
+@dataclass
+class RunInfo:
+    """What a metric row says about the run besides its numbers."""
+    run_id: str
+    experiment: str
+    model: str
+    variant: str
+    dataset: str
+    profile: str
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise TrainingError(f"device={name} asked for, but torch sees no CUDA GPU; use device=cpu or auto")
+    return torch.device(name)
+
+
+def lr_factor(step: int, total_steps: int, cfg: TrainConfig, steps_per_epoch: int) -> float:
+    """Multiplier of the base learning rate at a step (0-based)."""
+    if cfg.schedule == "step":
+        epoch = step // steps_per_epoch
+        return cfg.gamma ** sum(epoch >= m for m in cfg.milestones)
+    warm = int(cfg.warmup * total_steps)
+    if step < warm:
+        return (step + 1) / warm
+    if cfg.schedule == "constant":
+        return 1.0
+    progress = (step - warm) / max(1, total_steps - warm)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD; parameters the model names in no_weight_decay() (Gaussian centers, spreads) get none."""
+    skip = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
+    decay = [p for n, p in model.named_parameters() if n not in skip]
+    no_decay = [p for n, p in model.named_parameters() if n in skip]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+
+
+def autocast(device: torch.device, precision: str):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, device: torch.device, precision: str = "fp32") -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) over a loader, in eval mode."""
+    model.eval()
+    loss_sum, correct, n = 0.0, 0, 0
+    for x, y in loader:
+        with autocast(device, precision):
+            logits = model(x)
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").item()
+        correct += (logits.argmax(1) == y).sum().item()
+        n += len(y)
+    return loss_sum / max(n, 1), correct / max(n, 1)
+
+
+def fit(model: nn.Module, data: Dataset, cfg: TrainConfig, run: RunInfo, results_dir: str | Path = "results",
+        device: str | torch.device = "auto", progress: bool = True, stop_after_epoch: int | None = None) -> list[dict]:
+    """Train (or resume, or just return a finished run's rows) and record a metric row per epoch.
+
+    stop_after_epoch: return after that epoch as if interrupted (for tests of resume).
+    """
+    device = resolve_device(device) if isinstance(device, str) else device
+    model.to(device)
+    ckpt_path = results.checkpoint_path(results_dir, run.profile, run.run_id)
+    csv_path = results.metrics_path(results_dir, run.profile, run.experiment)
+    train_loader, test_loader = loaders(data, cfg.batch_size, device, seed=cfg.seed)
+    opt = make_optimizer(model, cfg)
+    steps_per_epoch = len(train_loader)
+    total_steps = cfg.epochs * steps_per_epoch
+    n_params = sum(p.numel() for p in model.parameters())
+
+    history: list[dict] = []
+    start_epoch = 1
+    if ckpt_path.exists():
+        # On the CPU: RNG states must stay CPU tensors; load_state_dict copies weights to the device.
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
+        if device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
+        history = state["history"]
+        start_epoch = state["epoch"] + 1
+        if start_epoch <= cfg.epochs:
+            print(f"{run.run_id}: resuming after epoch {state['epoch']} from {ckpt_path}", flush=True)
+    if start_epoch > cfg.epochs:
+        results.write_run_rows(csv_path, run.run_id, history)
+        return history
+
+    meta = dict(asdict(run), seed=cfg.seed, epochs=cfg.epochs, params=n_params, precision=cfg.precision,
+                device=results.device_name(device), torch=str(torch.__version__), git=results.git_commit())
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        model.train()
+        train_loader.set_epoch(epoch)
+        t0 = time.perf_counter()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        seen = 0
+        bar = tqdm(train_loader, desc=f"{run.run_id} epoch {epoch}/{cfg.epochs}", disable=not progress,
+                   leave=False, mininterval=2.0)
+        for i, (x, y) in enumerate(bar):
+            step = (epoch - 1) * steps_per_epoch + i
+            lr = cfg.lr * lr_factor(step, total_steps, cfg, steps_per_epoch)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            with autocast(device, cfg.precision):
+                logits = model(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+            if not torch.isfinite(loss):
+                raise TrainingError(f"{run.run_id}: loss became {loss.item()} at epoch {epoch}, step {i} "
+                                    f"(lr {lr:.3g}); lower lr or use precision=fp32")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.argmax(1) == y).sum()
+            seen += len(y)
+            if progress and i % 10 == 0:
+                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.3g}")
+        train_seconds = time.perf_counter() - t0
+        test_loss, test_acc = evaluate(model, test_loader, device, cfg.precision)
+        row = dict(meta, epoch=epoch, train_loss=loss_sum.item() / seen, train_acc=correct.item() / seen,
+                   test_loss=test_loss, test_acc=test_acc, lr=lr, seconds=round(train_seconds, 3))
+        history.append(row)
+        cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+        results.atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
+                                   "rng": torch.get_rng_state(), "cuda_rng": cuda_rng, "history": history,
+                                   "run_id": run.run_id}, ckpt_path)
+        results.write_run_rows(csv_path, run.run_id, history)
+        if progress:
+            print(f"{run.run_id} epoch {epoch}/{cfg.epochs}: train loss {row['train_loss']:.4f} "
+                  f"acc {row['train_acc']:.4f} | test loss {test_loss:.4f} acc {test_acc:.4f} | "
+                  f"{train_seconds:.1f}s", flush=True)
+        if stop_after_epoch is not None and epoch >= stop_after_epoch:
+            break
+    return history

@@ -1,0 +1,64 @@
+"""Figures: accuracy curves (and, as the project grows, attention maps and head centers)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+
+
+def plot_curves(df: pd.DataFrame, title: str, path: str | Path | None = None, published: dict | None = None):
+    """Test accuracy against epoch, one line per (model, variant); dashed lines at published accuracies."""
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    if not df.empty:
+        d = df.assign(run=df["model"] + " (" + df["variant"] + ")")
+        sns.lineplot(data=d, x="epoch", y="test_acc", hue="run", marker="o", ax=ax,
+                     errorbar=("sd") if d.groupby(["run", "epoch"]).size().max() > 1 else None)
+        datasets = ", ".join(sorted(d["dataset"].unique()))
+        profiles = ", ".join(sorted(d["profile"].unique()))
+        ax.set_title(f"{title}\n{datasets}, profile {profiles}")
+    for label, acc in (published or {}).items():
+        ax.axhline(acc, ls="--", lw=0.8, color="grey")
+        ax.annotate(label, (ax.get_xlim()[0], acc), fontsize=7, color="grey", va="bottom")
+    ax.set_ylabel("test accuracy")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
+
+
+def plot_centers(centers: pd.DataFrame, path: str | Path | None = None, extent: float = 4.5, subtitle: str = ""):
+    """Centers of attention of every head, one panel per (run, layer); the query sits at (0, 0).
+
+    `centers` has columns model, variant, layer, head, row, col (offsets in tokens, key minus query).
+    Rows of the image grow downwards, as in the images themselves.
+    """
+    runs = list(dict.fromkeys(zip(centers["model"], centers["variant"])))
+    layers = sorted(centers["layer"].unique())
+    fig, axes = plt.subplots(len(runs), len(layers), figsize=(2.2 * len(layers), 2.3 * len(runs)), squeeze=False)
+    for i, (model, variant) in enumerate(runs):
+        for j, layer in enumerate(layers):
+            ax = axes[i][j]
+            d = centers[(centers["model"] == model) & (centers["variant"] == variant) & (centers["layer"] == layer)]
+            ax.scatter(d["col"], d["row"], c=d["head"], cmap="tab20", s=30, zorder=3)
+            for _, r in d.iterrows():
+                ax.annotate(str(int(r["head"])), (r["col"], r["row"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+            ax.plot(0, 0, "k+", ms=10, zorder=4)
+            ax.set_xlim(-extent, extent)
+            ax.set_ylim(extent, -extent)
+            ax.set_xticks(range(-int(extent), int(extent) + 1))
+            ax.set_yticks(range(-int(extent), int(extent) + 1))
+            ax.tick_params(labelsize=5)
+            ax.grid(alpha=0.3)
+            ax.set_aspect("equal")
+            if i == 0:
+                ax.set_title(f"layer {layer}", fontsize=8)
+            if j == 0:
+                ax.set_ylabel(f"{model}\n{variant}", fontsize=7)
+    fig.suptitle("centers of attention (+: the query pixel)" + (f"\n{subtitle}" if subtitle else ""), fontsize=9)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
