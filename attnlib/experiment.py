@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+import copy
+from dataclasses import asdict, dataclass, fields
 
 import pandas as pd
 import torch
@@ -26,10 +27,9 @@ def load_data(p: TrainParams) -> Dataset:
 
 
 def train_config(p: TrainParams, seed: int) -> TrainConfig:
-    return TrainConfig(epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, momentum=p.momentum, nesterov=p.nesterov,
-                       weight_decay=p.weight_decay, schedule=p.schedule, warmup=p.warmup,
-                       milestones=list(p.milestones), gamma=p.gamma, label_smoothing=p.label_smoothing,
-                       precision=p.precision, seed=seed)
+    """The training fields of the notebook's parameters (same names), for one seed."""
+    values = {f.name: getattr(p, f.name) for f in fields(TrainConfig) if f.name != "seed"}
+    return TrainConfig(**copy.deepcopy(values), seed=seed)
 
 
 def variant_name(model: str, heads: int, p: TrainParams) -> str:

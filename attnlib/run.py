@@ -19,9 +19,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def pick_profile(profile: str) -> str:
+    import torch
+
+    if profile == "paper" and not torch.cuda.is_available():
+        print("warning: PROFILE=paper trains the published models for 300 epochs; without a GPU that takes "
+              "weeks (PROFILE=quick is the reduced profile for CPUs)", flush=True)
     if profile != "auto":
         return profile
-    import torch
 
     if torch.cuda.is_available():
         print(f"PROFILE=paper: a GPU is present ({torch.cuda.get_device_name(0)}); "

@@ -77,3 +77,15 @@ def test_downsample_must_divide_the_images_of_the_dataset():
         from_mapping(TrainParams, {"dataset": "cifar10", "downsample": 3})
     with pytest.raises(ParamsError, match="28-pixel"):
         from_mapping(TrainParams, {"dataset": "auto", "downsample": 8})
+
+
+def test_every_training_option_has_a_notebook_parameter_of_the_same_name():
+    import dataclasses
+
+    from attnlib.experiment import train_config
+    from attnlib.train import TrainConfig
+    p = from_mapping(TrainParams, {"lr": 0.3, "milestones": [5], "schedule": "step", "precision": "bf16"})
+    cfg = train_config(p, seed=7)
+    assert (cfg.lr, cfg.milestones, cfg.schedule, cfg.precision, cfg.seed) == (0.3, [5], "step", "bf16", 7)
+    names = {f.name for f in dataclasses.fields(TrainParams)}
+    assert {f.name for f in dataclasses.fields(TrainConfig)} - {"seed"} <= names
