@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 import pandas as pd
 import seaborn as sns
 
@@ -22,6 +23,8 @@ def plot_curves(df: pd.DataFrame, title: str, path: str | Path | None = None, pu
         ax.axhline(acc, ls="--", lw=0.8, color="grey")
         ax.annotate(label, (ax.get_xlim()[0], acc), fontsize=7, color="grey", va="bottom")
     ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     fig.tight_layout()
     if path is not None:
@@ -56,7 +59,9 @@ def plot_centers(centers: pd.DataFrame, path: str | Path | None = None, extent: 
             if i == 0:
                 ax.set_title(f"layer {layer}", fontsize=8)
             if j == 0:
-                ax.set_ylabel(f"{model}\n{variant}", fontsize=7)
+                ax.set_ylabel(f"{model}\n{variant}\nrow offset", fontsize=7)
+            if i == len(runs) - 1:
+                ax.set_xlabel("column offset", fontsize=7)
     fig.suptitle("centers of attention (+: the query pixel)" + (f"\n{subtitle}" if subtitle else ""), fontsize=9)
     fig.tight_layout()
     if path is not None:
