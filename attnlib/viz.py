@@ -32,12 +32,14 @@ def plot_curves(df: pd.DataFrame, title: str, path: str | Path | None = None, pu
     return fig
 
 
-def plot_centers(centers: pd.DataFrame, path: str | Path | None = None, extent: float = 4.5, subtitle: str = ""):
+def plot_centers(centers: pd.DataFrame, path: str | Path | None = None, extent: float | None = None, subtitle: str = ""):
     """Centers of attention of every head, one panel per (run, layer); the query sits at (0, 0).
 
     `centers` has columns model, variant, layer, head, row, col (offsets in tokens, key minus query).
     Rows of the image grow downwards, as in the images themselves.
     """
+    if extent is None:  # wide enough for every center, at least the 9x9 neighbourhood
+        extent = max(4.5, float(centers[["row", "col"]].abs().max().max()) + 0.5)
     runs = list(dict.fromkeys(zip(centers["model"], centers["variant"])))
     layers = sorted(centers["layer"].unique())
     fig, axes = plt.subplots(len(runs), len(layers), figsize=(2.2 * len(layers), 2.3 * len(runs)), squeeze=False)
