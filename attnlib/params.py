@@ -123,6 +123,60 @@ class TrainParams:
 NOTEBOOK_PARAMS: dict[str, type] = {}
 
 
+@dataclass
+class ConvParams:
+    """Parameters of notebook 00 (Theorem 1: a convolution as an attention layer). Defaults: the paper profile's."""
+
+    profile: str = "paper"
+    dataset: str = "auto"  # the image comes from this data set's test split
+    data_root: str = "data"
+    download: bool = True
+    synthetic_image_size: int = 32  # only for dataset=synthetic
+    image_index: int = 0  # which test image
+    blur_kernel_size: int = 5  # Gaussian blur, one output channel per input channel
+    blur_sigma: float = 1.0
+    random_kernel_size: int = 5  # a random convolution with bias
+    random_out_channels: int = 8
+    alpha: float = 46.0  # sharpness of every head; attnlib.conv_as_attention.DEFAULT_ALPHA (a test keeps them equal)
+    alphas: list[float] = field(default_factory=lambda: [0.5, 1, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 25, 30, 35,
+                                                         40, 46, 60, 80, 120])  # the error-vs-alpha sweep
+    dtypes: list[str] = field(default_factory=lambda: ["float32", "float64"])
+    seed: int = 0
+    results_dir: str = "results"
+
+    def validate(self, where: str = "parameters") -> "ConvParams":
+        def bad(key, why):
+            raise ParamsError(f"{where}: {key} {why}")
+
+        if self.profile not in PROFILES:
+            bad("profile", f"must be one of {', '.join(PROFILES)}, got {self.profile!r}")
+        if self.dataset not in DATASETS:
+            bad("dataset", f"must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
+        for key in ("blur_kernel_size", "random_kernel_size"):
+            k = getattr(self, key)
+            if k < 1 or k % 2 == 0:
+                bad(key, f"must be odd and at least 1 (Theorem 1 needs a centre tap), got {k}")
+        for key in ("random_out_channels", "synthetic_image_size"):
+            if getattr(self, key) < 1:
+                bad(key, f"must be at least 1, got {getattr(self, key)}")
+        if self.image_index < 0:
+            bad("image_index", f"must not be negative, got {self.image_index}")
+        if not self.blur_sigma > 0:
+            bad("blur_sigma", f"must be positive, got {self.blur_sigma}")
+        if not self.alpha > 0:
+            bad("alpha", f"must be positive, got {self.alpha}")
+        if not self.alphas:
+            bad("alphas", "is empty: list the sharpness values of the error-vs-alpha plot")
+        if any(not a > 0 for a in self.alphas):
+            bad("alphas", f"must all be positive, got {self.alphas}")
+        if not self.dtypes or any(d not in ("float32", "float64") for d in self.dtypes):
+            bad("dtypes", f"must name float32 or float64, got {self.dtypes}")
+        return self
+
+
+NOTEBOOK_PARAMS["00_conv_as_attention"] = ConvParams
+
+
 def params_class(notebook: str) -> type:
     return NOTEBOOK_PARAMS.get(Path(notebook).stem, TrainParams)
 
