@@ -125,7 +125,7 @@ NOTEBOOK_PARAMS: dict[str, type] = {}
 
 @dataclass
 class ConvParams:
-    """Parameters of notebook 00 (Theorem 1: a convolution as an attention layer). Defaults: the paper profile's."""
+    """Parameters of notebook 00 (Theorem 1: a convolution as an attention layer). Defaults: the quick profile's."""
 
     profile: str = "paper"
     dataset: str = "auto"  # the image comes from this data set's test split
