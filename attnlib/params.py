@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import sys
 import typing
 from dataclasses import dataclass, field
@@ -24,6 +25,17 @@ PROFILES = ("smoke", "quick", "paper")
 
 class ParamsError(ValueError):
     """Bad parameters; the message is one line naming the key and what to fix."""
+
+
+def _fail(where: str, key: str, why: str):
+    raise ParamsError(f"{where}: {key} {why}")
+
+
+def _check_common(p, where: str):
+    """The checks every notebook's parameters share: profile and dataset."""
+    for key, choices in (("profile", PROFILES), ("dataset", DATASETS)):
+        if getattr(p, key) not in choices:
+            _fail(where, key, f"must be one of {', '.join(choices)}, got {getattr(p, key)!r}")
 
 
 @dataclass
@@ -66,13 +78,8 @@ class TrainParams:
     results_dir: str = "results"
 
     def validate(self, where: str = "parameters") -> "TrainParams":
-        def bad(key, why):
-            raise ParamsError(f"{where}: {key} {why}")
-
-        if self.profile not in PROFILES:
-            bad("profile", f"must be one of {', '.join(PROFILES)}, got {self.profile!r}")
-        if self.dataset not in DATASETS:
-            bad("dataset", f"must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
+        bad = functools.partial(_fail, where)
+        _check_common(self, where)
         from attnlib.models import list_models
         for m in self.models:
             if m not in list_models():
@@ -145,13 +152,8 @@ class ConvParams:
     results_dir: str = "results"
 
     def validate(self, where: str = "parameters") -> "ConvParams":
-        def bad(key, why):
-            raise ParamsError(f"{where}: {key} {why}")
-
-        if self.profile not in PROFILES:
-            bad("profile", f"must be one of {', '.join(PROFILES)}, got {self.profile!r}")
-        if self.dataset not in DATASETS:
-            bad("dataset", f"must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
+        bad = functools.partial(_fail, where)
+        _check_common(self, where)
         for key in ("blur_kernel_size", "random_kernel_size"):
             k = getattr(self, key)
             if k < 1 or k % 2 == 0:
