@@ -11,8 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 from attnlib.params import PROFILES, ParamsError, from_mapping, load, params_class
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,9 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     plans = []
     for nb, pfile in pairs:
         try:
-            load(pfile)  # the file itself: unknown keys, types, values
-            values = {**(yaml.safe_load(pfile.read_text()) or {}), **extra}
-            checked = from_mapping(params_class(nb.stem), values, where=f"{pfile} (with command-line overrides)")
+            from_file = dataclasses.asdict(load(pfile))  # the file itself: unknown keys, types, values
+            checked = from_mapping(params_class(nb.stem), {**from_file, **extra},
+                                   where=f"{pfile} (with command-line overrides)")
         except ParamsError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
