@@ -1,15 +1,12 @@
 """Theorem 1 made executable: the attention layer built from a convolution equals it on every pixel."""
-import dataclasses
 import itertools
-import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
+from conftest import assert_every_field_injected, run_runner
 from torch import nn
 
 from attnlib.conv_as_attention import (DEFAULT_ALPHA, ConvAsAttention, attention_from_conv, check_supported,
@@ -245,16 +242,11 @@ def test_notebook_parameters_are_registered_and_checked():
 
 @pytest.mark.notebook
 def test_notebook_00_runs_on_the_smoke_profile_and_writes_its_errors(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "attnlib.run", "--profile", "smoke", "--only", "00",
-                          "--results-dir", str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    out = run_runner("--only", "00", "--results-dir", str(tmp_path))
     assert out.returncode == 0, out.stderr[-3000:]
     root = tmp_path / "smoke"
     from attnlib.params import ConvParams
-    executed = json.loads((root / "notebooks" / "00_conv_as_attention.ipynb").read_text())
-    injected = [c for c in executed["cells"] if "injected-parameters" in c["metadata"].get("tags", [])]
-    assert len(injected) == 1
-    for field in dataclasses.fields(ConvParams):  # every field injected: no notebook default leaks in
-        assert f"{field.name} = " in "".join(injected[0]["source"]), field.name
+    assert_every_field_injected(root / "notebooks" / "00_conv_as_attention.ipynb", ConvParams)
     df = pd.read_csv(root / "metrics" / "00_conv_as_attention.csv")
     assert list(df.columns[:8]) == ["case", "kernel", "dtype", "alpha", "max_abs_error", "rel_error", "dataset", "profile"]
     assert {"edge", "blur", "random"} <= set(df["case"]) and set(df["dtype"]) == {"float32", "float64"}

@@ -1,34 +1,20 @@
 """Both training notebooks run headlessly through the runner (papermill) on the smoke profile."""
-import dataclasses
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pandas as pd
 import pytest
+from conftest import assert_every_field_injected, run_runner
 
 from attnlib.params import TrainParams
 from attnlib.results import METRIC_COLUMNS
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 @pytest.mark.notebook
 def test_smoke_profile_runs_both_notebooks_and_writes_results(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "attnlib.run", "--profile", "smoke", "--only", "01,02",
-                          "--results-dir", str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    out = run_runner("--only", "01,02", "--results-dir", str(tmp_path))
     assert out.returncode == 0, out.stderr[-3000:]
     root = tmp_path / "smoke"
     for stem, models in [("01_learned_2d", {"sa_learned", "sa_learned_content"}),
                          ("02_quadratic", {"sa_quadratic", "sa_quadratic_aniso"})]:
-        executed = json.loads((root / "notebooks" / f"{stem}.ipynb").read_text())
-        injected = [c for c in executed["cells"] if "injected-parameters" in c["metadata"].get("tags", [])]
-        assert len(injected) == 1
-        source = "".join(injected[0]["source"])
-        # every field is injected, so no default of the notebook's own parameters cell can leak in
-        for field in dataclasses.fields(TrainParams):
-            assert f"{field.name} = " in source, field.name
+        assert_every_field_injected(root / "notebooks" / f"{stem}.ipynb", TrainParams)
         df = pd.read_csv(root / "metrics" / f"{stem}.csv")
         assert list(df.columns) == METRIC_COLUMNS
         assert set(df["model"]) == models and set(df["dataset"]) == {"synthetic"} and set(df["profile"]) == {"smoke"}
@@ -45,9 +31,7 @@ def test_a_failing_cell_stops_the_run_naming_notebook_and_cell(tmp_path):
     (tmp_path / "params" / "smoke").mkdir(parents=True)
     (tmp_path / "params" / "smoke" / "02_quadratic.yaml").write_text(
         f"dataset: cifar10\ndownload: false\ndata_root: {tmp_path / 'nodata'}\nmodels: [sa_quadratic]\n")
-    out = subprocess.run([sys.executable, "-m", "attnlib.run", "--profile", "smoke", "--only", "02",
-                          "--params-dir", str(tmp_path / "params"), "--results-dir", str(tmp_path / "results")],
-                         capture_output=True, text=True, cwd=ROOT, timeout=600)
+    out = run_runner("--only", "02", "--params-dir", str(tmp_path / "params"), "--results-dir", str(tmp_path / "results"))
     assert out.returncode == 1
     last = out.stderr.strip().splitlines()[-1]
     assert "02_quadratic.ipynb failed in cell" in last and "DataError" in last and "cifar-10-python.tar.gz" in last

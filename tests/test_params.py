@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_runner
 
 from attnlib import params
 from attnlib.params import ParamsError, TrainParams, from_mapping
@@ -65,8 +66,7 @@ def test_broken_yaml_is_one_line(tmp_path):
 
 
 def test_runner_checks_parameter_files_before_running_anything(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "attnlib.run", "--profile", "smoke", "--dataset", "mnist",
-                          "--results-dir", str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
+    out = run_runner("--dataset", "mnist", "--results-dir", str(tmp_path))
     assert out.returncode == 2
     assert "dataset must be one of" in out.stderr and out.stderr.strip().count("\n") == 0
     assert not (tmp_path / "smoke").exists()  # nothing ran, nothing written
