@@ -19,7 +19,7 @@ from __future__ import annotations
 import gzip
 import os
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
