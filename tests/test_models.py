@@ -5,8 +5,20 @@ import torch
 from attnlib.models import count_parameters, create_model, list_models, model_config
 
 # Parameter counts of the original code (REFERENCE.md section 4, derived); ours must be within 0.5%.
-PUBLISHED_PARAMS = {"sa_quadratic": 12_086_844, "sa_learned": 12_278_682, "sa_learned_content": 29_601_882}
+PUBLISHED_PARAMS = {"sa_quadratic": 12_086_844, "sa_learned": 12_278_682, "sa_learned_content": 29_601_882,
+                    "resnet18": 11_173_962}
 SMALL = dict(layers=2, heads=4, hidden=16, ff=24, image_size=8)
+# Tiny versions of every registered model, for 8x8 images.
+SMALL_BY_FAMILY = {"sa_": SMALL, "vit": dict(SMALL, stem_channels=8, patch_size=2), "resnet": dict(width=8, image_size=8),
+                   "san_": dict(widths=[16, 32], blocks=[1, 1], stem=8, rel_ratio=4, mid_ratio=2, share_planes=2,
+                                image_size=8)}
+SA_MODELS = [n for n in list_models() if n.startswith("sa_")]
+ATTENTION_MODELS = SA_MODELS + ["vit", "vit_plain"]  # those with attention_probs(images) over tokens
+
+
+def small(name: str, **kw):
+    family = next(f for f in SMALL_BY_FAMILY if name.startswith(f))
+    return create_model(name, **{**SMALL_BY_FAMILY[family], **kw})
 
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED_PARAMS))
@@ -16,14 +28,16 @@ def test_default_models_have_the_published_parameter_counts(name):
 
 
 def test_required_models_are_registered():
-    assert {"sa_quadratic", "sa_quadratic_aniso", "sa_learned", "sa_learned_content"} <= set(list_models())
+    assert {"sa_quadratic", "sa_quadratic_aniso", "sa_learned", "sa_learned_content", "resnet18", "san_pairwise",
+            "san_patchwise", "vit", "vit_plain"} <= set(list_models())
 
 
 @pytest.mark.parametrize("name", list_models())
-def test_every_registered_model_trains_a_step(name):
+@pytest.mark.parametrize("channels", [3, 1])
+def test_every_registered_model_trains_a_step(name, channels):
     torch.manual_seed(0)
-    model = create_model(name, **SMALL, in_channels=3, num_classes=7)
-    x = torch.randn(3, 3, 8, 8)
+    model = small(name, in_channels=channels, num_classes=7)
+    x = torch.randn(3, channels, 8, 8)
     logits = model(x)
     assert logits.shape == (3, 7)
     logits.logsumexp(1).sum().backward()
@@ -32,8 +46,16 @@ def test_every_registered_model_trains_a_step(name):
 
 
 @pytest.mark.parametrize("name", list_models())
+def test_every_model_is_deterministic_in_eval_mode(name):
+    # Nothing is drawn at random in a forward pass outside dropout (the [Re] ViT redrew its class token).
+    model = small(name).eval()
+    x = torch.randn(2, 3, 8, 8)
+    assert torch.equal(model(x), model(x))
+
+
+@pytest.mark.parametrize("name", ATTENTION_MODELS)
 def test_attention_probs_one_per_layer_rows_sum_to_one(name):
-    model = create_model(name, **SMALL).train()
+    model = small(name).train()
     probs = model.attention_probs(torch.randn(2, 3, 8, 8))
     assert model.training  # restored
     assert len(probs) == SMALL["layers"]
@@ -65,7 +87,7 @@ def test_attention_centers_point_where_each_head_attends_most(name):
 
 
 @pytest.mark.parametrize("hierarchical", [False, True])
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", SA_MODELS)
 def test_attention_probs_are_those_the_forward_pass_uses(name, hierarchical):
     """Recompute each layer's probabilities from the very (x, keys) that forward gives the attention."""
     torch.manual_seed(3)
@@ -134,3 +156,71 @@ def test_wrong_input_shape_is_one_clear_error():
 def test_non_square_images_are_not_silently_accepted():
     with pytest.raises(ValueError, match="expected images"):
         create_model("sa_learned", **SMALL)(torch.randn(1, 3, 8, 10))
+
+
+# --- the peers: ResNet18 and ViT -------------------------------------------------------------------
+
+def test_resnet18_is_torchvisions_with_the_cifar_stem():
+    from torchvision.models.resnet import ResNet
+    model = create_model("resnet18")
+    assert isinstance(model, ResNet)
+    assert model.conv1.kernel_size == (3, 3) and model.conv1.stride == (1, 1)
+    assert isinstance(model.maxpool, torch.nn.Identity)
+    feats = model.layer4(model.layer3(model.layer2(model.layer1(model.conv1(torch.randn(1, 3, 32, 32))))))
+    assert feats.shape == (1, 512, 4, 4)  # 32 -> 32, 16, 8, 4: no stride in the stem
+
+
+def test_resnet_width_scales_every_stage():
+    model = create_model("resnet18", width=16, in_channels=1, image_size=28)
+    assert [model.layer1[0].conv1.out_channels, model.layer4[0].conv1.out_channels] == [16, 128]
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    assert count_parameters(model) < count_parameters(create_model("resnet18")) / 10
+
+
+def test_vit_follows_the_re_configuration():
+    vit, plain = create_model("vit"), create_model("vit_plain")
+    assert vit.position.shape == (1, 256, 400)  # 2x2 patches of 32x32: 256 tokens of width 400
+    assert len(vit.blocks) == 6 and vit.blocks[0].attn.heads == 9 and vit.blocks[0].ff[0].out_features == 512
+    assert isinstance(vit.stem[-1], type(vit.stem[-2])) and vit.stem[0].out_channels == 64
+    assert isinstance(plain.stem, torch.nn.Identity) and plain.patch.in_channels == 3
+    assert "position" in dict(vit.named_parameters())  # learned; no class token, tokens are averaged
+
+
+@pytest.mark.parametrize("name", ["vit", "vit_plain"])
+def test_vit_fused_and_plain_attention_agree(name):
+    torch.manual_seed(4)
+    fused = small(name).eval()
+    plain = small(name, fused=False).eval()
+    plain.load_state_dict(fused.state_dict())
+    x = torch.randn(3, 3, 8, 8)
+    assert torch.allclose(fused(x), plain(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("hierarchical", [False, True])
+def test_vit_attention_probs_are_those_the_forward_pass_uses(hierarchical):
+    torch.manual_seed(5)
+    model = small("vit", fused=False, hierarchical=hierarchical).eval()
+    x = torch.randn(2, 3, 8, 8)
+    seen = []
+    handles = [b.attn.register_forward_hook(lambda m, args, out: seen.append(m.probs(args[0]))) for b in model.blocks]
+    model(x)
+    for h in handles:
+        h.remove()
+    probs = model.attention_probs(x)
+    assert len(seen) == len(probs) == SMALL["layers"]
+    for a, b in zip(seen, probs):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["vit", "vit_plain"])
+def test_vit_hierarchical_shares_one_block_across_depth(name):
+    flat, hier = create_model(name), create_model(name, hierarchical=True)
+    per_block = count_parameters(flat.blocks[0])
+    assert count_parameters(flat) - count_parameters(hier) == 5 * per_block
+    blocks = hier.layer_blocks()
+    assert len(blocks) == 6 and all(b is blocks[0] for b in blocks)
+
+
+def test_vit_patch_size_must_divide_the_image():
+    with pytest.raises(ValueError, match="patch_size 3 does not divide image_size 32"):
+        create_model("vit", patch_size=3)

@@ -10,7 +10,10 @@ from typing import Callable
 
 from torch import nn
 
+from attnlib.models.resnet import CifarResNet, ResNetConfig
 from attnlib.models.sa_net import SAConfig, SelfAttentionNet
+from attnlib.models.san import SAN, SANConfig
+from attnlib.models.vit import ViT, ViTConfig
 
 _REGISTRY: dict[str, tuple[Callable[..., nn.Module], type, dict, str]] = {}
 
@@ -59,6 +62,11 @@ def create_model(name: str, **overrides) -> nn.Module:
     return model
 
 
+def config_fields(name: str) -> set[str]:
+    """The option names a model accepts (its config dataclass's fields)."""
+    return {f.name for f in dataclasses.fields(_spec(name)[1])}
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -73,6 +81,16 @@ register("sa_learned_content", SelfAttentionNet, SAConfig,
          "self-attention, learned relative 2-D embedding + content", positional="learned", content=True)
 register("sa_content", SelfAttentionNet, SAConfig,
          "self-attention, content only (no positional encoding)", positional="none", content=True)
+register("resnet18", CifarResNet, ResNetConfig,
+         "ResNet18 for CIFAR (torchvision's, 3x3 stride-1 stem, no max-pool): the paper's baseline")
+register("san_pairwise", SAN, SANConfig,
+         "SAN pairwise self-attention (Zhao et al. 2020), CIFAR-sized as in [Re]", sa_type="pairwise")
+register("san_patchwise", SAN, SANConfig,
+         "SAN patchwise self-attention (Zhao et al. 2020), CIFAR-sized as in [Re]", sa_type="patchwise")
+register("vit", ViT, ViTConfig,
+         "ViT from scratch as [Re] configured it: conv stem + one ResNet18 stage, 2x2 patches", stem=True)
+register("vit_plain", ViT, ViTConfig, "ViT on 2x2 patches of the image, no convolutional stem", stem=False)
 
 __all__ = ["create_model", "list_models", "describe", "model_config", "count_parameters", "register",
-           "SAConfig", "SelfAttentionNet"]
+           "config_fields", "SAConfig", "SelfAttentionNet", "ResNetConfig", "CifarResNet", "ViTConfig", "ViT",
+           "SANConfig", "SAN"]

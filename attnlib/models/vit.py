@@ -1,0 +1,180 @@
+"""A Vision Transformer trained from scratch, as the [Re] reproduction configured it for CIFAR-10.
+
+`vit`:       3x3 conv stem (64 channels) + BatchNorm + ReLU + one ResNet18 stage (two BasicBlocks),
+             then 2x2 patches -> 16x16 = 256 tokens of width 400.
+`vit_plain`: the same transformer on 2x2 patches of the image itself (no convolutional stem), so
+             what the stem contributes can be measured.
+Both: learned absolute position embedding, 6 pre-norm blocks (LayerNorm -> MHSA -> residual,
+LayerNorm -> GELU feed-forward 512 -> residual), 9 heads, final LayerNorm, mean over tokens, linear
+classifier. Pooling is a mean, so there is no class token (the [Re] code drew its class token anew
+at random on every pass; a token that is not learned carries no information).
+
+Heads have width `head_dim` (default hidden // heads = 44 for 400 / 9) with their own query, key
+and value maps and an output map, as in ViT. The fused path is torch's scaled_dot_product_attention;
+the plain path writes the softmax out, and `attention_probs(x)` reads it.
+`hierarchical=True` ([Re]): one block applied `layers` times.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.resnet import BasicBlock
+
+
+@dataclass
+class ViTConfig:
+    stem: bool = True  # conv stem + one ResNet18 stage before the patch embedding
+    stem_channels: int = 64
+    patch_size: int = 2
+    hidden: int = 400
+    heads: int = 9
+    head_dim: int = 0  # 0: hidden // heads
+    layers: int = 6
+    ff: int = 512
+    dropout: float = 0.1  # on hidden states
+    attn_dropout: float = 0.1  # on attention probabilities
+    layer_norm_eps: float = 1e-6
+    hierarchical: bool = False  # [Re]: one block applied `layers` times
+    fused: bool = True
+    image_size: int = 32
+    in_channels: int = 3
+    num_classes: int = 10
+
+    def __post_init__(self):
+        for name in ("stem_channels", "patch_size", "hidden", "heads", "layers", "ff", "image_size",
+                     "in_channels", "num_classes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.image_size % self.patch_size:
+            raise ValueError(f"patch_size {self.patch_size} does not divide image_size {self.image_size}")
+        if self.inner_head_dim < 1:
+            raise ValueError(f"hidden {self.hidden} is smaller than heads {self.heads}: set head_dim")
+
+    @property
+    def inner_head_dim(self) -> int:
+        return self.head_dim or self.hidden // self.heads
+
+    @property
+    def tokens(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with per-head query/key/value maps and an output map."""
+
+    def __init__(self, cfg: ViTConfig):
+        super().__init__()
+        self.heads, self.head_dim = cfg.heads, cfg.inner_head_dim
+        self.qkv = nn.Linear(cfg.hidden, 3 * cfg.heads * self.head_dim)
+        self.out = nn.Linear(cfg.heads * self.head_dim, cfg.hidden)
+        self.attn_dropout = cfg.attn_dropout
+        self.fused = cfg.fused
+
+    def _qkv(self, x: torch.Tensor):
+        b, t, _ = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        return q, k, v  # each (B, heads, T, head_dim)
+
+    def probs(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, heads, T, T) attention probabilities, before dropout."""
+        q, k, _ = self._qkv(x)
+        return torch.softmax(q @ k.transpose(-2, -1) * self.head_dim ** -0.5, dim=-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        p_drop = self.attn_dropout if self.training else 0.0
+        if self.fused:
+            q, k, v = self._qkv(x)
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p_drop)
+        else:
+            y = F.dropout(self.probs(x), p_drop, self.training) @ self._qkv(x)[2]
+        return self.out(y.transpose(1, 2).reshape(b, t, self.heads * self.head_dim))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + MHSA(LN(x)), then x + FF(LN(x))."""
+
+    def __init__(self, cfg: ViTConfig):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(cfg.hidden, eps=cfg.layer_norm_eps)
+        self.attn = Attention(cfg)
+        self.norm2 = nn.LayerNorm(cfg.hidden, eps=cfg.layer_norm_eps)
+        self.ff = nn.Sequential(nn.Linear(cfg.hidden, cfg.ff), nn.GELU(), nn.Dropout(cfg.dropout),
+                                nn.Linear(cfg.ff, cfg.hidden))
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.dropout(self.attn(self.norm1(x)))
+        return x + self.dropout(self.ff(self.norm2(x)))
+
+
+class ViT(nn.Module):
+    def __init__(self, cfg: ViTConfig):
+        super().__init__()
+        self.cfg = cfg
+        if cfg.stem:
+            c = cfg.stem_channels
+            self.stem = nn.Sequential(nn.Conv2d(cfg.in_channels, c, 3, padding=1, bias=False), nn.BatchNorm2d(c),
+                                      nn.ReLU(inplace=True), BasicBlock(c, c), BasicBlock(c, c))
+            patch_in = c
+        else:
+            self.stem = nn.Identity()
+            patch_in = cfg.in_channels
+        self.patch = nn.Conv2d(patch_in, cfg.hidden, cfg.patch_size, stride=cfg.patch_size)
+        self.position = nn.Parameter(torch.zeros(1, cfg.tokens, cfg.hidden))
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(1 if cfg.hierarchical else cfg.layers))
+        self.norm = nn.LayerNorm(cfg.hidden, eps=cfg.layer_norm_eps)
+        self.classifier = nn.Linear(cfg.hidden, cfg.num_classes)
+        self.apply(self._init_weights)
+        nn.init.trunc_normal_(self.position, std=0.02)
+
+    @staticmethod
+    def _init_weights(m: nn.Module):
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def config(self) -> dict:
+        return asdict(self.cfg)
+
+    def layer_blocks(self) -> list[Block]:
+        """The block used at each of the `layers` depths (the same object repeated when hierarchical)."""
+        return [self.blocks[0]] * self.cfg.layers if self.cfg.hierarchical else list(self.blocks)
+
+    def no_weight_decay(self) -> set[str]:
+        return {"position"}
+
+    def tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, T, hidden): stem, patch embedding, position embedding."""
+        b, c, h, w = images.shape
+        if (c, h, w) != (self.cfg.in_channels, self.cfg.image_size, self.cfg.image_size):
+            raise ValueError(f"expected images of shape (B, {self.cfg.in_channels}, {self.cfg.image_size}, "
+                             f"{self.cfg.image_size}), got {tuple(images.shape)}")
+        x = self.patch(self.stem(images)).flatten(2).transpose(1, 2)  # (B, T, hidden), row-major patches
+        return self.dropout(x + self.position)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.tokens(images)
+        for block in self.layer_blocks():
+            x = block(x)
+        return self.classifier(self.norm(x).mean(dim=1))
+
+    @torch.no_grad()
+    def attention_probs(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """One (B, heads, T, T) tensor per layer, rows summing to 1, in eval mode (as for figures)."""
+        was_training = self.training
+        self.eval()
+        try:
+            x, probs = self.tokens(images), []
+            for block in self.layer_blocks():
+                probs.append(block.attn.probs(block.norm1(x)))
+                x = block(x)
+            return probs
+        finally:
+            self.train(was_training)
