@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import copy
+import itertools
 from dataclasses import asdict, dataclass, fields
 
 import pandas as pd
@@ -32,38 +33,43 @@ def train_config(p: TrainParams, seed: int) -> TrainConfig:
     return TrainConfig(**copy.deepcopy(values), seed=seed)
 
 
-def variant_name(model: str, heads: int, p: TrainParams) -> str:
-    return f"{heads} heads" + (", hierarchical" if p.hierarchical else "")
+def variant_name(heads: int | None, hierarchical: bool) -> str:
+    """What sets this run apart within its model: head count, weight sharing ("standard" otherwise)."""
+    parts = [f"{heads} heads"] if heads else []
+    if hierarchical:
+        parts.append("hierarchical")
+    return ", ".join(parts) or "standard"
 
 
-def run_id(model: str, heads: int, seed: int, fingerprint: dict) -> str:
+def run_id(model: str, heads: int | None, seed: int, fingerprint: dict, hierarchical: bool = False) -> str:
     digest = hashlib.sha1(json.dumps(fingerprint, sort_keys=True, default=str).encode()).hexdigest()[:8]
-    return f"{model}-h{heads}-s{seed}-{digest}"
+    return f"{model}{f'-h{heads}' if heads else ''}{'-hier' if hierarchical else ''}-s{seed}-{digest}"
 
 
 @dataclass
 class PlannedRun:
     run_id: str
     model: str
-    heads: int
+    heads: int | None  # None for a model without heads (ResNet, SAN)
     seed: int
     variant: str
     overrides: dict
     train: TrainConfig
+    hierarchical: bool = False
 
 
 def plan(p: TrainParams, data: Dataset) -> list[PlannedRun]:
     """Every (model, heads, seed) run of `p` on `data`, with its id, model overrides and training config."""
     runs = []
     for model_name in p.models:
-        for heads in p.heads:
-            overrides = {**p.model_overrides(heads), **data.model_overrides()}
+        for heads, shared in itertools.product(p.heads_for(model_name), p.hierarchical_for(model_name)):
+            overrides = {**p.model_overrides(model_name, heads, shared), **data.model_overrides()}
             for seed in p.seeds:
-                cfg = train_config(p, seed)
+                cfg = train_config(p.for_model(model_name), seed)
                 fingerprint = {"model": model_name, "config": asdict(model_config(model_name, **overrides)),
                                "train": asdict(cfg), "data": [data.name, len(data.x_train), len(data.x_test)]}
-                runs.append(PlannedRun(run_id(model_name, heads, seed, fingerprint), model_name, heads, seed,
-                                       variant_name(model_name, heads, p), overrides, cfg))
+                runs.append(PlannedRun(run_id(model_name, heads, seed, fingerprint, shared), model_name, heads, seed,
+                                       variant_name(heads, shared), overrides, cfg, shared))
     return runs
 
 
@@ -77,7 +83,7 @@ def run_grid(p: TrainParams, experiment: str, data: Dataset | None = None, progr
         model = create_model(r.model, **r.overrides)
         if progress:
             print(f"--- run {i}/{len(runs)} {r.run_id}: {r.model}, {r.variant}, seed {r.seed}, "
-                  f"{count_parameters(model):,} parameters, {p.epochs} epochs on {data.name} ({device})", flush=True)
+                  f"{count_parameters(model):,} parameters, {r.train.epochs} epochs on {data.name} ({device})", flush=True)
         info = RunInfo(r.run_id, experiment, r.model, r.variant, data.name, p.profile)
         fit(model, data, r.train, info, p.results_dir, device, progress=progress)
     df = results.read_metrics(results.metrics_path(p.results_dir, p.profile, experiment))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import itertools
 import sys
 import typing
 from dataclasses import dataclass, field
@@ -17,10 +18,14 @@ from pathlib import Path
 import yaml
 
 from attnlib.data import DATASETS
+from attnlib.train import TrainConfig
 
 PRECISIONS = ("fp32", "bf16")
 SCHEDULES = ("cosine", "step", "constant")
 PROFILES = ("smoke", "quick", "paper")
+# Training fields a model may set for itself under per_model; the data set decides the DATA_OPTIONS.
+TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name != "seed")
+DATA_OPTIONS = ("image_size", "in_channels", "num_classes")
 
 
 class ParamsError(ValueError):
@@ -50,16 +55,21 @@ class TrainParams:
     train_subset: int = 0  # 0: the whole training set
     test_subset: int = 0
     synthetic_image_size: int = 16  # only for dataset=synthetic
-    # models: every combination of models x heads x seeds is trained
+    # Every combination of models x heads x hierarchical x seeds is trained. The architecture fields
+    # go to every model whose config has a field of that name and are ignored by the others (ResNet
+    # has no heads); per_model sets anything model-specific.
     models: list[str] = field(default_factory=lambda: ["sa_quadratic"])
     heads: list[int] = field(default_factory=lambda: [9])
     layers: int = 6
     hidden: int = 400
-    head_dim: int = 0  # 0: equal to hidden, as in the paper
+    head_dim: int = 0  # 0: the model's default (SA: equal to hidden, as in the paper; ViT: hidden // heads)
     ff: int = 512
-    downsample: int = 2  # invertible downsampling: each d x d block of pixels becomes one token
-    dropout: float = 0.1
-    hierarchical: bool = False
+    downsample: int = 2  # each d x d block of pixels becomes one token (SA: invertible downsampling; ViT: patch size)
+    dropout: float = 0.1  # on hidden states and attention probabilities
+    hierarchical: list[bool] = field(default_factory=lambda: [False])  # [Re]'s weight sharing; [False, True]: both
+    # {model: {key: value}}: that model's own options (e.g. widths for SAN, width for ResNet) and the
+    # training fields it trains with instead of the ones above (e.g. lr, milestones).
+    per_model: dict = field(default_factory=dict)
     # training (REFERENCE.md section 3)
     epochs: int = 300
     batch_size: int = 100
@@ -80,25 +90,55 @@ class TrainParams:
     def validate(self, where: str = "parameters") -> "TrainParams":
         bad = functools.partial(_fail, where)
         _check_common(self, where)
-        from attnlib.models import list_models
+        from attnlib.models import config_fields, list_models, model_config
         for m in self.models:
             if m not in list_models():
                 bad("models", f"names unknown model {m!r}; choose from {', '.join(list_models())}")
         if not self.models:
             bad("models", "is empty: name at least one model")
-        for key in ("heads", "seeds"):
+        for key in ("heads", "hierarchical", "seeds"):
             if not getattr(self, key):
                 bad(key, "is empty")
-        for key in ("layers", "hidden", "ff", "downsample", "epochs", "batch_size", "synthetic_image_size"):
+        for key in ("layers", "hidden", "ff", "downsample", "synthetic_image_size"):
             if getattr(self, key) < 1:
                 bad(key, f"must be at least 1, got {getattr(self, key)}")
         if any(h < 1 for h in self.heads):
             bad("heads", f"must all be at least 1, got {self.heads}")
-        for key in ("train_subset", "test_subset", "head_dim", "weight_decay", "momentum", "label_smoothing"):
+        for key in ("train_subset", "test_subset", "head_dim"):
             if getattr(self, key) < 0:
                 bad(key, f"must not be negative, got {getattr(self, key)}")
         if not 0 <= self.dropout < 1:
             bad("dropout", f"must be in [0, 1), got {self.dropout}")
+        self._check_training(bad)
+        sizes = {"cifar10": [32], "fashion_mnist": [28], "auto": [32, 28],
+                 "synthetic": [self.synthetic_image_size]}[self.dataset]
+        if any({"downsample", "patch_size"} & config_fields(m) for m in self.models):
+            for size in sizes:
+                if size % self.downsample:
+                    bad("downsample", f"{self.downsample} does not divide the {size}-pixel images of dataset={self.dataset}")
+        if self.device != "auto" and not (self.device == "cpu" or self.device.startswith("cuda")):
+            bad("device", f"must be auto, cpu or cuda[:N], got {self.device!r}")
+        self._check_per_model(bad)
+        channels = {"cifar10": [3], "fashion_mnist": [1], "auto": [3, 1], "synthetic": [3]}[self.dataset]
+        for name in self.models:  # every model can be built for every image size the data set may have
+            for size in sizes:
+                for c in channels:
+                    for heads, shared in itertools.product(self.heads_for(name), self.hierarchical_for(name)):
+                        try:
+                            model_config(name, **self.model_overrides(name, heads, shared), image_size=size,
+                                         in_channels=c)
+                        except ValueError as err:
+                            key = f"per_model.{name}" if name in self.per_model else "models"
+                            bad(key, f"gives {name} an invalid configuration for {size}x{size}x{c} images: {err}")
+        return self
+
+    def _check_training(self, bad):
+        for key in ("epochs", "batch_size"):
+            if getattr(self, key) < 1:
+                bad(key, f"must be at least 1, got {getattr(self, key)}")
+        for key in ("weight_decay", "momentum", "label_smoothing"):
+            if getattr(self, key) < 0:
+                bad(key, f"must not be negative, got {getattr(self, key)}")
         if not 0 <= self.warmup < 1:
             bad("warmup", f"must be a fraction of the steps in [0, 1), got {self.warmup}")
         if not self.lr > 0:
@@ -111,19 +151,50 @@ class TrainParams:
             bad("schedule", f"must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if self.schedule == "step" and not self.milestones:
             bad("milestones", "must list epochs when schedule is step")
-        sizes = {"cifar10": [32], "fashion_mnist": [28], "auto": [32, 28],
-                 "synthetic": [self.synthetic_image_size]}[self.dataset]
-        for size in sizes:
-            if size % self.downsample:
-                bad("downsample", f"{self.downsample} does not divide the {size}-pixel images of dataset={self.dataset}")
-        if self.device != "auto" and not (self.device == "cpu" or self.device.startswith("cuda")):
-            bad("device", f"must be auto, cpu or cuda[:N], got {self.device!r}")
-        return self
 
-    def model_overrides(self, heads: int) -> dict:
-        return dict(heads=heads, layers=self.layers, hidden=self.hidden, head_dim=self.head_dim, ff=self.ff,
-                    downsample=self.downsample, dropout=self.dropout, attn_dropout=self.dropout,
-                    hierarchical=self.hierarchical)
+    def _check_per_model(self, bad):
+        from attnlib.models import config_fields
+        hints = typing.get_type_hints(TrainParams)
+        for name, options in self.per_model.items():
+            if name not in self.models:
+                bad("per_model", f"names {name!r}, which is not in models {self.models}")
+            if not isinstance(options, dict):
+                bad(f"per_model.{name}", f"must be a mapping of option: value, got {options!r}")
+            allowed = sorted((config_fields(name) - {"heads", *DATA_OPTIONS}) | set(TRAIN_FIELDS))
+            for key, value in options.items():
+                if key not in allowed:
+                    close = difflib.get_close_matches(str(key), allowed, n=1)
+                    hint = f" (did you mean {close[0]!r}?)" if close else ""
+                    bad(f"per_model.{name}", f"has unknown option {key!r}{hint}; options: {', '.join(allowed)}")
+                if key in TRAIN_FIELDS and not _check_type(value, hints[key]):
+                    bad(f"per_model.{name}.{key}", f"must be {_type_name(hints[key])}, got {value!r}")
+            self.for_model(name)._check_training(lambda key, why: bad(f"per_model.{name}.{key}", why))
+
+    def for_model(self, name: str) -> "TrainParams":
+        """These parameters with the training fields per_model sets for `name` (lr, epochs, ...)."""
+        train = {k: v for k, v in self.per_model.get(name, {}).items() if k in TRAIN_FIELDS}
+        return dataclasses.replace(self, **train) if train else self
+
+    def heads_for(self, name: str) -> list[int | None]:
+        """The head counts to train `name` with: `heads`, or [None] for a model without heads."""
+        from attnlib.models import config_fields
+        return list(self.heads) if "heads" in config_fields(name) else [None]
+
+    def hierarchical_for(self, name: str) -> list[bool]:
+        """The weight-sharing settings to train `name` with: `hierarchical`, or [False] where it has none."""
+        from attnlib.models import config_fields
+        return list(dict.fromkeys(self.hierarchical)) if "hierarchical" in config_fields(name) else [False]
+
+    def model_overrides(self, name: str, heads: int | None, hierarchical: bool = False) -> dict:
+        """The options `name` is built with: the architecture fields its config has, then per_model's."""
+        from attnlib.models import config_fields
+        have = config_fields(name)
+        common = dict(heads=heads, layers=self.layers, hidden=self.hidden, head_dim=self.head_dim, ff=self.ff,
+                      downsample=self.downsample, patch_size=self.downsample, dropout=self.dropout,
+                      attn_dropout=self.dropout, hierarchical=hierarchical)
+        out = {k: v for k, v in common.items() if k in have and v is not None}
+        out.update({k: v for k, v in self.per_model.get(name, {}).items() if k not in TRAIN_FIELDS})
+        return out
 
 
 # Which dataclass each notebook's parameters cell follows. Notebooks not named here take TrainParams.

@@ -44,4 +44,26 @@ def compare(summary: pd.DataFrame) -> pd.DataFrame:
     table["best_minus_paper"] = (table["best_test_acc"] - table["paper_acc"]).where(table["dataset"] == "cifar10")
     cols = ["model", "variant", "dataset", "profile", "epochs", "seed", "best_test_acc", "final_test_acc",
             "paper_acc", "re_acc", "best_minus_paper", "params", "paper_params", "train_seconds"]
-    return table[cols]
+    return table[cols].astype({"paper_params": "Int64"})
+
+
+def parameter_table(runs) -> pd.DataFrame:
+    """Parameter counts per (model, variant) of planned runs (experiment.plan): as trained here, at the
+    published size (the model's defaults: CIFAR-10, full width and depth) and as published."""
+    from attnlib.models import count_parameters, create_model
+
+    published = published_table().set_index(["model", "heads", "hierarchical"])["paper_params"]
+    rows, seen = [], set()
+    for r in runs:
+        if (r.model, r.variant) in seen:
+            continue
+        seen.add((r.model, r.variant))
+        full = create_model(r.model, **({"heads": r.heads} if r.heads else {}),
+                            **({"hierarchical": True} if r.hierarchical else {}))
+        paper = published.get((r.model, r.heads or 0, r.hierarchical))
+        rows.append(dict(model=r.model, variant=r.variant, params_here=count_parameters(create_model(r.model, **r.overrides)),
+                         params_full_size=count_parameters(full), paper_params=paper))
+    table = pd.DataFrame(rows).astype({"paper_params": "Int64"})
+    table["full_vs_paper"] = (table["params_full_size"] / table["paper_params"] - 1).map(
+        lambda d: f"{d:+.2%}" if pd.notna(d) else "")
+    return table

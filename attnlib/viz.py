@@ -19,9 +19,12 @@ def plot_curves(df: pd.DataFrame, title: str, path: str | Path | None = None, pu
         datasets = ", ".join(sorted(d["dataset"].unique()))
         profiles = ", ".join(sorted(d["profile"].unique()))
         ax.set_title(f"{title}\n{datasets}, profile {profiles}")
+    by_acc: dict[float, list[str]] = {}
     for label, acc in (published or {}).items():
+        by_acc.setdefault(acc, []).append(label)
+    for acc, labels in by_acc.items():  # one line and one label per accuracy, however many share it
         ax.axhline(acc, ls="--", lw=0.8, color="grey")
-        ax.annotate(label, (ax.get_xlim()[0], acc), fontsize=7, color="grey", va="bottom")
+        ax.annotate(" = ".join(labels), (ax.get_xlim()[0], acc), fontsize=7, color="grey", va="bottom")
     ax.set_ylabel("test accuracy")
     ax.set_ylim(0, 1)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))

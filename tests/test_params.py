@@ -38,6 +38,16 @@ def test_paper_profile_is_the_published_setting():
     ({"models": ["sa_gaussian"]}, "unknown model 'sa_gaussian'"),
     ({"schedule": "step"}, "milestones must list epochs"),
     ({"lr": -0.1}, "lr must be positive"),
+    ({"models": ["resnet18"], "per_model": {"vit": {"lr": 0.1}}}, "per_model names 'vit', which is not in models"),
+    ({"models": ["resnet18"], "per_model": {"resnet18": {"widht": 8}}},
+     "per_model.resnet18 has unknown option 'widht' (did you mean 'width'?)"),
+    ({"models": ["resnet18"], "per_model": {"resnet18": {"lr": -1}}}, "per_model.resnet18.lr must be positive"),
+    ({"models": ["resnet18"], "per_model": {"resnet18": {"milestones": 80}}},
+     "per_model.resnet18.milestones must be a list of int"),
+    ({"models": ["resnet18"], "per_model": {"resnet18": {"width": "8"}}}, "model option 'width' must be int"),
+    ({"models": ["vit"], "per_model": {"vit": {"heads": 4}}}, "per_model.vit has unknown option 'heads'"),
+    ({"models": ["vit"], "per_model": {"vit": {"patch_size": 3}}, "dataset": "cifar10"},
+     "per_model.vit gives vit an invalid configuration for 32x32x3 images: patch_size 3 does not divide"),
 ])
 def test_bad_values_name_the_key_in_one_line(values, message):
     with pytest.raises(ParamsError) as err:
@@ -89,3 +99,61 @@ def test_every_training_option_has_a_notebook_parameter_of_the_same_name():
     assert (cfg.lr, cfg.milestones, cfg.schedule, cfg.precision, cfg.seed) == (0.3, [5], "step", "bf16", 7)
     names = {f.name for f in dataclasses.fields(TrainParams)}
     assert {f.name for f in dataclasses.fields(TrainConfig)} - {"seed"} <= names
+
+
+def test_per_model_sets_one_models_options_and_training_fields():
+    from types import SimpleNamespace
+
+    from attnlib.experiment import plan
+    p = from_mapping(TrainParams, {"models": ["resnet18", "vit", "sa_quadratic"], "heads": [4, 9], "seeds": [1, 2],
+                                   "lr": 0.1, "hidden": 36, "per_model": {"resnet18": {"lr": 0.01, "width": 8},
+                                                                          "vit": {"stem_channels": 16}}})
+    data = SimpleNamespace(name="synthetic", x_train=range(10), x_test=range(5),
+                           model_overrides=lambda: {"image_size": 32, "in_channels": 3, "num_classes": 10})
+    runs = plan(p, data)
+    resnet = [r for r in runs if r.model == "resnet18"]
+    assert len(resnet) == 2 and {r.heads for r in resnet} == {None}  # no heads: one run per seed
+    assert all(r.train.lr == 0.01 and r.overrides["width"] == 8 and "hidden" not in r.overrides for r in resnet)
+    assert all(r.run_id.startswith("resnet18-s") and r.variant == "standard" for r in resnet)
+    vit = [r for r in runs if r.model == "vit"]
+    assert sorted((r.heads, r.seed) for r in vit) == [(4, 1), (4, 2), (9, 1), (9, 2)]
+    assert all(r.train.lr == 0.1 and r.overrides["stem_channels"] == 16 and r.overrides["hidden"] == 36 for r in vit)
+    assert all(r.overrides["patch_size"] == p.downsample for r in vit)
+    assert len({r.run_id for r in runs}) == len(runs) == 2 + 4 + 4
+
+
+def test_committed_quick_results_belong_to_the_committed_quick_parameters():
+    """The run ids of results/quick/ are what the quick parameter files plan on Fashion-MNIST, so
+    `make reproduce` reads them back instead of training again, and a change that silently alters
+    a run's fingerprint (config, training, data) fails here."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from attnlib.experiment import plan
+    data = SimpleNamespace(name="fashion_mnist", x_train=range(10000), x_test=range(2000),
+                           model_overrides=lambda: {"image_size": 28, "in_channels": 1, "num_classes": 10})
+    checked = 0
+    for path in sorted((ROOT / "params" / "quick").glob("*.yaml")):
+        csv = ROOT / "results" / "quick" / "metrics" / f"{path.stem}.csv"
+        if params.params_class(path.stem) is not TrainParams or not csv.exists():
+            continue
+        planned = {r.run_id for r in plan(params.load(path), data)}
+        assert planned == set(pd.read_csv(csv)["run_id"]), path.name
+        checked += 1
+    assert checked >= 2
+
+
+def test_hierarchical_lists_the_weight_sharing_settings_to_train():
+    from types import SimpleNamespace
+
+    from attnlib.experiment import plan
+    data = SimpleNamespace(name="synthetic", x_train=range(10), x_test=range(5),
+                           model_overrides=lambda: {"image_size": 16, "in_channels": 3, "num_classes": 10})
+    p = from_mapping(TrainParams, {"models": ["sa_quadratic", "resnet18"], "heads": [9], "hierarchical": [False, True]})
+    runs = {(r.model, r.variant): r for r in plan(p, data)}
+    assert set(runs) == {("sa_quadratic", "9 heads"), ("sa_quadratic", "9 heads, hierarchical"), ("resnet18", "standard")}
+    assert runs[("sa_quadratic", "9 heads, hierarchical")].overrides["hierarchical"] is True
+    assert "-hier-" in runs[("sa_quadratic", "9 heads, hierarchical")].run_id
+    with pytest.raises(ParamsError, match="hierarchical must be a list of bool"):
+        from_mapping(TrainParams, {"hierarchical": True})

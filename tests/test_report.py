@@ -27,3 +27,21 @@ def test_text_columns_are_read_back_as_text(tmp_path):
     results.write_run_rows(path, "r", [row])
     df = results.read_metrics(path)
     assert df.loc[0, "git"] == "1234567" and df.loc[0, "torch"] == "2.14"
+
+
+def test_parameter_table_puts_full_size_counts_beside_the_published_ones():
+    from types import SimpleNamespace
+
+    from attnlib.experiment import plan
+    from attnlib.params import TrainParams, from_mapping
+    from attnlib.report import parameter_table
+    data = SimpleNamespace(name="synthetic", x_train=range(10), x_test=range(5),
+                           model_overrides=lambda: {"image_size": 8, "in_channels": 1, "num_classes": 10})
+    p = from_mapping(TrainParams, {"models": ["resnet18", "sa_quadratic"], "heads": [9], "hidden": 16, "layers": 1,
+                                   "ff": 16, "dataset": "synthetic", "synthetic_image_size": 8,
+                                   "per_model": {"resnet18": {"width": 4}}})
+    table = parameter_table(plan(p, data)).set_index("model")
+    assert table.loc["resnet18", "params_full_size"] == table.loc["resnet18", "paper_params"] == 11_173_962
+    assert table.loc["sa_quadratic", "paper_params"] == 12_086_844
+    assert table.loc["sa_quadratic", "full_vs_paper"] == "+0.00%"
+    assert table.loc["resnet18", "params_here"] < 100_000
