@@ -1,4 +1,4 @@
-"""Both training notebooks run headlessly through the runner (papermill) on the smoke profile."""
+"""The training notebooks run headlessly through the runner (papermill) on the smoke profile."""
 import pandas as pd
 import pytest
 from conftest import assert_every_field_injected, run_runner
@@ -23,6 +23,31 @@ def test_smoke_profile_runs_both_notebooks_and_writes_results(tmp_path):
         assert (root / "figures" / f"{stem}_curves.png").stat().st_size > 1000
     assert (root / "figures" / "02_quadratic_centers.png").exists()
     assert "[2/2] 02_quadratic.ipynb done" in out.stdout
+
+
+@pytest.mark.notebook
+def test_smoke_profile_runs_the_peer_notebooks_and_writes_results(tmp_path):
+    out = run_runner("--only", "03,04,05", "--results-dir", str(tmp_path))
+    assert out.returncode == 0, out.stderr[-3000:]
+    root = tmp_path / "smoke"
+    expected = {"03_san": {("san_pairwise", "standard"), ("san_pairwise", "hierarchical"),
+                           ("san_patchwise", "standard"), ("san_patchwise", "hierarchical")},
+                "04_vit": {("vit", "4 heads"), ("vit", "4 heads, hierarchical"),
+                           ("vit_plain", "4 heads"), ("vit_plain", "4 heads, hierarchical")},
+                "05_resnet": {("resnet18", "standard")}}
+    for stem, runs in expected.items():
+        assert_every_field_injected(root / "notebooks" / f"{stem}.ipynb", TrainParams)
+        df = pd.read_csv(root / "metrics" / f"{stem}.csv")
+        assert list(df.columns) == METRIC_COLUMNS
+        assert set(zip(df["model"], df["variant"])) == runs and len(df) == len(runs)  # one epoch each
+        summary = pd.read_csv(root / "metrics" / f"{stem}_summary.csv")
+        assert set(zip(summary["model"], summary["variant"])) == runs
+        assert (root / "figures" / f"{stem}_curves.png").stat().st_size > 1000
+    resnet = pd.read_csv(root / "metrics" / "05_resnet_summary.csv").iloc[0]
+    assert (resnet["paper_acc"], resnet["re_acc"]) == (0.938, 0.9463)
+    # per_model: the patchwise SAN trained at its own learning rate (lr column: the rate of the last step)
+    san = pd.read_csv(root / "metrics" / "03_san.csv").groupby("model")["lr"].max()
+    assert san["san_patchwise"] < san["san_pairwise"]
 
 
 @pytest.mark.notebook
