@@ -8,12 +8,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup data reproduce test lab clean-smoke help
+.PHONY: setup data reproduce test bench lab clean-smoke help
 
 help:
 	@echo "make reproduce [PROFILE=auto|smoke|quick|paper] [DATASET=auto|cifar10|fashion_mnist|synthetic]"
 	@echo "make test      run the test suite (unit + notebooks on the smoke profile)"
 	@echo "make setup     create $(VENV) and install attnlib with its test extras"
+	@echo "make bench     attnlib's training step vs a straightforward fp32 implementation (a few minutes)"
 	@echo "make lab       JupyterLab on 127.0.0.1 in the project's environment"
 
 setup: $(STAMP)
@@ -44,6 +45,9 @@ reproduce: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) benchmarks/bench.py
 
 lab: setup
 	$(VENV)/bin/jupyter lab --ip 127.0.0.1 --no-browser $(if $(filter 0,$(shell id -u)),--allow-root) notebooks

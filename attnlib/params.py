@@ -250,6 +250,71 @@ class ConvParams:
 NOTEBOOK_PARAMS["00_conv_as_attention"] = ConvParams
 
 
+@dataclass
+class TimingParams:
+    """Parameters of notebook 06 (throughput, latency, FLOPs of every model). Defaults: the paper's."""
+
+    profile: str = "paper"
+    dataset: str = "auto"  # unused by the timing itself (random batches); kept so --dataset applies to all notebooks
+    models: list[str] = field(default_factory=list)  # empty: every registered model
+    hierarchical_models: list[str] = field(default_factory=lambda: ["sa_quadratic", "sa_learned_content", "vit"])
+    per_model: dict = field(default_factory=dict)  # {model: {option: value}}; empty: the published size
+    image_size: int = 32
+    in_channels: int = 3
+    train_batches: list[int] = field(default_factory=lambda: [8, 32])
+    infer_batches: list[int] = field(default_factory=lambda: [32])
+    precisions: list[str] = field(default_factory=lambda: ["fp32", "bf16"])
+    warmup: int = 2
+    reps: int = 5
+    latency_reps: int = 20  # batch-1 inference calls
+    remeasure: bool = False  # False: rows already in the CSV for the same settings are kept, not timed again
+    device: str = "auto"
+    results_dir: str = "results"
+
+    def validate(self, where: str = "parameters") -> "TimingParams":
+        bad = functools.partial(_fail, where)
+        _check_common(self, where)
+        from attnlib.models import list_models, model_config
+        for key in ("models", "hierarchical_models"):
+            for m in getattr(self, key):
+                if m not in list_models():
+                    bad(key, f"names unknown model {m!r}; choose from {', '.join(list_models())}")
+        for key in ("train_batches", "infer_batches"):
+            if any(b < 1 for b in getattr(self, key)):
+                bad(key, f"must all be at least 1, got {getattr(self, key)}")
+        for key in ("image_size", "in_channels", "warmup", "reps", "latency_reps"):
+            if getattr(self, key) < 1:
+                bad(key, f"must be at least 1 (no timing without warm-up), got {getattr(self, key)}")
+        if not self.precisions or any(p not in PRECISIONS for p in self.precisions):
+            bad("precisions", f"must name {' or '.join(PRECISIONS)}, got {self.precisions}")
+        if self.device != "auto" and not (self.device == "cpu" or self.device.startswith("cuda")):
+            bad("device", f"must be auto, cpu or cuda[:N], got {self.device!r}")
+        for name, options in self.per_model.items():
+            if name not in list_models():
+                bad("per_model", f"names unknown model {name!r}")
+            if not isinstance(options, dict):
+                bad(f"per_model.{name}", f"must be a mapping of option: value, got {options!r}")
+        for name in self.timed_models():
+            for shared in ([False, True] if name in self.hierarchical_models else [False]):
+                try:
+                    model_config(name, **self.model_overrides(name, shared))
+                except ValueError as err:
+                    bad(f"per_model.{name}" if name in self.per_model else "models", f"gives {name} an invalid "
+                        f"configuration: {err}")
+        return self
+
+    def timed_models(self) -> list[str]:
+        from attnlib.models import list_models
+        return list(self.models) or list_models()
+
+    def model_overrides(self, name: str, hierarchical: bool = False) -> dict:
+        out = {**self.per_model.get(name, {}), "image_size": self.image_size, "in_channels": self.in_channels}
+        return {**out, "hierarchical": True} if hierarchical else out
+
+
+NOTEBOOK_PARAMS["06_timing"] = TimingParams
+
+
 def params_class(notebook: str) -> type:
     return NOTEBOOK_PARAMS.get(Path(notebook).stem, TrainParams)
 

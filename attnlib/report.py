@@ -25,7 +25,7 @@ PUBLISHED = [
 
 def published_table() -> pd.DataFrame:
     cols = ["model", "heads", "hierarchical", "paper_acc", "re_acc", "paper_params", "paper_gflops"]
-    return pd.DataFrame(PUBLISHED).reindex(columns=cols)
+    return pd.DataFrame(PUBLISHED).reindex(columns=cols).astype({"paper_params": "Int64"})
 
 
 def _heads_of(variant: str) -> int:

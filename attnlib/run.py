@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         # notebooks run with notebooks/ as their working directory.
         injected = dataclasses.asdict(checked)
         for key in ("data_root", "results_dir"):
-            injected[key] = str((ROOT / injected[key]).resolve())
+            if key in injected:
+                injected[key] = str((ROOT / injected[key]).resolve())
         plans.append((nb, injected))
 
     import logging

@@ -1,0 +1,301 @@
+"""Throughput and latency, measured honestly: warm-up first, synchronised clocks, medians.
+
+Every measurement returns a `Timing` that records how it was taken (warm-up and timed repetitions,
+batch size, precision, device) and one sentence saying exactly what was inside the timer. On a GPU
+the clock is a pair of CUDA events around each repetition; on a CPU, `time.perf_counter`.
+
+    t = timing.train_throughput(model, batch=32)      # forward + loss + backward + SGD step
+    t.images_per_s, t.median_s, t.describe()
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from attnlib.train import autocast
+
+WHAT = {
+    "train": "one training step on a fixed random batch already on the device: forward, cross-entropy, "
+             "backward and an SGD step (momentum 0.9); no data loading or augmentation",
+    "infer": "one forward pass in eval mode under torch.no_grad on a fixed random batch already on the "
+             "device; no data loading",
+    "matmul": "one square matrix product torch.mm(a, b) of random matrices already on the device",
+}
+
+
+@dataclass
+class Timing:
+    label: str
+    mode: str  # train | infer | matmul
+    batch: int
+    precision: str
+    device: str
+    warmup: int
+    reps: int
+    median_s: float
+    mean_s: float
+    std_s: float
+    min_s: float
+    max_s: float
+    what: str
+
+    @property
+    def images_per_s(self) -> float:
+        return self.batch / self.median_s
+
+    @property
+    def latency_ms(self) -> float:
+        return 1000 * self.median_s
+
+    def row(self) -> dict:
+        return dict(asdict(self), images_per_s=self.images_per_s, latency_ms=self.latency_ms)
+
+    def describe(self) -> str:
+        return (f"{self.label}: median {self.latency_ms:.1f} ms per call (mean {1000 * self.mean_s:.1f} +- "
+                f"{1000 * self.std_s:.1f} ms), {self.images_per_s:.1f} images/s at batch {self.batch}, "
+                f"{self.precision}, {self.device}; {self.reps} timed calls after {self.warmup} warm-up calls. "
+                f"Timed: {self.what}.")
+
+
+def synchronize(device: torch.device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(fn: Callable[[], object], device: torch.device | str = "cpu", warmup: int = 3, reps: int = 10,
+            min_seconds: float = 0.0) -> list[float]:
+    """Seconds per call of `fn`, after `warmup` untimed calls; at least `reps` calls, more until
+    `min_seconds` of timed work. CUDA: events around each call; CPU: perf_counter."""
+    device = torch.device(device)
+    if warmup < 1:
+        raise ValueError("no timing without warm-up: warmup must be at least 1")
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    times: list[float] = []
+    while len(times) < reps or sum(times) < min_seconds:
+        times += measure_once(fn, device)
+    return times
+
+
+def alternating(fns: dict[str, Callable[[], object]], device: torch.device | str = "cpu", warmup: int = 2,
+                reps: int = 5) -> dict[str, list[float]]:
+    """Seconds per call of several functions timed in turn (A, B, C, A, B, C, ...), after `warmup`
+    untimed rounds, so that slow drift of the machine (heat, other jobs) hits all of them alike."""
+    device = torch.device(device)
+    if warmup < 1:
+        raise ValueError("no timing without warm-up: warmup must be at least 1")
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(reps):
+        for name, fn in fns.items():
+            times[name] += measure_once(fn, device)
+    return times
+
+
+def measure_once(fn: Callable[[], object], device: torch.device) -> list[float]:
+    synchronize(device)
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return [start.elapsed_time(end) / 1000]
+    t0 = time.perf_counter()
+    fn()
+    return [time.perf_counter() - t0]
+
+
+def _timing(label, mode, batch, precision, device, warmup, times, what) -> Timing:
+    return Timing(label, mode, batch, precision, str(device), warmup, len(times), statistics.median(times),
+                  statistics.fmean(times), statistics.stdev(times) if len(times) > 1 else 0.0, min(times),
+                  max(times), what)
+
+
+def _inputs(model: nn.Module, batch: int, device: torch.device, image_shape: tuple[int, int, int] | None):
+    cfg = getattr(model, "cfg", None)
+    shape = image_shape or (cfg.in_channels, cfg.image_size, cfg.image_size)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, *shape, generator=g).to(device)
+    y = torch.randint(0, getattr(cfg, "num_classes", 10), (batch,), generator=g).to(device)
+    return x, y
+
+
+def train_step_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str = "fp32", lr: float = 0.01):
+    """A closure doing one SGD step of `model` on (x, y); the model's weights change with each call."""
+    device = x.device
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    model.train()
+
+    def step():
+        with autocast(device, precision):
+            logits = model(x)
+        loss = F.cross_entropy(logits.float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return step
+
+
+def train_throughput(model: nn.Module, batch: int = 32, precision: str = "fp32", device: str = "cpu",
+                     warmup: int = 2, reps: int = 5, label: str = "", image_shape=None, min_seconds: float = 0.0) -> Timing:
+    """Images per second of training steps (forward, loss, backward, SGD) at one batch size."""
+    device = torch.device(device)
+    model = model.to(device)
+    x, y = _inputs(model, batch, device, image_shape)
+    times = measure(train_step_fn(model, x, y, precision), device, warmup, reps, min_seconds)
+    return _timing(label or type(model).__name__, "train", batch, precision, device, warmup, times, WHAT["train"])
+
+
+def infer_throughput(model: nn.Module, batch: int = 32, precision: str = "fp32", device: str = "cpu",
+                     warmup: int = 2, reps: int = 5, label: str = "", image_shape=None, min_seconds: float = 0.0) -> Timing:
+    """Images per second of inference (eval mode, no_grad); batch=1 gives the latency."""
+    device = torch.device(device)
+    model = model.to(device).eval()
+    x, _ = _inputs(model, batch, device, image_shape)
+
+    def forward():
+        with torch.no_grad(), autocast(device, precision):
+            model(x)
+    times = measure(forward, device, warmup, reps, min_seconds)
+    return _timing(label or type(model).__name__, "infer", batch, precision, device, warmup, times, WHAT["infer"])
+
+
+def matmul_rate(n: int = 2048, precision: str = "fp32", device: str = "cpu", warmup: int = 2, reps: int = 5) -> tuple[float, Timing]:
+    """The machine's measured matrix-product rate in GFLOP/s (2 n^3 FLOPs per n x n product)."""
+    device = torch.device(device)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
+    g = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(n, n, generator=g).to(device, dtype) for _ in range(2))
+    times = measure(lambda: torch.mm(a, b), device, warmup, reps)
+    t = _timing(f"matmul {n}^3", "matmul", 0, precision, device, warmup, times, WHAT["matmul"])
+    return 2 * n ** 3 / t.median_s / 1e9, t
+
+
+def flops_per_image(model: nn.Module, mode: str = "infer", image_shape=None, batch: int = 2) -> float:
+    """FLOPs per image counted by torch.utils.flop_counter (matrix products, convolutions, attention;
+    a multiply-add counts 2). mode "train" counts forward + backward."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    device = next(model.parameters()).device
+    x, y = _inputs(model, batch, device, image_shape)
+    counter = FlopCounterMode(display=False)
+    # The plain attention paths (same arithmetic, explicit matmuls): the counter misses torch's fused
+    # CPU attention kernel, so fused models would be counted without their attention products.
+    fused = [(m, m.fused) for m in model.modules() if isinstance(getattr(m, "fused", None), bool)]
+    for m, _ in fused:
+        m.fused = False
+    try:
+        if mode == "train":
+            model.train()
+            with counter:
+                F.cross_entropy(model(x), y).backward()
+            model.zero_grad(set_to_none=True)
+        else:
+            model.eval()
+            with counter, torch.no_grad():
+                model(x)
+    finally:
+        for m, flag in fused:
+            m.fused = flag
+    return counter.get_total_flops() / batch
+
+
+def pipeline_throughput(ds, batch: int = 32, device: str = "cpu", epochs: int = 3) -> Timing:
+    """Images per second of the training input pipeline alone (attnlib.data.BatchLoader: shuffle,
+    gather, crop + flip augmentation, normalisation, move to the device), one epoch per repetition."""
+    from attnlib.data import loaders
+
+    device = torch.device(device)
+    train, _ = loaders(ds, batch, device)
+
+    def epoch():
+        for _ in train:
+            pass
+    times = measure(epoch, device, warmup=1, reps=epochs)
+    per_batch = [t / len(train) for t in times]
+    return _timing("input pipeline", "pipeline", batch, "uint8 -> fp32", device, 1, per_batch,
+                   f"one pass over {len(ds.x_train)} {ds.channels}x{ds.image_size}x{ds.image_size} images in batches "
+                   f"of {batch} (shuffle, gather, random crop + flip, normalisation, move to {device}), per batch")
+
+
+# -- notebook 06: every model ------------------------------------------------------------------------
+KEY = ["model", "variant", "mode", "batch", "precision", "device", "image_size", "in_channels"]
+
+
+def machine_peak(precisions, device: str = "cpu") -> dict[str, float]:
+    """Measured 2048^3 matrix-product rate (GFLOP/s) per precision, in this process."""
+    return {p: matmul_rate(2048, p, device)[0] for p in precisions}
+
+
+def time_models(p, path, progress: bool = True):
+    """Time every model of TimingParams `p` (and the hierarchical variants it names): parameters,
+    FLOPs per image, training and inference throughput, batch-1 latency. Rows are written to the
+    CSV at `path` after each model, atomically; rows already there for the same settings are kept
+    and not timed again unless p.remeasure, so an interrupted notebook continues where it stopped."""
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from attnlib import results
+    from attnlib.models import count_parameters, create_model
+    from attnlib.train import resolve_device
+
+    device = resolve_device(p.device)
+    dev_name = results.device_name(device)
+    old = pd.read_csv(path).to_dict("records") if Path(path).exists() else []
+
+    def key(model, variant, mode, batch, prec):
+        return tuple(map(str, (model, variant, mode, batch, prec, dev_name, p.image_size, p.in_channels)))
+    done = set() if p.remeasure else {tuple(map(str, (r[k] for k in KEY))) for r in old}
+    peak = machine_peak(p.precisions, device)
+    plan = []
+    for name in p.timed_models():
+        for shared in ([False, True] if name in p.hierarchical_models else [False]):
+            variant = "hierarchical" if shared else "standard"
+            todo = [(mode, b, prec) for prec in p.precisions
+                    for mode, batches in (("train", p.train_batches), ("infer", p.infer_batches), ("latency", [1]))
+                    for b in batches if key(name, variant, mode, b, prec) not in done]
+            if todo:
+                plan.append((name, shared, variant, todo))
+    retimed = {key(name, variant, *t) for name, _, variant, todo in plan for t in todo}
+    rows = [r for r in old if tuple(map(str, (r[k] for k in KEY))) not in retimed]  # other devices, sizes: kept
+    bar = tqdm(total=sum(len(t) for *_, t in plan), desc="timing", disable=not progress)
+    for name, shared, variant, todo in plan:
+        torch.manual_seed(0)
+        model = create_model(name, **p.model_overrides(name, shared)).to(device)
+        shape = (p.in_channels, p.image_size, p.image_size)
+        gflops = {"infer": flops_per_image(model, "infer", shape) / 1e9, "train": flops_per_image(model, "train", shape) / 1e9}
+        gflops["latency"] = gflops["infer"]
+        n_params = count_parameters(model)
+        for mode, batch, prec in todo:
+            bar.set_postfix_str(f"{name} ({variant}) {mode} batch {batch} {prec}")
+            if mode == "train":
+                t = train_throughput(model, batch, prec, device, p.warmup, p.reps, name, shape)
+            else:
+                t = infer_throughput(model, batch, prec, device, p.warmup, p.latency_reps if mode == "latency" else p.reps,
+                                     name, shape)
+            rate = t.images_per_s * gflops[mode]
+            rows.append(dict(profile=p.profile, model=name, variant=variant, mode=mode, batch=batch, precision=prec,
+                             device=dev_name, image_size=p.image_size, in_channels=p.in_channels, params=n_params,
+                             gflops_per_image=gflops[mode], images_per_s=t.images_per_s, latency_ms=t.latency_ms,
+                             mean_ms=1000 * t.mean_s, std_ms=1000 * t.std_s, min_ms=1000 * t.min_s,
+                             warmup=t.warmup, reps=t.reps, achieved_gflops=rate, peak_gflops=peak[prec],
+                             fraction_of_peak=rate / peak[prec], what=t.what, torch=torch.__version__,
+                             git=results.git_commit()))
+            bar.update()
+        results.atomic_write_text(path, pd.DataFrame(rows).to_csv(index=False))
+    bar.close()
+    df = pd.DataFrame(rows)
+    keep = df["device"].eq(dev_name) & df["image_size"].eq(p.image_size) & df["in_channels"].eq(p.in_channels)
+    keep &= df["model"].isin(p.timed_models()) & df["precision"].isin(p.precisions)
+    return df[keep].reset_index(drop=True), peak

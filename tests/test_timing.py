@@ -1,0 +1,118 @@
+"""Timing: warm-up is never timed, rounds alternate, FLOPs are counted right, the benchmark's reference
+is the same network as ours, and notebook 06's driver keeps what it measured."""
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from attnlib import timing
+from attnlib.attention import QuadraticScore, flush_denormals
+from attnlib.models import create_model, list_models
+from attnlib.params import ParamsError, TimingParams, from_mapping
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from reference_sa import ReferenceQuadraticNet  # noqa: E402
+
+
+def test_warmup_calls_are_not_timed_and_warmup_is_required():
+    calls = []
+    times = timing.measure(lambda: calls.append(1), warmup=2, reps=3)
+    assert len(calls) == 5 and len(times) == 3 and all(t >= 0 for t in times)
+    with pytest.raises(ValueError, match="warm-up"):
+        timing.measure(lambda: None, warmup=0)
+
+
+def test_alternating_rounds_interleave_the_functions():
+    order = []
+    times = timing.alternating({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, warmup=1, reps=2)
+    assert order == ["a", "b"] * 3 and {k: len(v) for k, v in times.items()} == {"a": 2, "b": 2}
+
+
+def test_a_timing_says_what_was_timed_and_how():
+    t = timing.infer_throughput(create_model("resnet18", width=4, image_size=8), batch=4, warmup=1, reps=3)
+    assert t.images_per_s == pytest.approx(4 / t.median_s) and t.reps == 3 and t.warmup == 1
+    text = t.describe()
+    assert "warm-up" in text and "eval mode" in text and "batch 4" in text
+
+
+def test_flops_are_counted_for_forward_and_training():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 6), nn.Linear(6, 10))
+    forward = 2 * (12 * 6 + 6 * 10)
+    assert timing.flops_per_image(model, "infer", image_shape=(3, 2, 2)) == forward
+    # backward: each weight's gradient, and the gradient of the second layer's input (not of the images)
+    assert timing.flops_per_image(model, "train", image_shape=(3, 2, 2)) == forward + forward + 2 * 6 * 10
+
+
+def test_the_benchmark_reference_is_the_same_network_as_ours():
+    torch.manual_seed(0)
+    kw = dict(layers=2, heads=4, hidden=16, ff=24, image_size=8)
+    ours = create_model("sa_quadratic", **kw).eval()
+    ref = ReferenceQuadraticNet(**{k: v for k, v in kw.items()}).eval()
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(3, 3, 8, 8)
+    assert torch.allclose(ours(x), ref(x), atol=1e-5)
+
+
+def test_subnormal_probabilities_are_flushed_and_nothing_else():
+    tiny = torch.finfo(torch.float32).tiny
+    p = torch.tensor([1e-40, tiny / 2, tiny, 1e-30, 0.5])
+    assert flush_denormals(p).tolist() == [0.0, 0.0, tiny, pytest.approx(1e-30), 0.5]
+
+
+def test_sharp_heads_with_flushed_probabilities_still_match_float64():
+    torch.manual_seed(1)
+    layer = create_model("sa_quadratic", layers=1, heads=4, hidden=16, ff=24).blocks[0].attn.eval()
+    with torch.no_grad():
+        layer.positional.spreads.fill_(4.0)  # exp(-8 d^2): far keys get subnormal probabilities
+    p = torch.softmax(layer.position_scores(), -1)
+    assert ((p > 0) & (p < torch.finfo(torch.float32).tiny)).any()  # the case the flush is for
+    x = torch.randn(2, 256, 16)
+    exact = layer.double()(x.double())
+    assert torch.allclose(layer.float()(x).double(), exact, atol=1e-5)
+
+
+def test_isotropic_scores_separated_equal_the_general_quadratic_form():
+    torch.manual_seed(2)
+    iso, aniso = QuadraticScore(5), QuadraticScore(5, anisotropic=True)
+    with torch.no_grad():
+        aniso.centers.copy_(iso.centers)
+        aniso.inv_sqrt_cov.copy_(iso.spreads[:, None, None] * torch.eye(2))
+    assert torch.allclose(iso(4, 6), aniso(4, 6), atol=1e-5)
+
+
+TINY = {"resnet18": {"width": 4}, "sa_quadratic": {"layers": 1, "heads": 2, "hidden": 8, "ff": 8}}
+
+
+def test_time_models_keeps_rows_and_only_remeasures_when_asked(tmp_path, monkeypatch):
+    p = from_mapping(TimingParams, dict(models=["resnet18", "sa_quadratic"], hierarchical_models=["sa_quadratic"],
+                                        per_model=TINY, image_size=8, train_batches=[2], infer_batches=[2],
+                                        precisions=["fp32"], warmup=1, reps=2, latency_reps=2, device="cpu"))
+    path = tmp_path / "06_timing.csv"
+    df, peak = timing.time_models(p, path, progress=False)
+    assert peak["fp32"] > 0
+    assert set(zip(df["model"], df["variant"])) == {("resnet18", "standard"), ("sa_quadratic", "standard"),
+                                                    ("sa_quadratic", "hierarchical")}
+    assert len(df) == 3 * 3 and set(df["mode"]) == {"train", "infer", "latency"}
+    assert (df["gflops_per_image"] > 0).all() and df["what"].str.contains("warm-up|training step|forward").all()
+    calls = []
+    monkeypatch.setattr(timing, "train_throughput", lambda *a, **k: calls.append(a) or pytest.fail("re-timed"))
+    again, _ = timing.time_models(p, path, progress=False)  # everything is there: nothing is timed
+    assert len(again) == len(df) and not calls and len(pd.read_csv(path)) == len(df)
+    monkeypatch.undo()
+    p.remeasure = True
+    again, _ = timing.time_models(p, path, progress=False)
+    assert len(again) == len(df) and len(pd.read_csv(path)) == len(df)  # replaced, not duplicated
+
+
+def test_timing_params_are_checked():
+    with pytest.raises(ParamsError, match="warmup must be at least 1"):
+        from_mapping(TimingParams, {"warmup": 0})
+    with pytest.raises(ParamsError, match="hierarchical_models"):
+        from_mapping(TimingParams, {"hierarchical_models": ["resnet19"]})
+    with pytest.raises(ParamsError, match="gives resnet18 an invalid configuration"):
+        from_mapping(TimingParams, {"hierarchical_models": ["resnet18"]})  # ResNet has no weight sharing
+    assert from_mapping(TimingParams, {}).timed_models() == list_models()
