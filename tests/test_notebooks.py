@@ -3,7 +3,8 @@ import pandas as pd
 import pytest
 from conftest import assert_every_field_injected, run_runner
 
-from attnlib.params import TrainParams
+from attnlib.models import list_models
+from attnlib.params import TimingParams, TrainParams
 from attnlib.results import METRIC_COLUMNS
 
 
@@ -48,6 +49,22 @@ def test_smoke_profile_runs_the_peer_notebooks_and_writes_results(tmp_path):
     # per_model: the patchwise SAN trained at its own learning rate (lr column: the rate of the last step)
     san = pd.read_csv(root / "metrics" / "03_san.csv").groupby("model")["lr"].max()
     assert san["san_patchwise"] < san["san_pairwise"]
+
+
+@pytest.mark.notebook
+def test_smoke_profile_runs_the_timing_notebook(tmp_path):
+    out = run_runner("--only", "06", "--results-dir", str(tmp_path))
+    assert out.returncode == 0, out.stderr[-3000:]
+    root = tmp_path / "smoke"
+    assert_every_field_injected(root / "notebooks" / "06_timing.ipynb", TimingParams)
+    df = pd.read_csv(root / "metrics" / "06_timing.csv")
+    assert set(df["model"]) == set(list_models())
+    assert {"hierarchical"} <= set(df["variant"]) and set(df["precision"]) == {"fp32", "bf16"}
+    assert set(df["mode"]) == {"train", "infer", "latency"} and (df["images_per_s"] > 0).all()
+    summary = pd.read_csv(root / "metrics" / "06_timing_summary.csv")
+    assert len(summary) == len(list_models()) + 3
+    assert (root / "figures" / "06_timing.png").stat().st_size > 1000
+    assert "No GPU was present" in (root / "notebooks" / "06_timing.ipynb").read_text() or "cuda" in df["device"].iloc[0]
 
 
 @pytest.mark.notebook
