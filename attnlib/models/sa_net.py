@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attnlib.attention import POSITIONAL, MultiHeadSelfAttention
+from attnlib.models.common import eval_mode
 
 
 @dataclass
@@ -132,14 +133,10 @@ class SelfAttentionNet(nn.Module):
     @torch.no_grad()
     def attention_probs(self, images: torch.Tensor) -> list[torch.Tensor]:
         """One (B, heads, T, T) tensor per layer, rows summing to 1, in eval mode (as for figures)."""
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             probs: list[torch.Tensor] = []
             self._run(images, probs)
             return probs
-        finally:
-            self.train(was_training)
 
     @torch.no_grad()
     def attention_centers(self) -> torch.Tensor:

@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
+from attnlib.models.common import eval_mode
+
 
 @dataclass
 class ViTConfig:
@@ -168,13 +170,9 @@ class ViT(nn.Module):
     @torch.no_grad()
     def attention_probs(self, images: torch.Tensor) -> list[torch.Tensor]:
         """One (B, heads, T, T) tensor per layer, rows summing to 1, in eval mode (as for figures)."""
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             x, probs = self.tokens(images), []
             for block in self.layer_blocks():
                 probs.append(block.attn.probs(block.norm1(x)))
                 x = block(x)
             return probs
-        finally:
-            self.train(was_training)
