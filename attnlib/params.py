@@ -36,6 +36,14 @@ def _fail(where: str, key: str, why: str):
     raise ParamsError(f"{where}: {key} {why}")
 
 
+def _check_model_option(bad, key: str, name: str, value):
+    """Checks a model's config does not make itself: list items' types, dropout ranges."""
+    if isinstance(value, list) and any(isinstance(v, (str, bool)) or not isinstance(v, (int, float)) for v in value):
+        bad(key, f"must be a list of numbers, got {value!r}")
+    if name.endswith("dropout") and isinstance(value, (int, float)) and not 0 <= value < 1:
+        bad(key, f"must be in [0, 1), got {value}")
+
+
 def _check_common(p, where: str):
     """The checks every notebook's parameters share: profile and dataset."""
     for key, choices in (("profile", PROFILES), ("dataset", DATASETS)):
@@ -127,7 +135,7 @@ class TrainParams:
                         try:
                             model_config(name, **self.model_overrides(name, heads, shared), image_size=size,
                                          in_channels=c)
-                        except ValueError as err:
+                        except (ValueError, TypeError) as err:
                             key = f"per_model.{name}" if name in self.per_model else "models"
                             bad(key, f"gives {name} an invalid configuration for {size}x{size}x{c} images: {err}")
         return self
@@ -160,7 +168,8 @@ class TrainParams:
                 bad("per_model", f"names {name!r}, which is not in models {self.models}")
             if not isinstance(options, dict):
                 bad(f"per_model.{name}", f"must be a mapping of option: value, got {options!r}")
-            allowed = sorted((config_fields(name) - {"heads", *DATA_OPTIONS}) | set(TRAIN_FIELDS))
+            # heads and hierarchical are the grid's axes, set at the top level for every model
+            allowed = sorted((config_fields(name) - {"heads", "hierarchical", *DATA_OPTIONS}) | set(TRAIN_FIELDS))
             for key, value in options.items():
                 if key not in allowed:
                     close = difflib.get_close_matches(str(key), allowed, n=1)
@@ -168,6 +177,7 @@ class TrainParams:
                     bad(f"per_model.{name}", f"has unknown option {key!r}{hint}; options: {', '.join(allowed)}")
                 if key in TRAIN_FIELDS and not _check_type(value, hints[key]):
                     bad(f"per_model.{name}.{key}", f"must be {_type_name(hints[key])}, got {value!r}")
+                _check_model_option(bad, f"per_model.{name}.{key}", key, value)
             self.for_model(name)._check_training(lambda key, why: bad(f"per_model.{name}.{key}", why))
 
     def for_model(self, name: str) -> "TrainParams":
@@ -294,11 +304,13 @@ class TimingParams:
                 bad("per_model", f"names unknown model {name!r}")
             if not isinstance(options, dict):
                 bad(f"per_model.{name}", f"must be a mapping of option: value, got {options!r}")
+            for key, value in options.items():
+                _check_model_option(bad, f"per_model.{name}.{key}", key, value)
         for name in self.timed_models():
             for shared in ([False, True] if name in self.hierarchical_models else [False]):
                 try:
                     model_config(name, **self.model_overrides(name, shared))
-                except ValueError as err:
+                except (ValueError, TypeError) as err:
                     bad(f"per_model.{name}" if name in self.per_model else "models", f"gives {name} an invalid "
                         f"configuration: {err}")
         return self

@@ -9,6 +9,8 @@ the clock is a pair of CUDA events around each repetition; on a CPU, `time.perf_
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -105,11 +107,12 @@ def alternating(fns: dict[str, Callable[[], object]], device: torch.device | str
 def measure_once(fn: Callable[[], object], device: torch.device) -> list[float]:
     synchronize(device)
     if device.type == "cuda":
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
+        with torch.cuda.device(device):  # events on the stream of the device that runs fn
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
         return [start.elapsed_time(end) / 1000]
     t0 = time.perf_counter()
     fn()
@@ -230,7 +233,7 @@ def pipeline_throughput(ds, batch: int = 32, device: str = "cpu", epochs: int = 
 
 
 # -- notebook 06: every model ------------------------------------------------------------------------
-KEY = ["model", "variant", "mode", "batch", "precision", "device", "image_size", "in_channels"]
+KEY = ["model", "variant", "config", "mode", "batch", "precision", "device", "image_size", "in_channels"]
 
 
 def machine_peak(precisions, device: str = "cpu") -> dict[str, float]:
@@ -247,30 +250,40 @@ def time_models(p, path, progress: bool = True):
     from tqdm.auto import tqdm
 
     from attnlib import results
-    from attnlib.models import count_parameters, create_model
+    from attnlib.models import count_parameters, create_model, model_config
     from attnlib.train import resolve_device
 
     device = resolve_device(p.device)
     dev_name = results.device_name(device)
     old = pd.read_csv(path).to_dict("records") if Path(path).exists() else []
 
-    def key(model, variant, mode, batch, prec):
-        return tuple(map(str, (model, variant, mode, batch, prec, dev_name, p.image_size, p.in_channels)))
-    done = set() if p.remeasure else {tuple(map(str, (r[k] for k in KEY))) for r in old}
+    def row_key(r: dict) -> tuple:
+        return tuple(str(r.get(k)) for k in KEY)
+
+    def key(model, variant, config, mode, batch, prec):
+        return tuple(map(str, (model, variant, config, mode, batch, prec, dev_name, p.image_size, p.in_channels)))
+    done = set() if p.remeasure else {row_key(r) for r in old}
     peak = machine_peak(p.precisions, device)
-    plan = []
+    plan, wanted = [], set()
     for name in p.timed_models():
         for shared in ([False, True] if name in p.hierarchical_models else [False]):
             variant = "hierarchical" if shared else "standard"
-            todo = [(mode, b, prec) for prec in p.precisions
-                    for mode, batches in (("train", p.train_batches), ("infer", p.infer_batches), ("latency", [1]))
-                    for b in batches if key(name, variant, mode, b, prec) not in done]
+            # a fingerprint of the model's configuration: changed options mean new measurements
+            config = hashlib.sha1(json.dumps(asdict(model_config(name, **p.model_overrides(name, shared))),
+                                             sort_keys=True).encode()).hexdigest()[:8]
+            todo = []
+            for prec in p.precisions:
+                for mode, batches in (("train", p.train_batches), ("infer", p.infer_batches), ("latency", [1])):
+                    for b in batches:
+                        wanted.add(key(name, variant, config, mode, b, prec))
+                        if key(name, variant, config, mode, b, prec) not in done:
+                            todo.append((mode, b, prec))
             if todo:
-                plan.append((name, shared, variant, todo))
-    retimed = {key(name, variant, *t) for name, _, variant, todo in plan for t in todo}
-    rows = [r for r in old if tuple(map(str, (r[k] for k in KEY))) not in retimed]  # other devices, sizes: kept
+                plan.append((name, shared, variant, config, todo))
+    retimed = {key(name, variant, config, *t) for name, _, variant, config, todo in plan for t in todo}
+    rows = [r for r in old if row_key(r) not in retimed]  # other devices, sizes, settings: kept in the file
     bar = tqdm(total=sum(len(t) for *_, t in plan), desc="timing", disable=not progress)
-    for name, shared, variant, todo in plan:
+    for name, shared, variant, config, todo in plan:
         torch.manual_seed(0)
         model = create_model(name, **p.model_overrides(name, shared)).to(device)
         shape = (p.in_channels, p.image_size, p.image_size)
@@ -285,7 +298,7 @@ def time_models(p, path, progress: bool = True):
                 t = infer_throughput(model, batch, prec, device, p.warmup, p.latency_reps if mode == "latency" else p.reps,
                                      name, shape)
             rate = t.images_per_s * gflops[mode]
-            rows.append(dict(profile=p.profile, model=name, variant=variant, mode=mode, batch=batch, precision=prec,
+            rows.append(dict(profile=p.profile, model=name, variant=variant, config=config, mode=mode, batch=batch, precision=prec,
                              device=dev_name, image_size=p.image_size, in_channels=p.in_channels, params=n_params,
                              gflops_per_image=gflops[mode], images_per_s=t.images_per_s, latency_ms=t.latency_ms,
                              mean_ms=1000 * t.mean_s, std_ms=1000 * t.std_s, min_ms=1000 * t.min_s,
@@ -296,6 +309,4 @@ def time_models(p, path, progress: bool = True):
         results.atomic_write_text(path, pd.DataFrame(rows).to_csv(index=False))
     bar.close()
     df = pd.DataFrame(rows)
-    keep = df["device"].eq(dev_name) & df["image_size"].eq(p.image_size) & df["in_channels"].eq(p.in_channels)
-    keep &= df["model"].isin(p.timed_models()) & df["precision"].isin(p.precisions)
-    return df[keep].reset_index(drop=True), peak
+    return df[[row_key(r) in wanted for r in rows]].reset_index(drop=True), peak  # only what `p` asks for

@@ -198,18 +198,21 @@ def test_vit_fused_and_plain_attention_agree(name):
 
 @pytest.mark.parametrize("hierarchical", [False, True])
 def test_vit_attention_probs_are_those_the_forward_pass_uses(hierarchical):
+    """Each layer's output is rebuilt from attention_probs and the layer's own values."""
     torch.manual_seed(5)
-    model = small("vit", fused=False, hierarchical=hierarchical).eval()
+    model = small("vit", hierarchical=hierarchical).eval()  # fused: SDPA computes its own softmax
     x = torch.randn(2, 3, 8, 8)
     seen = []
-    handles = [b.attn.register_forward_hook(lambda m, args, out: seen.append(m.probs(args[0]))) for b in model.blocks]
+    handles = [b.attn.register_forward_hook(lambda m, args, out: seen.append((m, args[0], out))) for b in model.blocks]
     model(x)
     for h in handles:
         h.remove()
     probs = model.attention_probs(x)
     assert len(seen) == len(probs) == SMALL["layers"]
-    for a, b in zip(seen, probs):
-        assert torch.allclose(a, b, atol=1e-6)
+    for (attn, inp, out), p in zip(seen, probs):
+        v = attn._qkv(inp)[2]  # (B, heads, T, d)
+        rebuilt = attn.out((p @ v).transpose(1, 2).flatten(2))
+        assert torch.allclose(rebuilt, out, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["vit", "vit_plain"])

@@ -19,9 +19,11 @@ from reference_sa import ReferenceQuadraticNet  # noqa: E402
 
 
 def test_warmup_calls_are_not_timed_and_warmup_is_required():
+    import time
     calls = []
-    times = timing.measure(lambda: calls.append(1), warmup=2, reps=3)
-    assert len(calls) == 5 and len(times) == 3 and all(t >= 0 for t in times)
+    # the first two calls (the warm-up) are slow: a median of timed calls that included them would show it
+    times = timing.measure(lambda: (calls.append(1), time.sleep(0.05 if len(calls) <= 2 else 0)), warmup=2, reps=3)
+    assert len(calls) == 5 and len(times) == 3 and max(times) < 0.04
     with pytest.raises(ValueError, match="warm-up"):
         timing.measure(lambda: None, warmup=0)
 
@@ -106,6 +108,10 @@ def test_time_models_keeps_rows_and_only_remeasures_when_asked(tmp_path, monkeyp
     p.remeasure = True
     again, _ = timing.time_models(p, path, progress=False)
     assert len(again) == len(df) and len(pd.read_csv(path)) == len(df)  # replaced, not duplicated
+    p.remeasure, p.models, p.per_model = False, ["resnet18"], {"resnet18": {"width": 2}}
+    narrow, _ = timing.time_models(p, path, progress=False)  # another configuration: measured anew
+    assert len(narrow) == 3 and (narrow["params"] < df[df["model"] == "resnet18"]["params"].iloc[0]).all()
+    assert len(pd.read_csv(path)) == len(df) + 3  # the earlier rows stay in the file
 
 
 def test_timing_params_are_checked():

@@ -80,19 +80,22 @@ class Attention(nn.Module):
         q, k, v = self.qkv(x).view(b, t, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         return q, k, v  # each (B, heads, T, head_dim)
 
+    def _softmax(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(q @ k.transpose(-2, -1) * self.head_dim ** -0.5, dim=-1)
+
     def probs(self, x: torch.Tensor) -> torch.Tensor:
         """(B, heads, T, T) attention probabilities, before dropout."""
         q, k, _ = self._qkv(x)
-        return torch.softmax(q @ k.transpose(-2, -1) * self.head_dim ** -0.5, dim=-1)
+        return self._softmax(q, k)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, _ = x.shape
         p_drop = self.attn_dropout if self.training else 0.0
+        q, k, v = self._qkv(x)
         if self.fused:
-            q, k, v = self._qkv(x)
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=p_drop)
         else:
-            y = F.dropout(self.probs(x), p_drop, self.training) @ self._qkv(x)[2]
+            y = F.dropout(self._softmax(q, k), p_drop, self.training) @ v
         return self.out(y.transpose(1, 2).reshape(b, t, self.heads * self.head_dim))
 
 
