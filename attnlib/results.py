@@ -23,6 +23,11 @@ METRIC_COLUMNS = [
 
 TEXT_COLUMNS = ["run_id", "experiment", "model", "variant", "dataset", "profile", "device", "precision", "torch", "git"]
 
+# results/<profile>/metrics/<experiment>_centers.csv: quadratic models' heads after every epoch (epoch 0:
+# at initialisation). (row, col): the head's center, an offset in tokens; inv_cov_*: its Sigma^-1.
+CENTER_COLUMNS = ["run_id", "experiment", "model", "variant", "dataset", "profile", "seed", "epoch", "layer", "head",
+                  "row", "col", "inv_cov_rr", "inv_cov_rc", "inv_cov_cc"]
+
 
 def profile_dir(results_dir: str | Path, profile: str) -> Path:
     return Path(results_dir) / profile
@@ -73,22 +78,26 @@ def atomic_torch_save(obj, path: str | Path):
         raise
 
 
-def read_metrics(path: str | Path) -> pd.DataFrame:
+def centers_path(results_dir: str | Path, profile: str, experiment: str) -> Path:
+    return profile_dir(results_dir, profile) / "metrics" / f"{experiment}_centers.csv"
+
+
+def read_metrics(path: str | Path, columns: list[str] = METRIC_COLUMNS) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
-        return pd.DataFrame(columns=METRIC_COLUMNS)
-    return pd.read_csv(path, dtype={c: str for c in TEXT_COLUMNS})
+        return pd.DataFrame(columns=columns)
+    return pd.read_csv(path, dtype={c: str for c in TEXT_COLUMNS if c in columns})
 
 
-def write_run_rows(path: str | Path, run_id: str, rows: list[dict]):
+def write_run_rows(path: str | Path, run_id: str, rows: list[dict], columns: list[str] = METRIC_COLUMNS):
     """Replace every row of `run_id` in the CSV at `path` by `rows`, atomically."""
     for r in rows:
-        missing = set(METRIC_COLUMNS) - set(r)
+        missing = set(columns) - set(r)
         if missing:
-            raise ValueError(f"metric row lacks {sorted(missing)}")
-    old = read_metrics(path)
+            raise ValueError(f"row lacks {sorted(missing)}")
+    old = read_metrics(path, columns)
     old = old[old["run_id"] != run_id]
-    new = pd.DataFrame(rows, columns=METRIC_COLUMNS)
+    new = pd.DataFrame(rows, columns=columns)
     df = new if old.empty else pd.concat([old, new], ignore_index=True)
     atomic_write_text(path, df.to_csv(index=False))
 

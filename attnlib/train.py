@@ -104,6 +104,19 @@ def evaluate(model: nn.Module, loader, device: torch.device, precision: str = "f
     return loss_sum / max(n, 1), correct / max(n, 1)
 
 
+def center_rows(model: nn.Module, meta: dict, epoch: int) -> list[dict]:
+    """One row per (layer, head) of a quadratic model: its center and inverse covariance; [] otherwise."""
+    if getattr(getattr(model, "cfg", None), "positional", None) not in ("quadratic", "quadratic_aniso"):
+        return []
+    with torch.no_grad():
+        centers = model.attention_centers().cpu()  # (layers, heads, 2)
+        inv = torch.stack([b.attn.positional.inverse_covariance() for b in model.layer_blocks()]).cpu()
+    return [dict(meta, epoch=epoch, layer=layer + 1, head=head + 1, row=centers[layer, head, 0].item(),
+                 col=centers[layer, head, 1].item(), inv_cov_rr=inv[layer, head, 0, 0].item(),
+                 inv_cov_rc=inv[layer, head, 0, 1].item(), inv_cov_cc=inv[layer, head, 1, 1].item())
+            for layer in range(centers.shape[0]) for head in range(centers.shape[1])]
+
+
 def fit(model: nn.Module, data: Dataset, cfg: TrainConfig, run: RunInfo, results_dir: str | Path = "results",
         device: str | torch.device = "auto", progress: bool = True, stop_after_epoch: int | None = None) -> list[dict]:
     """Train (or resume, or just return a finished run's rows) and record a metric row per epoch.
@@ -114,6 +127,8 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainConfig, run: RunInfo, results
     model.to(device)
     ckpt_path = results.checkpoint_path(results_dir, run.profile, run.run_id)
     csv_path = results.metrics_path(results_dir, run.profile, run.experiment)
+    centers_csv = results.centers_path(results_dir, run.profile, run.experiment)
+    center_meta = dict(asdict(run), seed=cfg.seed)
     train_loader, test_loader = loaders(data, cfg.batch_size, device, seed=cfg.seed)
     opt = make_optimizer(model, cfg)
     steps_per_epoch = len(train_loader)
@@ -121,6 +136,7 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainConfig, run: RunInfo, results
     n_params = sum(p.numel() for p in model.parameters())
 
     history: list[dict] = []
+    centers = center_rows(model, center_meta, 0)  # at initialisation; a checkpoint replaces them
     start_epoch = 1
     if ckpt_path.exists():
         # On the CPU: RNG states must stay CPU tensors; load_state_dict copies weights to the device.
@@ -131,11 +147,14 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainConfig, run: RunInfo, results
         if device.type == "cuda" and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(state["cuda_rng"], device)
         history = state["history"]
+        centers = state.get("centers", [])
         start_epoch = state["epoch"] + 1
         if start_epoch <= cfg.epochs:
             print(f"{run.run_id}: resuming after epoch {state['epoch']} from {ckpt_path}", flush=True)
     if start_epoch > cfg.epochs:
         results.write_run_rows(csv_path, run.run_id, history)
+        if centers:
+            results.write_run_rows(centers_csv, run.run_id, centers, results.CENTER_COLUMNS)
         return history
 
     meta = dict(asdict(run), seed=cfg.seed, epochs=cfg.epochs, params=n_params, precision=cfg.precision,
@@ -173,11 +192,14 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainConfig, run: RunInfo, results
         row = dict(meta, epoch=epoch, train_loss=loss_sum.item() / seen, train_acc=correct.item() / seen,
                    test_loss=test_loss, test_acc=test_acc, lr=lr, seconds=round(train_seconds, 3))
         history.append(row)
+        centers += center_rows(model, center_meta, epoch)
         cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
         results.atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
                                    "rng": torch.get_rng_state(), "cuda_rng": cuda_rng, "history": history,
-                                   "run_id": run.run_id}, ckpt_path)
+                                   "centers": centers, "run_id": run.run_id}, ckpt_path)
         results.write_run_rows(csv_path, run.run_id, history)
+        if centers:
+            results.write_run_rows(centers_csv, run.run_id, centers, results.CENTER_COLUMNS)
         if progress:
             print(f"{run.run_id} epoch {epoch}/{cfg.epochs}: train loss {row['train_loss']:.4f} "
                   f"acc {row['train_acc']:.4f} | test loss {test_loss:.4f} acc {test_acc:.4f} | "

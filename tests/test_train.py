@@ -107,3 +107,32 @@ def test_gaussian_centers_and_spreads_get_no_weight_decay():
     no_decay = {id(p) for g in opt.param_groups if g["weight_decay"] == 0 for p in g["params"]}
     for name, p in m.named_parameters():
         assert (id(p) in no_decay) == name.endswith(("centers", "spreads")), name
+
+
+@pytest.mark.parametrize("model", ["sa_quadratic", "sa_quadratic_aniso"])
+def test_centers_are_recorded_every_epoch_and_survive_resume(tmp_path, model):
+    small_run(tmp_path / "a", model=model)
+    small_run(tmp_path / "b", model=model, stop_after_epoch=1)
+    small_run(tmp_path / "b", model=model)  # resumed
+    small_run(tmp_path / "b", model=model)  # finished: read back
+    whole = pd.read_csv(results.centers_path(tmp_path / "a", "smoke", "exp"))
+    resumed = pd.read_csv(results.centers_path(tmp_path / "b", "smoke", "exp"))
+    assert list(resumed.columns) == results.CENTER_COLUMNS
+    heads, layers = SMALL["heads"], SMALL["layers"]
+    assert sorted(resumed["epoch"].unique()) == [0, 1, 2, 3] and len(resumed) == 4 * layers * heads  # none twice
+    assert resumed[["row", "col", "inv_cov_rr", "inv_cov_rc", "inv_cov_cc"]].equals(
+        whole[["row", "col", "inv_cov_rr", "inv_cov_rc", "inv_cov_cc"]])
+    # the last epoch's rows are the trained model's centers; they moved during training
+    m = create_model(model, **SMALL)
+    state = torch.load(results.checkpoint_path(tmp_path / "b", "smoke", "r1"), weights_only=True)
+    m.load_state_dict(state["model"])
+    last = resumed[resumed["epoch"] == 3].sort_values(["layer", "head"])
+    assert torch.allclose(torch.tensor(last[["row", "col"]].values, dtype=torch.float32),
+                          m.attention_centers().reshape(-1, 2), atol=1e-6)
+    first = resumed[resumed["epoch"] == 0].sort_values(["layer", "head"])
+    assert not first[["row", "col"]].equals(last[["row", "col"]])
+
+
+def test_models_without_quadratic_attention_record_no_centers(tmp_path):
+    small_run(tmp_path, model="sa_learned", epochs=1)
+    assert not results.centers_path(tmp_path, "smoke", "exp").exists()
