@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 from matplotlib.ticker import MaxNLocator
 import pandas as pd
 import seaborn as sns
@@ -35,12 +36,26 @@ def plot_curves(df: pd.DataFrame, title: str, path: str | Path | None = None, pu
     return fig
 
 
+def gaussian_contour(center, inv_cov, mass: float, points: int = 100) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, cols) of the ellipse enclosing `mass` of a 2-D Gaussian with this center and Sigma^-1:
+    (x - mu)^T Sigma^-1 (x - mu) = -2 ln(1 - mass)."""
+    radius = np.sqrt(-2.0 * np.log(1.0 - mass))
+    eigval, eigvec = np.linalg.eigh(np.asarray(inv_cov, dtype=float))  # Sigma^-1 = V diag(l) V^T
+    t = np.linspace(0, 2 * np.pi, points)
+    circle = np.stack([np.cos(t), np.sin(t)])  # (2, points)
+    offsets = eigvec @ (circle * (radius / np.sqrt(np.maximum(eigval, 1e-12)))[:, None])
+    return center[0] + offsets[0], center[1] + offsets[1]
+
+
 def plot_centers(centers: pd.DataFrame, path: str | Path | None = None, extent: float | None = None, subtitle: str = ""):
     """Centers of attention of every head, one panel per (run, layer); the query sits at (0, 0).
 
     `centers` has columns model, variant, layer, head, row, col (offsets in tokens, key minus query).
-    Rows of the image grow downwards, as in the images themselves.
+    With the inverse covariances (inv_cov_rr, inv_cov_rc, inv_cov_cc, as in results.CENTER_COLUMNS)
+    each head also gets the ellipses enclosing 50% (solid) and 90% (dotted) of its Gaussian's mass,
+    as in the paper's figure. Rows of the image grow downwards, as in the images themselves.
     """
+    contours = {"inv_cov_rr", "inv_cov_rc", "inv_cov_cc"} <= set(centers.columns)
     if extent is None:  # wide enough for every center, at least the 9x9 neighbourhood
         extent = max(4.5, float(centers[["row", "col"]].abs().max().max()) + 0.5)
     runs = list(dict.fromkeys(zip(centers["model"], centers["variant"])))
@@ -50,9 +65,15 @@ def plot_centers(centers: pd.DataFrame, path: str | Path | None = None, extent: 
         for j, layer in enumerate(layers):
             ax = axes[i][j]
             d = centers[(centers["model"] == model) & (centers["variant"] == variant) & (centers["layer"] == layer)]
-            ax.scatter(d["col"], d["row"], c=d["head"], cmap="tab20", s=30, zorder=3)
-            for _, r in d.iterrows():
+            colors = [plt.cm.tab20((int(h) - 1) % 20) for h in d["head"]]
+            ax.scatter(d["col"], d["row"], c=colors, s=30, zorder=3)
+            for color, (_, r) in zip(colors, d.iterrows()):
                 ax.annotate(str(int(r["head"])), (r["col"], r["row"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+                if contours:
+                    inv = np.array([[r["inv_cov_rr"], r["inv_cov_rc"]], [r["inv_cov_rc"], r["inv_cov_cc"]]])
+                    for mass, style in ((0.5, "-"), (0.9, ":")):
+                        rows, cols = gaussian_contour((r["row"], r["col"]), inv, mass)
+                        ax.plot(cols, rows, style, color=color, lw=0.8)
             ax.plot(0, 0, "k+", ms=10, zorder=4)
             ax.set_xlim(-extent, extent)
             ax.set_ylim(extent, -extent)
