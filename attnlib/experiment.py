@@ -6,8 +6,6 @@ an old checkpoint, and an unchanged finished run is read back instead of retrain
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import copy
 import itertools
 from dataclasses import asdict, dataclass, fields
@@ -42,8 +40,7 @@ def variant_name(heads: int | None, hierarchical: bool) -> str:
 
 
 def run_id(model: str, heads: int | None, seed: int, fingerprint: dict, hierarchical: bool = False) -> str:
-    digest = hashlib.sha1(json.dumps(fingerprint, sort_keys=True, default=str).encode()).hexdigest()[:8]
-    return f"{model}{f'-h{heads}' if heads else ''}{'-hier' if hierarchical else ''}-s{seed}-{digest}"
+    return f"{model}{f'-h{heads}' if heads else ''}{'-hier' if hierarchical else ''}-s{seed}-{results.digest(fingerprint)}"
 
 
 @dataclass

@@ -44,6 +44,11 @@ def _check_model_option(bad, key: str, name: str, value):
         bad(key, f"must be in [0, 1), got {value}")
 
 
+def _check_device(bad, device: str):
+    if device != "auto" and not (device == "cpu" or device.startswith("cuda")):
+        bad("device", f"must be auto, cpu or cuda[:N], got {device!r}")
+
+
 def _check_common(p, where: str):
     """The checks every notebook's parameters share: profile and dataset."""
     for key, choices in (("profile", PROFILES), ("dataset", DATASETS)):
@@ -124,8 +129,7 @@ class TrainParams:
             for size in sizes:
                 if size % self.downsample:
                     bad("downsample", f"{self.downsample} does not divide the {size}-pixel images of dataset={self.dataset}")
-        if self.device != "auto" and not (self.device == "cpu" or self.device.startswith("cuda")):
-            bad("device", f"must be auto, cpu or cuda[:N], got {self.device!r}")
+        _check_device(bad, self.device)
         self._check_per_model(bad)
         channels = {"cifar10": [3], "fashion_mnist": [1], "auto": [3, 1], "synthetic": [3]}[self.dataset]
         for name in self.models:  # every model can be built for every image size the data set may have
@@ -297,8 +301,7 @@ class TimingParams:
                 bad(key, f"must be at least 1 (no timing without warm-up), got {getattr(self, key)}")
         if not self.precisions or any(p not in PRECISIONS for p in self.precisions):
             bad("precisions", f"must name {' or '.join(PRECISIONS)}, got {self.precisions}")
-        if self.device != "auto" and not (self.device == "cpu" or self.device.startswith("cuda")):
-            bad("device", f"must be auto, cpu or cuda[:N], got {self.device!r}")
+        _check_device(bad, self.device)
         for name, options in self.per_model.items():
             if name not in list_models():
                 bad("per_model", f"names unknown model {name!r}")

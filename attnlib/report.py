@@ -44,7 +44,7 @@ def compare(summary: pd.DataFrame) -> pd.DataFrame:
     table["best_minus_paper"] = (table["best_test_acc"] - table["paper_acc"]).where(table["dataset"] == "cifar10")
     cols = ["model", "variant", "dataset", "profile", "epochs", "seed", "best_test_acc", "final_test_acc",
             "paper_acc", "re_acc", "best_minus_paper", "params", "paper_params", "train_seconds"]
-    return table[cols].astype({"paper_params": "Int64"})
+    return table[cols]
 
 
 def parameter_table(runs) -> pd.DataFrame:

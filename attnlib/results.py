@@ -6,6 +6,8 @@ checkpoint), so a resumed run never duplicates or loses a row.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import platform
 import subprocess
@@ -27,6 +29,11 @@ TEXT_COLUMNS = ["run_id", "experiment", "model", "variant", "dataset", "profile"
 # at initialisation). (row, col): the head's center, an offset in tokens; inv_cov_*: its Sigma^-1.
 CENTER_COLUMNS = ["run_id", "experiment", "model", "variant", "dataset", "profile", "seed", "epoch", "layer", "head",
                   "row", "col", "inv_cov_rr", "inv_cov_rc", "inv_cov_cc"]
+
+
+def digest(obj) -> str:
+    """8 hex digits fingerprinting a JSON-able value (run settings, a model config)."""
+    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
 def profile_dir(results_dir: str | Path, profile: str) -> Path:

@@ -9,8 +9,6 @@ the clock is a pair of CUDA events around each repetition; on a CPU, `time.perf_
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -254,7 +252,7 @@ def time_models(p, path, progress: bool = True):
     from attnlib.train import resolve_device
 
     device = resolve_device(p.device)
-    dev_name = results.device_name(device)
+    dev_name, commit = results.device_name(device), results.git_commit()
     old = pd.read_csv(path).to_dict("records") if Path(path).exists() else []
 
     def row_key(r: dict) -> tuple:
@@ -269,14 +267,14 @@ def time_models(p, path, progress: bool = True):
         for shared in ([False, True] if name in p.hierarchical_models else [False]):
             variant = "hierarchical" if shared else "standard"
             # a fingerprint of the model's configuration: changed options mean new measurements
-            config = hashlib.sha1(json.dumps(asdict(model_config(name, **p.model_overrides(name, shared))),
-                                             sort_keys=True).encode()).hexdigest()[:8]
+            config = results.digest(asdict(model_config(name, **p.model_overrides(name, shared))))
             todo = []
             for prec in p.precisions:
                 for mode, batches in (("train", p.train_batches), ("infer", p.infer_batches), ("latency", [1])):
                     for b in batches:
-                        wanted.add(key(name, variant, config, mode, b, prec))
-                        if key(name, variant, config, mode, b, prec) not in done:
+                        k = key(name, variant, config, mode, b, prec)
+                        wanted.add(k)
+                        if k not in done:
                             todo.append((mode, b, prec))
             if todo:
                 plan.append((name, shared, variant, config, todo))
@@ -304,7 +302,7 @@ def time_models(p, path, progress: bool = True):
                              mean_ms=1000 * t.mean_s, std_ms=1000 * t.std_s, min_ms=1000 * t.min_s,
                              warmup=t.warmup, reps=t.reps, achieved_gflops=rate, peak_gflops=peak[prec],
                              fraction_of_peak=rate / peak[prec], what=t.what, torch=torch.__version__,
-                             git=results.git_commit()))
+                             git=commit))
             bar.update()
         results.atomic_write_text(path, pd.DataFrame(rows).to_csv(index=False))
     bar.close()
