@@ -56,7 +56,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attnlib.attention import MultiHeadSelfAttention, relative_offsets
+from attnlib import attention_maps
+from attnlib.attention import MultiHeadSelfAttention
 
 DEFAULT_ALPHA = 46.0  # see "Sharpness" in the module docstring
 ENCODINGS = ("quadratic", "learned")
@@ -263,64 +264,14 @@ def example_convolutions(in_channels: int, blur_kernel_size: int = 5, blur_sigma
 
 
 # -- the converse: how convolution-like a trained model's attention is -------------------------
-def _offset_index(height: int, width: int, device=None) -> torch.Tensor:
-    """(T, T) index of each (query, key) pair's offset among the (2H-1)(2W-1) offsets."""
-    delta = relative_offsets(height, width, device)  # (T, T, 2)
-    return (delta[..., 0] + height - 1) * (2 * width - 1) + delta[..., 1] + width - 1
-
-
 @torch.no_grad()
 def conv_likeness(model: nn.Module, images: torch.Tensor, batch_size: int = 64, margin: int = 0) -> pd.DataFrame:
-    """Per layer and head: the head's most-attended offset and the share of attention mass on it.
-
-    model: anything with `attention_probs(images) -> [(B, heads, T, T)]` per layer and a token grid
-    (`model.cfg.grid` for SelfAttentionNet, `model.grid` for ConvAsAttention); images as the model
-    takes them (normalised). A head's top offset is the offset (key minus query, in tokens) that
-    receives the most attention mass, summed over every query and image. `top_mass` is the attention
-    a query puts on the key at that offset, averaged over images and over the query pixels for which
-    that key lies on the grid (and at least `margin` tokens from every edge): 1 for a head that
-    attends like one kernel tap, 1/T for uniform attention. `distinct_offsets` counts the different
-    top offsets among a layer's heads (K^2 for a K x K convolution's heads).
-    Columns: layer, head, top_row, top_col, top_mass, queries, distinct_offsets, heads.
-    """
-    grid = getattr(model, "grid", None) or model.cfg.grid
-    hg, wg = grid
-    sums: list[torch.Tensor] = []  # per layer, (heads, T, T): probabilities summed over images
-    n = 0
-    for start in range(0, len(images), batch_size):
-        probs = model.attention_probs(images[start:start + batch_size])
-        for i, p in enumerate(probs):
-            s = p.double().sum(0)  # (heads, T, T)
-            if len(sums) <= i:
-                sums.append(s)
-            else:
-                sums[i] += s
-        n += min(batch_size, len(images) - start)
-    if n == 0:
+    """Per layer and head: the head's most-attended offset and the share of attention mass on it
+    (attention_maps.conv_likeness of the model's attention on `images`, normalised as the model takes
+    them). `model`: anything with `attention_probs(images)` and a token grid, or a SAN."""
+    if len(images) == 0:
         raise ValueError("conv_likeness needs at least one image")
-    device = sums[0].device
-    idx = _offset_index(hg, wg, device)  # (T, T)
-    n_off = (2 * hg - 1) * (2 * wg - 1)
-    qr = torch.arange(hg, device=device).repeat_interleave(wg)  # (T,)
-    qc = torch.arange(wg, device=device).repeat(hg)
-    inner = (qr >= margin) & (qr < hg - margin) & (qc >= margin) & (qc < wg - margin)  # (T,)
-    rows = []
-    for layer, s in enumerate(sums):
-        heads = s.shape[0]
-        mass = torch.zeros(heads, n_off, dtype=s.dtype, device=device)
-        mass.index_add_(1, idx.flatten(), s.reshape(heads, -1))  # (heads, offsets): total mass per offset
-        top = mass.argmax(-1)  # (heads,)
-        on_top = idx[None] == top[:, None, None]  # (heads, T, T): the key at the top offset, per query
-        valid = on_top.any(-1) & inner[None]  # (heads, T): queries whose top-offset key is on the grid
-        share = (s * on_top).sum(-1) / n  # (heads, T)
-        top_mass = (share * valid).sum(-1) / valid.sum(-1).clamp(min=1)
-        top_rc = torch.stack([top // (2 * wg - 1) - (hg - 1), top % (2 * wg - 1) - (wg - 1)], dim=-1)  # (heads, 2)
-        distinct = len({tuple(t) for t in top_rc.tolist()})
-        for h in range(heads):
-            rows.append(dict(layer=layer, head=h, top_row=int(top_rc[h, 0]), top_col=int(top_rc[h, 1]),
-                             top_mass=float(top_mass[h]), queries=int(valid[h].sum()),
-                             distinct_offsets=distinct, heads=heads))
-    return pd.DataFrame(rows)
+    return attention_maps.conv_likeness(attention_maps.attention_maps(model, images, batch_size), margin)
 
 
 # -- figures (notebook 00) ----------------------------------------------------------------------

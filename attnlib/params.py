@@ -330,6 +330,70 @@ class TimingParams:
 NOTEBOOK_PARAMS["06_timing"] = TimingParams
 
 
+@dataclass
+class VizParams:
+    """Parameters of notebook 07 (what the heads do), which reads the runs that notebooks 01-04 trained."""
+
+    profile: str = "paper"
+    dataset: str = ""  # "": the data set each training notebook's file names; else as the runner's --dataset
+    data_root: str = "data"
+    params_dir: str = "params"  # where <profile>/<notebook>.yaml of the training notebooks are
+    results_dir: str = "results"
+    experiments: list[str] = field(default_factory=lambda: ["01_learned_2d", "02_quadratic", "03_san", "04_vit"])
+    centers_experiment: str = "02_quadratic"  # whose recorded centers are drawn (quadratic models)
+    trajectory_layer: int = 1  # the layer whose centers are followed across training
+    image_index: int = 0  # the test image of the per-query figures
+    query_row: int = -1  # query pixel; -1: the middle of the image
+    query_col: int = -1
+    average_images: int = 100  # the paper averages content-based attention over 100 test images
+    max_heads: int = 16  # columns per figure (SAN has many weight groups)
+    zoom: bool = True  # per-query figures show the 7x7 token neighbourhood of the query, as the paper's
+    device: str = "auto"
+
+    def validate(self, where: str = "parameters") -> "VizParams":
+        bad = functools.partial(_fail, where)
+        if self.profile not in PROFILES:
+            bad("profile", f"must be one of {', '.join(PROFILES)}, got {self.profile!r}")
+        if self.dataset and self.dataset not in DATASETS:
+            bad("dataset", f"must be empty (each notebook's own) or one of {', '.join(DATASETS)}, got {self.dataset!r}")
+        if not self.experiments:
+            bad("experiments", "is empty: name the training notebooks whose runs to show, e.g. 02_quadratic")
+        for name in [*self.experiments, self.centers_experiment]:
+            if not name[:2].isdigit() or params_class(name) is not TrainParams:
+                bad("experiments" if name in self.experiments else "centers_experiment",
+                    f"names {name!r}, which is not a training notebook (01_learned_2d, 02_quadratic, 03_san, 04_vit, ...)")
+        for key in ("trajectory_layer", "average_images", "max_heads"):
+            if getattr(self, key) < 1:
+                bad(key, f"must be at least 1, got {getattr(self, key)}")
+        if self.image_index < 0:
+            bad("image_index", f"must not be negative, got {self.image_index}")
+        for key in ("query_row", "query_col"):
+            if getattr(self, key) < -1:
+                bad(key, f"must be a pixel index or -1 (the middle), got {getattr(self, key)}")
+        _check_device(bad, self.device)
+        return self
+
+
+NOTEBOOK_PARAMS["07_visualizations"] = VizParams
+
+
+@dataclass
+class ReportParams:
+    """Parameters of notebook 08 (the report), which reads results/<profile>/ and never trains."""
+
+    profile: str = "paper"
+    dataset: str = ""  # unused: the report states each result's own data set; kept so --dataset applies to all
+    results_dir: str = "results"
+
+    def validate(self, where: str = "parameters") -> "ReportParams":
+        if self.profile not in PROFILES:
+            _fail(where, "profile", f"must be one of {', '.join(PROFILES)}, got {self.profile!r}")
+        return self
+
+
+NOTEBOOK_PARAMS["08_report"] = ReportParams
+
+
 def params_class(notebook: str) -> type:
     return NOTEBOOK_PARAMS.get(Path(notebook).stem, TrainParams)
 

@@ -22,3 +22,21 @@ def assert_every_field_injected(executed_notebook: Path, params_cls: type):
     source = "".join(injected[0]["source"])
     for field in dataclasses.fields(params_cls):
         assert f"{field.name} = " in source, field.name
+
+
+def train_smoke_runs(results_dir: Path, params_dir: Path, changes: dict[str, dict]) -> None:
+    """Train smoke-profile runs into results_dir: for each notebook name, its params/smoke file with
+    `changes` applied (per_model kept only for the models left), written under params_dir/smoke/."""
+    import yaml
+
+    from attnlib import experiment, params
+
+    (params_dir / "smoke").mkdir(parents=True, exist_ok=True)
+    for name, change in changes.items():
+        values = {**yaml.safe_load((ROOT / "params" / "smoke" / f"{name}.yaml").read_text()), **change}
+        values["per_model"] = {k: v for k, v in values.get("per_model", {}).items() if k in values["models"]}
+        (params_dir / "smoke" / f"{name}.yaml").write_text(yaml.safe_dump(values))
+        base = params.load(params_dir / "smoke" / f"{name}.yaml")
+        p = params.from_mapping(type(base), {**dataclasses.asdict(base), "profile": "smoke",
+                                             "results_dir": str(results_dir)})
+        experiment.run_grid(p, name, progress=False)

@@ -180,7 +180,8 @@ def hard_shift_model(positional="quadratic"):
 def test_conv_likeness_of_hard_one_tap_heads_is_one_with_nine_offsets():
     model = hard_shift_model()
     df = conv_likeness(model, torch.randn(5, 1, 12, 12), batch_size=2)
-    assert list(df.columns) == ["layer", "head", "top_row", "top_col", "top_mass", "queries", "distinct_offsets", "heads"]
+    assert list(df.columns) == ["layer", "head", "top_row", "top_col", "top_mass", "queries", "distinct_offsets", "heads",
+                          "layer_name", "uniform_mass"]
     assert len(df) == 18 and (df["distinct_offsets"] == 9).all() and (df["heads"] == 9).all()
     assert df["top_mass"].min() > 1 - 1e-6
     shifts = kernel_shifts(3).tolist()

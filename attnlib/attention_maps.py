@@ -1,0 +1,204 @@
+"""Where each head looks: attention weights of every layer of a trained model, in one shape for all.
+
+`attention_maps(model, images)` returns one `LayerMaps` per layer (SAN: per bottleneck) holding the
+attention of every head (SAN: every weight group) for every query token of every image:
+
+- global attention (self-attention networks of 01/02, ViT): weights[b, head, query, key] over the whole
+  token grid, exactly the probabilities the forward pass multiplies the values with;
+- local attention (SAN): weights[b, group, query, tap] over the K x K window centered on the query.
+
+Query and key positions are tokens; `pixel_to_token` maps an image pixel to the token that holds it,
+so one query pixel can be followed through layers of different resolutions (SAN's stages). Everything
+here is computed once per image batch; picking a query only indexes the stored tensors.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from attnlib.attention import relative_offsets
+from attnlib.models.common import eval_mode
+
+
+@dataclass
+class LayerMaps:
+    name: str                 # "layer 1", "stage 2, block 1"
+    weights: torch.Tensor     # (B, heads, H*W, keys): keys = H*W (global) or K*K (window), float32, CPU
+    grid: tuple[int, int]     # (H, W) query tokens; keys on the same grid
+    image_size: int           # pixels per side of the input image
+    window: int = 0           # 0: global attention; K: a K x K window centered on each query
+    normalized: bool = True   # rows are probabilities (False: SAN patchwise, whose weights are not)
+
+    @property
+    def heads(self) -> int:
+        return self.weights.shape[1]
+
+    @property
+    def scale(self) -> float:
+        """Image pixels per token (along rows; the grids here are square)."""
+        return self.image_size / self.grid[0]
+
+    def pixel_to_token(self, row: int, col: int) -> tuple[int, int]:
+        h, w = self.grid
+        return (min(int(row * h / self.image_size), h - 1), min(int(col * w / self.image_size), w - 1))
+
+    def query_map(self, token: tuple[int, int], image: int | None = 0) -> np.ndarray:
+        """(heads, H, W) for global attention, (heads, K, K) for a window: the weights of query `token`
+        over the keys; `image=None` averages over all images of the batch."""
+        h, w = self.grid
+        q = token[0] * w + token[1]
+        weights = self.weights[:, :, q] if image is None else self.weights[image:image + 1, :, q]
+        side = (self.window, self.window) if self.window else (h, w)
+        return weights.mean(0).reshape(self.heads, *side).numpy()
+
+    def key_extent(self, token: tuple[int, int]) -> tuple[float, float, float, float]:
+        """(left, right, bottom, top) in image pixels of the keys of `query_map`, for imshow(extent=...)."""
+        s = self.scale
+        if not self.window:
+            return (0.0, self.grid[1] * s, self.grid[0] * s, 0.0)
+        r = self.window // 2
+        return ((token[1] - r) * s, (token[1] + r + 1) * s, (token[0] + r + 1) * s, (token[0] - r) * s)
+
+    def offset_average(self) -> np.ndarray:
+        """Attention by relative offset (key minus query), averaged over images and every query pixel:
+        (heads, 2H-1, 2W-1) for global attention with offset (0, 0) in the middle, (heads, K, K) for a
+        window. An offset that lies off the grid for a query counts as 0 for it, so each map sums to
+        1 for probabilities."""
+        b, heads, t, _ = self.weights.shape
+        mean = self.weights.double().mean(0)  # (heads, T, keys)
+        if self.window:
+            return mean.mean(1).reshape(heads, self.window, self.window).numpy()
+        h, w = self.grid
+        index = offset_index(h, w)
+        out = torch.zeros(heads, (2 * h - 1) * (2 * w - 1), dtype=torch.float64)
+        out.index_add_(1, index.flatten(), mean.reshape(heads, -1))
+        return (out / t).reshape(heads, 2 * h - 1, 2 * w - 1).numpy()
+
+
+def offset_index(height: int, width: int) -> torch.Tensor:
+    """(T, T): for query i and key j on a row-major grid, the index of their offset (key minus query)
+    among the (2H-1)(2W-1) offsets, offset (dr, dc) at (dr + H - 1) * (2W - 1) + dc + W - 1."""
+    delta = relative_offsets(height, width)  # (T, T, 2)
+    return (delta[..., 0] + height - 1) * (2 * width - 1) + delta[..., 1] + width - 1
+
+
+def _san_blocks(model: nn.Module):
+    """(name, SAM module) at every depth of every stage, in the order the forward pass runs them."""
+    for i, stage in enumerate(model.stages):
+        for j, block in enumerate(stage.depth_blocks()):
+            yield f"stage {i + 1}, block {j + 1}", block.sam
+
+
+@torch.no_grad()
+def attention_maps(model: nn.Module, images: torch.Tensor, batch_size: int = 64) -> list[LayerMaps]:
+    """Attention weights of every layer of `model` for `images` (normalised, as the model takes them),
+    in eval mode. Works for the self-attention networks (attention_probs), ViT and SAN."""
+    from attnlib.models.san import SAN
+
+    image_size = images.shape[-1]
+    chunks = [images[i:i + batch_size] for i in range(0, len(images), batch_size)]
+    if isinstance(model, SAN):
+        names = [name for name, _ in _san_blocks(model)]
+        per_layer: list[list[torch.Tensor]] = [[] for _ in names]
+        grids: list[tuple[int, int]] = [(0, 0)] * len(names)
+        sams = [sam for _, sam in _san_blocks(model)]
+        seen: list[int] = []
+
+        def hook(module, inputs, _output):
+            x = inputs[0]
+            i = next(k for k, sam in enumerate(sams) if sam is module and k not in seen)  # shared: next depth
+            seen.append(i)
+            grids[i] = tuple(x.shape[-2:])
+            per_layer[i].append(module.weights(x).permute(0, 1, 3, 2).float().cpu())  # (B, groups, HW, K*K)
+
+        handles = [sam.register_forward_hook(hook) for sam in {id(s): s for s in sams}.values()]
+        try:
+            with eval_mode(model):
+                for chunk in chunks:
+                    seen.clear()
+                    model(chunk)
+        finally:
+            for h in handles:
+                h.remove()
+        k = model.cfg.kernel_size
+        normalized = model.cfg.sa_type == "pairwise"
+        return [LayerMaps(name, torch.cat(ws), grid, image_size, window=k, normalized=normalized)
+                for name, ws, grid in zip(names, per_layer, grids)]
+    if not hasattr(model, "attention_probs"):
+        raise TypeError(f"{type(model).__name__} has no attention to show (no attention_probs, not a SAN)")
+    per_layer = []
+    for chunk in chunks:
+        for i, p in enumerate(model.attention_probs(chunk)):
+            if len(per_layer) <= i:
+                per_layer.append([])
+            per_layer[i].append(p.float().cpu())
+    grid = _grid_of(model)
+    return [LayerMaps(f"layer {i + 1}", torch.cat(ps), grid, image_size) for i, ps in enumerate(per_layer)]
+
+
+def _grid_of(model: nn.Module) -> tuple[int, int]:
+    if hasattr(model, "grid"):
+        return tuple(model.grid)  # ConvAsAttention
+    cfg = model.cfg
+    if hasattr(cfg, "grid"):
+        return tuple(cfg.grid)
+    side = cfg.image_size // cfg.patch_size  # ViT: the stem keeps the resolution
+    return side, side
+
+
+def _window_offsets(k: int) -> np.ndarray:
+    """(K*K, 2) offsets (dr, dc) of a K x K window's taps in row-major order (as SAN's weights)."""
+    r = k // 2
+    return np.array([(dr, dc) for dr in range(-r, r + 1) for dc in range(-r, r + 1)])
+
+
+def conv_likeness(layers: list[LayerMaps], margin: int = 0) -> pd.DataFrame:
+    """How much each head attends like one tap of a convolution kernel, from `attention_maps`.
+
+    Per layer and head: `top_row, top_col`, the offset (key minus query, in tokens) receiving the most
+    attention mass, summed over every query and image; `top_mass`, the attention a query puts on the
+    key at that offset, averaged over images and over the queries for which that key lies on the grid
+    (and at least `margin` tokens from every edge; `queries` counts them): 1 for a head that attends
+    like one kernel tap, 1/T for uniform attention (`uniform_mass`). SAN's windows: the mean weight of
+    the top tap; for patchwise weights, which are not probabilities, |w_top| / sum |w| over the window.
+    `distinct_offsets`: how many different top offsets the layer's heads cover (K^2 for the heads of a
+    K x K convolution). `layer` counts from 0; `layer_name` is the LayerMaps name.
+    """
+    rows = []
+    for number, layer in enumerate(layers):
+        heads, (h, w) = layer.heads, layer.grid
+        qr = torch.arange(h).repeat_interleave(w)
+        qc = torch.arange(w).repeat(h)
+        inner = (qr >= margin) & (qr < h - margin) & (qc >= margin) & (qc < w - margin)  # (T,)
+        weights = layer.weights.double()
+        if layer.window:
+            if not layer.normalized:
+                weights = weights.abs() / weights.abs().sum(-1, keepdim=True).clamp(min=1e-300)
+            per_query = weights.mean(0)  # (heads, T, K*K)
+            top = per_query.sum(1).argmax(-1)  # (heads,)
+            share = per_query[torch.arange(heads), :, top]  # (heads, T)
+            valid = inner[None].expand(heads, -1)  # reflection padding: every tap is on the image
+            offsets = torch.as_tensor(_window_offsets(layer.window))[top]
+            uniform = 1.0 / layer.window ** 2
+        else:
+            index = offset_index(h, w)  # (T, T)
+            summed = weights.sum(0)  # (heads, T, T)
+            mass = torch.zeros(heads, (2 * h - 1) * (2 * w - 1), dtype=torch.float64)
+            mass.index_add_(1, index.flatten(), summed.reshape(heads, -1))  # total mass per offset
+            top = mass.argmax(-1)
+            on_top = index[None] == top[:, None, None]  # (heads, T, T): the key at the top offset, per query
+            valid = on_top.any(-1) & inner[None]  # (heads, T): queries whose top-offset key is on the grid
+            share = (summed * on_top).sum(-1) / weights.shape[0]
+            offsets = torch.stack([top // (2 * w - 1) - (h - 1), top % (2 * w - 1) - (w - 1)], -1)
+            uniform = 1.0 / (h * w)
+        top_mass = (share * valid).sum(-1) / valid.sum(-1).clamp(min=1)
+        distinct = len({tuple(o) for o in offsets.tolist()})
+        for head in range(heads):
+            rows.append(dict(layer=number, head=head, top_row=int(offsets[head, 0]), top_col=int(offsets[head, 1]),
+                             top_mass=float(top_mass[head]), queries=int(valid[head].sum()),
+                             distinct_offsets=distinct, heads=heads, layer_name=layer.name, uniform_mass=uniform))
+    return pd.DataFrame(rows)

@@ -1,0 +1,256 @@
+"""Notebook 07's inputs and its interactive part: the trained runs of a profile, and an ipywidgets
+explorer that shows every head's attention for a query pixel picked with sliders.
+
+`trained_runs` finds the runs of notebooks 01-04 from their parameter files (the same plan, hence the
+same run ids, as the notebooks that trained them) and keeps those whose checkpoint exists under
+results/<profile>/checkpoints/. `AttentionExplorer` computes a model's attention once per image (or
+once for the mean over N images) and layer, keeps it, and on a slider move only indexes it and redraws
+the panels in place.
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from attnlib import experiment, params, results
+from attnlib.attention_maps import LayerMaps, attention_maps
+from attnlib.data import Dataset, normalize
+
+
+@dataclass
+class TrainedRun:
+    experiment: str           # the notebook that trained it, e.g. "02_quadratic"
+    run: experiment.PlannedRun
+    params: params.TrainParams
+    data: Dataset
+    checkpoint: Path
+    epochs_done: int = 0
+    final_test_acc: float = float("nan")
+
+    @property
+    def label(self) -> str:
+        return f"{self.run.model} ({self.run.variant})"
+
+    def describe(self) -> str:
+        return (f"{self.label}: run {self.run.run_id} of {self.experiment}, {self.data.name}, profile "
+                f"{self.params.profile}, {self.epochs_done} of {self.run.train.epochs} epochs, seed {self.run.seed}, "
+                f"test accuracy {self.final_test_acc:.3f}")
+
+    def load(self, device: str = "cpu") -> nn.Module:
+        return experiment.load_trained(self.params, self.run, device)
+
+    def images(self, start: int = 0, count: int = 1) -> torch.Tensor:
+        """Test images [start, start + count) normalised as the model takes them."""
+        x = self.data.x_test[start:start + count]
+        return normalize(x, self.data.mean, self.data.std)
+
+
+def trained_runs(experiments: list[str], profile: str, results_dir: str | Path, params_dir: str | Path,
+                 data_root: str | Path = "data", dataset: str = "") -> tuple[list[TrainedRun], list[str]]:
+    """(runs with a checkpoint, one line per planned run without one) of the given notebooks, planned
+    from params/<profile>/<notebook>.yaml with this results_dir (and dataset, when given)."""
+    found, missing, loaded = [], [], {}
+    for name in experiments:
+        path = Path(params_dir) / profile / f"{name}.yaml"
+        if not path.exists():
+            missing.append(f"{name}: no parameter file {path}")
+            continue
+        overrides = {"profile": profile, "results_dir": str(results_dir), "data_root": str(data_root)}
+        if dataset:
+            overrides["dataset"] = dataset
+        base = params.load(path)
+        p = params.from_mapping(type(base), {**dataclasses.asdict(base), **overrides}, where=str(path))
+        key = (p.dataset, p.data_root, p.train_subset, p.test_subset, p.synthetic_image_size)
+        if key not in loaded:
+            loaded[key] = experiment.load_data(p)
+        data = loaded[key]
+        metrics = results.read_metrics(results.metrics_path(results_dir, profile, name))
+        for run in experiment.plan(p, data):
+            ckpt = results.checkpoint_path(results_dir, profile, run.run_id)
+            if not ckpt.exists():
+                missing.append(f"{name}: {run.model} ({run.variant}), seed {run.seed}: no checkpoint {ckpt.name} "
+                               f"(run notebook {name} of profile {profile} first)")
+                continue
+            rows = metrics[metrics["run_id"] == run.run_id].sort_values("epoch")
+            found.append(TrainedRun(name, run, p, data, ckpt, int(rows["epoch"].max()) if len(rows) else 0,
+                                    float(rows["test_acc"].iloc[-1]) if len(rows) else float("nan")))
+    return found, missing
+
+
+@torch.no_grad()
+def mean_attention(model: nn.Module, images: torch.Tensor, batch_size: int = 50) -> list[LayerMaps]:
+    """attention_maps averaged over `images`, one batch at a time (the paper averages over 100 test
+    images for the content-based models): each LayerMaps holds a batch of one, the mean."""
+    total: list[LayerMaps] | None = None
+    for start in range(0, len(images), batch_size):
+        chunk = attention_maps(model, images[start:start + batch_size], batch_size)
+        sums = [layer.weights.double().sum(0, keepdim=True) for layer in chunk]
+        if total is None:
+            total = [dataclasses.replace(layer, weights=s) for layer, s in zip(chunk, sums)]
+        else:
+            for layer, s in zip(total, sums):
+                layer.weights += s
+    return [dataclasses.replace(layer, weights=(layer.weights / len(images)).float()) for layer in total]
+
+
+class AttentionExplorer:
+    """Sliders for the query pixel's row and column; choices of run, layer, image and averaging.
+
+    Attention is computed once per (run, image) or (run, mean over `average_images` images), for all
+    layers in one forward pass, and cached; moving a slider indexes the cache and updates the drawn
+    panels in place. `widget()` returns the ipywidgets box; `render()` the current figure as PNG.
+    """
+
+    def __init__(self, runs: list[TrainedRun], average_images: int = 100, max_heads: int = 16, device: str = "cpu"):
+        if not runs:
+            raise ValueError("no trained runs to explore: run the training notebooks (01-04) of this profile first")
+        self.runs = {r.label: r for r in runs}
+        self.average_images, self.max_heads, self.device = average_images, max_heads, device
+        self._models: dict[str, nn.Module] = {}
+        self._maps: dict[tuple, list[LayerMaps]] = {}
+        self._figure = None
+        first = runs[0]
+        side = first.data.image_size
+        self.state = dict(run=first.label, layer=0, image=0, average=False, zoom=False, row=side // 2, col=side // 2)
+
+    # -- data -----------------------------------------------------------------------------------
+    def model(self, label: str) -> nn.Module:
+        if label not in self._models:
+            self._models[label] = self.runs[label].load(self.device)
+        return self._models[label]
+
+    def layers(self, label: str | None = None, image: int | None = None, average: bool | None = None) -> list[LayerMaps]:
+        """All layers' attention of a run for one test image, or the mean over `average_images`."""
+        label = label or self.state["run"]
+        average = self.state["average"] if average is None else average
+        image = self.state["image"] if image is None else image
+        key = (label, "mean") if average else (label, image)
+        if key not in self._maps:
+            run, model = self.runs[label], self.model(label)
+            if average:
+                n = min(self.average_images, len(run.data.x_test))
+                self._maps[key] = mean_attention(model, run.images(0, n).to(self.device))
+            else:
+                self._maps[key] = attention_maps(model, run.images(image, 1).to(self.device))
+        return self._maps[key]
+
+    def current(self) -> tuple[LayerMaps, tuple[int, int], np.ndarray]:
+        """(layer, query token, (heads, ...) maps) for the present state."""
+        layers = self.layers()
+        layer = layers[min(self.state["layer"], len(layers) - 1)]
+        token = layer.pixel_to_token(self.state["row"], self.state["col"])
+        return layer, token, layer.query_map(token, 0)
+
+    def describe(self) -> str:
+        layer, token, maps = self.current()
+        run = self.runs[self.state["run"]]
+        what = (f"mean over {min(self.average_images, len(run.data.x_test))} test images" if self.state["average"]
+                else f"test image {self.state['image']} ({run.data.classes[int(run.data.y_test[self.state['image']])]})")
+        flat = maps[0].reshape(-1).argmax()
+        if layer.window:
+            r = layer.window // 2
+            peak = (token[0] + flat // layer.window - r, token[1] + flat % layer.window - r)
+        else:
+            peak = divmod(int(flat), layer.grid[1])
+        return (f"{self.state['run']} · {layer.name} · query pixel ({self.state['row']}, {self.state['col']}) = token "
+                f"({token[0]}, {token[1]}) · {what} · head 1 attends most to token ({peak[0]}, {peak[1]})")
+
+    # -- drawing --------------------------------------------------------------------------------
+    def _build_figure(self):
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        from attnlib.viz import HeadPanel, image_for_display
+
+        layer, token, maps = self.current()
+        run = self.runs[self.state["run"]]
+        shown = min(layer.heads, self.max_heads)
+        cols = min(shown + 1, 9)
+        rows = -(-(shown + 1) // cols)
+        fig = Figure(figsize=(1.6 * cols, 1.7 * rows + 0.3), dpi=90)
+        FigureCanvasAgg(fig)
+        axes = fig.subplots(rows, cols, squeeze=False).ravel()
+        img = image_for_display(run.data.x_test[0 if self.state["average"] else self.state["image"]])
+        image_panel = HeadPanel(axes[0], img, gray=False)
+        image_panel.overlay.set_visible(False)
+        n = min(self.average_images, len(run.data.x_test))
+        axes[0].set_title(f"image 0 (of {n} averaged)" if self.state["average"] else "query", fontsize=7)
+        panels = []
+        for head in range(shown):
+            panels.append(HeadPanel(axes[head + 1], img))
+            axes[head + 1].set_title(f"head {head + 1}", fontsize=7)
+        for ax in axes[shown + 1:]:
+            ax.axis("off")
+        fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.9, wspace=0.05, hspace=0.2)
+        self._figure = (fig, image_panel, panels, (self.state["run"], self.state["layer"], self.state["average"],
+                                                   self.state["image"]))
+
+    def render(self) -> bytes:
+        key = (self.state["run"], self.state["layer"], self.state["average"], self.state["image"])
+        if self._figure is None or self._figure[3] != key:
+            self._build_figure()
+        fig, image_panel, panels, _ = self._figure
+        layer, token, maps = self.current()
+        s = layer.scale
+        image_panel.query.set_xy((token[1] * s, token[0] * s))
+        image_panel.query.set_width(s)
+        image_panel.query.set_height(s)
+        for head, panel in enumerate(panels):
+            panel.update(layer, token, maps[head], self.state["zoom"])
+        fig.suptitle(f"{self.state['run']}, {layer.name}" + (f" (first {len(panels)} of {layer.heads} heads)"
+                                                             if len(panels) < layer.heads else ""), fontsize=8)
+        buf = io.BytesIO()
+        fig.canvas.print_png(buf)
+        return buf.getvalue()
+
+    # -- widgets --------------------------------------------------------------------------------
+    def widget(self):
+        import ipywidgets as W
+
+        first = self.runs[self.state["run"]]
+        side = first.data.image_size
+        style = {"description_width": "initial"}
+        run = W.Dropdown(options=list(self.runs), value=self.state["run"], description="model", style=style)
+        layer = W.Dropdown(options=self._layer_options(), value=0, description="layer", style=style)
+        image = W.IntSlider(value=0, min=0, max=len(first.data.x_test) - 1, description="image", style=style)
+        average = W.Checkbox(value=False, description=f"average over {self.average_images} images", style=style)
+        zoom = W.Checkbox(value=False, description="7x7 zoom", style=style)
+        row = W.IntSlider(value=self.state["row"], min=0, max=side - 1, description="query row", style=style)
+        col = W.IntSlider(value=self.state["col"], min=0, max=side - 1, description="query col", style=style)
+        picture = W.Image(format="png")
+        status = W.HTML()
+        status.add_class("attention-status")
+        picture.add_class("attention-maps")
+
+        def refresh(*_):
+            picture.value = self.render()
+            status.value = f"<code>{self.describe()}</code>"
+
+        def on_run(change):
+            self.state["run"] = change["new"]
+            self.state["layer"] = 0
+            layer.options = self._layer_options()
+            layer.value = 0
+            refresh()
+
+        def setter(name):
+            def on_change(change):
+                self.state[name] = change["new"]
+                refresh()
+            return on_change
+
+        run.observe(on_run, names="value")
+        for name, w in (("layer", layer), ("image", image), ("average", average), ("zoom", zoom), ("row", row), ("col", col)):
+            w.observe(setter(name), names="value")
+        refresh()
+        self.controls = dict(run=run, layer=layer, image=image, average=average, zoom=zoom, row=row, col=col)
+        return W.VBox([W.HBox([run, layer, zoom]), W.HBox([image, average]), W.HBox([row, col]), status, picture])
+
+    def _layer_options(self) -> list[tuple[str, int]]:
+        return [(layer.name, i) for i, layer in enumerate(self.layers(self.state["run"], 0, False))]

@@ -1,0 +1,101 @@
+"""Notebook 07's library side: finding trained runs, the interactive explorer, and its figures."""
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import train_smoke_runs
+
+from attnlib import attention_maps as am
+from attnlib import explorer, params, viz
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One quadratic and one SAN run of the smoke profile, trained for an epoch into a fresh results dir."""
+    results_dir = tmp_path_factory.mktemp("results")
+    params_dir = tmp_path_factory.mktemp("params")
+    train_smoke_runs(results_dir, params_dir, {"02_quadratic": {"models": ["sa_quadratic"]},
+                                               "03_san": {"models": ["san_pairwise"], "hierarchical": [False]}})
+    return results_dir, params_dir
+
+
+def test_trained_runs_are_found_from_the_parameter_files(trained):
+    results_dir, params_dir = trained
+    runs, missing = explorer.trained_runs(["02_quadratic", "03_san", "01_learned_2d"], "smoke", results_dir, params_dir)
+    assert [(r.experiment, r.run.model) for r in runs] == [("02_quadratic", "sa_quadratic"), ("03_san", "san_pairwise")]
+    assert missing == [f"01_learned_2d: no parameter file {params_dir / 'smoke' / '01_learned_2d.yaml'}"]
+    assert runs[0].epochs_done == 1 and 0 <= runs[0].final_test_acc <= 1
+    assert "sa_quadratic (4 heads): run sa_quadratic-h4-s42-" in runs[0].describe()
+    # a planned run without its checkpoint is listed, not shown
+    runs[1].checkpoint.rename(runs[1].checkpoint.with_suffix(".bak"))
+    try:
+        runs2, missing2 = explorer.trained_runs(["03_san"], "smoke", results_dir, params_dir)
+        assert runs2 == [] and "no checkpoint" in missing2[0] and "run notebook 03_san" in missing2[0]
+    finally:
+        runs[1].checkpoint.with_suffix(".bak").rename(runs[1].checkpoint)
+
+
+def test_explorer_updates_in_place_and_computes_attention_once_per_image(trained, monkeypatch):
+    results_dir, params_dir = trained
+    runs, _ = explorer.trained_runs(["02_quadratic", "03_san"], "smoke", results_dir, params_dir)
+    calls = []
+    real = explorer.attention_maps
+    monkeypatch.setattr(explorer, "attention_maps", lambda *a, **k: calls.append(1) or real(*a, **k))
+    ex = explorer.AttentionExplorer(runs, average_images=8)
+    box = ex.widget()
+    c = ex.controls
+    first_png, first_text = box.children[-1].value, box.children[-2].value
+    assert "query pixel (4, 4)" in first_text and first_png[:4] == b"\x89PNG"
+    c["col"].value = 1
+    assert "query pixel (4, 1) = token (2, 0)" in box.children[-2].value
+    assert box.children[-1].value != first_png
+    c["row"].value = 7
+    c["zoom"].value = True
+    assert len(calls) == 1  # one forward pass for image 0, however the query moves
+    c["image"].value = 3
+    c["image"].value = 0
+    assert len(calls) == 2  # image 3 once; image 0 from the cache
+    c["average"].value = True
+    assert "mean over 8 test images" in box.children[-2].value
+    c["run"].value = runs[1].label  # SAN: layers are its bottlenecks, the maps its 3x3 windows
+    assert [name for name, _ in c["layer"].options] == ["stage 1, block 1", "stage 1, block 2", "stage 2, block 1"]
+    c["layer"].value = 2
+    assert "stage 2, block 1" in box.children[-2].value and "token (3, 0)" in box.children[-2].value
+
+
+def test_figures_of_notebook_07(trained, tmp_path):
+    results_dir, params_dir = trained
+    runs, _ = explorer.trained_runs(["02_quadratic", "03_san"], "smoke", results_dir, params_dir)
+    likeness = []
+    for run in runs:
+        layers = am.attention_maps(run.load(), run.images(0, 4))
+        viz.plot_query_attention(layers, run.data.x_test[0], (3, 5), 0, zoom=True, path=tmp_path / f"q{run.label}.png")
+        viz.plot_query_attention(layers, run.data.x_test[0], (3, 5), None, max_heads=2, path=tmp_path / f"m{run.label}.png")
+        viz.plot_offset_average(layers, path=tmp_path / f"o{run.label}.png")
+        likeness.append(am.conv_likeness(layers).assign(run=run.label))
+    viz.plot_conv_likeness(pd.concat(likeness), tmp_path / "likeness.png")
+    centers = pd.read_csv(results_dir / "smoke" / "metrics" / "02_quadratic_centers.csv")
+    assert sorted(centers["epoch"].unique()) == [0, 1]
+    viz.plot_center_trajectories(centers, 1, tmp_path / "paths.png")
+    pngs = sorted(tmp_path.glob("*.png"))
+    assert len(pngs) == 8 and all(p.stat().st_size > 2000 for p in pngs)
+    viz.plt.close("all")
+
+
+def test_zoom_limits_are_the_seven_by_seven_token_neighbourhood():
+    layer = am.LayerMaps("layer 1", np.zeros((1, 1, 256, 256)), (16, 16), 32)
+    assert viz.zoom_limits(layer, (5, 9)) == ((12.0, 26.0), (18.0, 4.0))  # 2 pixels per token, 7 tokens
+
+
+def test_viz_params_are_checked():
+    p = params.load(ROOT / "params" / "quick" / "07_visualizations.yaml")
+    assert isinstance(p, params.VizParams) and p.average_images == 100
+    for values, message in [({"experiments": []}, "experiments is empty"),
+                            ({"experiments": ["06_timing"]}, "not a training notebook"),
+                            ({"dataset": "mnist"}, "dataset must be empty"),
+                            ({"query_row": -2}, "query_row must be a pixel index")]:
+        with pytest.raises(params.ParamsError, match=message):
+            params.from_mapping(params.VizParams, values, where="params/x.yaml")
