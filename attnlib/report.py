@@ -67,3 +67,219 @@ def parameter_table(runs) -> pd.DataFrame:
     table["full_vs_paper"] = (table["params_full_size"] / table["paper_params"] - 1).map(
         lambda d: f"{d:+.2%}" if pd.notna(d) else "")
     return table
+
+
+# -- the report (notebook 08) ---------------------------------------------------------------------
+TRAINING = ["01_learned_2d", "02_quadratic", "03_san", "04_vit", "05_resnet"]
+VERDICTS = ("reproduced", "partly", "not reproduced", "not measured")
+
+
+def _read_csv(path) -> pd.DataFrame:
+    from pathlib import Path
+
+    return pd.read_csv(path) if Path(path).exists() else pd.DataFrame()
+
+
+def load_results(results_dir, profile: str) -> dict:
+    """Everything notebooks 00-07 wrote under results/<profile>/ (empty frames for what is missing)."""
+    import json
+    from pathlib import Path
+
+    from attnlib import results
+
+    base = results.profile_dir(results_dir, profile)
+    metrics = [results.read_metrics(results.metrics_path(results_dir, profile, n)) for n in TRAINING]
+    metrics = [m for m in metrics if not m.empty]
+    stamps = Path(base) / ".cache" / "stamps.json"
+    return dict(
+        metrics=pd.concat(metrics, ignore_index=True) if metrics else pd.DataFrame(),
+        conv=_read_csv(results.metrics_path(results_dir, profile, "00_conv_as_attention")),
+        timing=_read_csv(results.metrics_path(results_dir, profile, "06_timing")),
+        likeness=_read_csv(Path(base) / "metrics" / "07_visualizations_likeness.csv"),
+        centers=_read_csv(results.centers_path(results_dir, profile, "02_quadratic")),
+        stamps=json.loads(stamps.read_text()) if stamps.exists() else {},
+    )
+
+
+def accuracy_table(metrics: pd.DataFrame, timing: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per (model, variant, data set, profile, epochs): our best test accuracy (mean and standard
+    deviation over seeds), the paper's and [Re]'s (CIFAR-10, full training), our difference to the paper
+    (CIFAR-10 only), parameters, and, from notebook 06, GFLOPs per image and fp32 training images/s of the
+    model at its published size on the machine that ran 06."""
+    from attnlib.experiment import summarize
+
+    if metrics.empty:
+        return pd.DataFrame()
+    runs = summarize(metrics)
+    g = runs.groupby(["model", "variant", "dataset", "profile", "epochs"], sort=False)
+    table = g.agg(seeds=("seed", "nunique"), acc=("best_test_acc", "mean"), acc_sd=("best_test_acc", "std"),
+                  final_acc=("final_test_acc", "mean"), params=("params", "first"),
+                  train_minutes=("train_seconds", lambda s: s.sum() / 60)).reset_index()
+    table["acc_sd"] = table["acc_sd"].fillna(0.0)
+    table["heads"] = table["variant"].map(_heads_of)
+    table["hierarchical"] = table["variant"].str.contains("hierarchical")
+    table = table.merge(published_table(), on=["model", "heads", "hierarchical"], how="left")
+    table["acc_minus_paper"] = (table["acc"] - table["paper_acc"]).where(table["dataset"] == "cifar10")
+    if timing is not None and not timing.empty:
+        t = timing[timing["precision"] == "fp32"]
+        train = t[t["mode"] == "train"].sort_values("batch").groupby(["model", "variant"]).last()
+        infer = t[t["mode"] == "infer"].groupby(["model", "variant"]).last()
+        perf = pd.DataFrame({"gflops_full_size": infer["gflops_per_image"], "train_img_s_full_size": train["images_per_s"]})
+        perf = perf.reset_index().rename(columns={"variant": "timing_variant"})
+        table["timing_variant"] = table["hierarchical"].map({True: "hierarchical", False: "standard"})
+        table = table.merge(perf, on=["model", "timing_variant"], how="left").drop(columns="timing_variant")
+    cols = ["model", "variant", "dataset", "profile", "epochs", "seeds", "acc", "acc_sd", "final_acc", "paper_acc",
+            "re_acc", "acc_minus_paper", "params", "paper_params", "paper_gflops", "gflops_full_size",
+            "train_img_s_full_size", "train_minutes"]
+    return table[[c for c in cols if c in table.columns]]
+
+
+def _claim(claim: str, verdict: str, evidence: str) -> dict:
+    assert verdict in VERDICTS, verdict
+    return dict(claim=claim, verdict=verdict, evidence=evidence)
+
+
+def claim_convolution(conv: pd.DataFrame) -> dict:
+    """Theorem 1: a multi-head attention layer with K^2 heads computes any K x K convolution (notebook 00)."""
+    name = "Attention can express any convolution (Theorem 1)"
+    if conv.empty:
+        return _claim(name, "not measured", "no results/<profile>/metrics/00_conv_as_attention.csv")
+    worst = conv.groupby("dtype")["rel_error"].max()
+    ok = bool(conv["within_tolerance"].all())
+    return _claim(name, "reproduced" if ok else "not reproduced",
+                  f"{len(conv)} constructions ({', '.join(sorted(conv['case'].unique()))}; "
+                  f"{', '.join(sorted(conv['positional'].unique()))} encodings) on a {conv['dataset'].iloc[0]} image: "
+                  + "; ".join(f"largest relative error {e:.1e} in {d}" for d, e in worst.items())
+                  + ("" if ok else "; some construction is outside its dtype's tolerance"))
+
+
+def _first_layer(likeness: pd.DataFrame, model: str, heads: int | None = 9) -> pd.DataFrame:
+    d = likeness[(likeness["model"] == model) & (likeness["layer"] == 0) & ~likeness["variant"].str.contains("hierarchical")]
+    if heads is not None and (d["heads"] == heads).any():
+        d = d[d["heads"] == heads]
+    return d[d["run_id"] == d["run_id"].iloc[0]] if len(d) else d
+
+
+def claim_quadratic_grid(likeness: pd.DataFrame, locality: float = 3.0) -> dict:
+    """Quadratic attention learns local heads at distinct offsets, a grid like a convolution kernel's."""
+    name = "Quadratic attention learns a grid of local heads (Figure 4)"
+    d = _first_layer(likeness, "sa_quadratic") if not likeness.empty else likeness
+    if d.empty:
+        return _claim(name, "not measured", "no sa_quadratic run in results/<profile>/metrics/07_visualizations_likeness.csv")
+    heads, uniform = int(d["heads"].iloc[0]), float(d["uniform_mass"].iloc[0])
+    mass, distinct = float(d["top_mass"].mean()), int(d["distinct_offsets"].iloc[0])
+    near = int(((d["top_row"].abs() <= 2) & (d["top_col"].abs() <= 2)).sum())
+    local, grid = mass >= locality * uniform and near >= 2 * heads / 3, distinct >= 2 * heads / 3
+    verdict = "reproduced" if local and grid else "partly" if local or grid else "not reproduced"
+    return _claim(name, verdict,
+                  f"sa_quadratic ({d['variant'].iloc[0]}), layer 1: mean share on each head's top offset {mass:.2f} "
+                  f"(uniform {uniform:.3f}; local means >= {locality:g}x uniform), {near} of {heads} heads' top offsets "
+                  f"within 2 tokens, {distinct} distinct offsets (a grid means >= 2/3 of the heads)")
+
+
+def claim_learned_locality(likeness: pd.DataFrame, locality: float = 3.0) -> dict:
+    """Learned embeddings attend locally without content; with content, less so (Figures 5, 6)."""
+    name = "Learned embeddings attend locally without content, less so with content (Figures 5-6)"
+    if likeness.empty:
+        return _claim(name, "not measured", "no results/<profile>/metrics/07_visualizations_likeness.csv")
+    plain, content = _first_layer(likeness, "sa_learned"), _first_layer(likeness, "sa_learned_content")
+    if plain.empty or content.empty:
+        return _claim(name, "not measured", "needs both sa_learned and sa_learned_content runs")
+    uniform = float(plain["uniform_mass"].iloc[0])
+    m_plain, m_content = float(plain["top_mass"].mean()), float(content["top_mass"].mean())
+    local = m_plain >= locality * uniform
+    less = m_content < m_plain
+    verdict = "reproduced" if local and less else "partly" if local or less else "not reproduced"
+    return _claim(name, verdict,
+                  f"layer 1, mean share on each head's top offset: {m_plain:.2f} without content, {m_content:.2f} with "
+                  f"content (uniform {uniform:.3f}; local means >= {locality:g}x uniform)")
+
+
+ORDER = [("resnet18", None), ("sa_quadratic", 9), ("sa_learned", 9), ("sa_learned_content", 9)]
+
+
+def claim_accuracy_order(table: pd.DataFrame) -> dict:
+    """Table 1's order: ResNet18 >= quadratic >= learned >= learned + content (9 heads, not hierarchical)."""
+    name = "Accuracy order ResNet18 >= quadratic >= learned >= learned + content (Table 1)"
+    if table.empty:
+        return _claim(name, "not measured", "no training results")
+    accs = []
+    for model, heads in ORDER:
+        d = table[(table["model"] == model) & ~table["variant"].str.contains("hierarchical")]
+        if heads is not None and (d["variant"] == f"{heads} heads").any():
+            d = d[d["variant"] == f"{heads} heads"]
+        if d.empty:
+            return _claim(name, "not measured", f"no {model} run")
+        accs.append((model, float(d["acc"].iloc[0]), float(d["acc_sd"].iloc[0]), int(d["seeds"].iloc[0])))
+    holds = [a[1] >= b[1] for a, b in zip(accs, accs[1:])]
+    verdict = "reproduced" if all(holds) else "partly" if any(holds) else "not reproduced"
+    data = table["dataset"].iloc[0]
+    parts = [f"{m} {acc:.3f}" + (f" (sd {sd:.3f}, {n} seeds)" if n > 1 else "") for m, acc, sd, n in accs]
+    pairs = ", ".join(f"{a[0]} {'>=' if ok else '<'} {b[0]}" for (a, b), ok in zip(zip(accs, accs[1:]), holds))
+    return _claim(name, verdict, f"best test accuracy on {data}: " + "; ".join(parts) + f" ({pairs})")
+
+
+def claim_published_accuracy(table: pd.DataFrame) -> dict:
+    """The published numbers themselves: only a CIFAR-10 run at the paper's settings can check them."""
+    name = "Published accuracies: quadratic 93.8% = ResNet18 93.8% on CIFAR-10 (Table 1)"
+    full = table[(table["dataset"] == "cifar10") & (table["profile"] == "paper")] if not table.empty else table
+    if full.empty:
+        where = ", ".join(sorted(table["dataset"].unique())) if not table.empty else "nothing"
+        return _claim(name, "not measured", f"needs the paper profile on CIFAR-10; this report has {where}")
+    d = full.dropna(subset=["paper_acc"])
+    worst = (d["acc"] - d["paper_acc"]).abs().max()
+    return _claim(name, "reproduced" if worst <= 0.01 else "not reproduced",
+                  f"largest gap to the paper over {len(d)} models: {worst * 100:.1f} percentage points (within 1 counts)")
+
+
+def claims(res: dict, table: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame([claim_convolution(res["conv"]), claim_quadratic_grid(res["likeness"]),
+                         claim_learned_locality(res["likeness"]), claim_accuracy_order(table),
+                         claim_published_accuracy(table)])
+
+
+def series_time(stamps: dict, metrics: pd.DataFrame) -> pd.DataFrame:
+    """Per notebook: the duration of its last execution (runner stamps) and the training time its runs
+    recorded (which a notebook reading back finished runs does not repeat)."""
+    train = {}
+    if not metrics.empty:
+        train = metrics.groupby("experiment")["seconds"].sum().to_dict()
+    rows = [dict(notebook=k, last_run=v.get("finished"), last_run_seconds=v.get("seconds"),
+                 training_seconds=round(train.get(k, 0.0), 1)) for k, v in sorted(stamps.items())]
+    return pd.DataFrame(rows)
+
+
+def export_report(notebook, out_dir) -> list[str]:
+    """The executed report notebook as report.html (code hidden, figures embedded) and, where Debian's
+    Chromium is installed, report.pdf printed from that HTML. Returns one line per file written or skipped."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    from attnlib.results import atomic_write_text
+
+    out_dir = Path(out_dir)
+    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+    body, _ = exporter.from_notebook_node(nbformat.read(str(notebook), as_version=4))
+    html = out_dir / "report.html"
+    atomic_write_text(html, body)
+    lines = [f"report: {html} ({html.stat().st_size / 1e6:.1f} MB)"]
+    browser = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+    if browser is None:
+        return lines + ["report: no PDF (no chromium on PATH; Debian: apt-get install chromium)"]
+    pdf = out_dir / "report.pdf"
+    tmp = pdf.with_suffix(".pdf.tmp")
+    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+           "--disable-component-update", "--disable-sync", "--no-pdf-header-footer", f"--print-to-pdf={tmp}",
+           html.resolve().as_uri()]
+    try:
+        subprocess.run(cmd, check=True, capture_output=True, timeout=180)
+        tmp.replace(pdf)
+        lines.append(f"report: {pdf} ({pdf.stat().st_size / 1e6:.1f} MB)")
+    except (subprocess.SubprocessError, OSError) as err:
+        tmp.unlink(missing_ok=True)
+        lines.append(f"report: no PDF ({browser} failed: {type(err).__name__})")
+    return lines

@@ -2,11 +2,21 @@
 
 Every parameter file of the profile is checked before any notebook starts. Executed notebooks go to
 results/<profile>/notebooks/. A failing cell stops the run with one line naming notebook and cell.
+
+Incremental: after a notebook succeeds, a stamp in results/<profile>/.cache/stamps.json records a digest of
+its parameters, the notebook file and the library (every attnlib/*.py); a notebook whose digest is unchanged
+and whose executed copy exists is skipped. Notebooks that read earlier results (07, 08) also digest the
+stamps of the notebooks before them. An interrupted run reruns the notebook it stopped in, whose training
+resumes from its checkpoints. `--force` reruns everything; `--report` rebuilds only the report (08 and its
+HTML/PDF export).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
+import hashlib
+import json
 import sys
 import time
 from pathlib import Path
@@ -14,6 +24,61 @@ from pathlib import Path
 from attnlib.params import PROFILES, ParamsError, from_mapping, load, params_class
 
 ROOT = Path(__file__).resolve().parent.parent
+REPORT = "08_report"
+READS_RESULTS = ("07_visualizations", REPORT)  # notebooks that show what earlier notebooks computed
+
+
+def library_digest() -> str:
+    """Digest of the library's source: a change anywhere in attnlib/ reruns every notebook."""
+    h = hashlib.sha1()
+    for path in sorted((ROOT / "attnlib").rglob("*.py")):
+        h.update(str(path.relative_to(ROOT)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def _portable(values: dict) -> dict:
+    """Parameters with paths inside the repository made relative, so a moved checkout keeps its stamps."""
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, str) and value.startswith(str(ROOT) + "/"):
+            value = str(Path(value).relative_to(ROOT))
+        out[key] = value
+    return out
+
+
+def notebook_digest(nb: Path, values: dict, library: str, upstream: dict) -> str:
+    payload = json.dumps({"notebook": hashlib.sha1(nb.read_bytes()).hexdigest(), "params": _portable(values),
+                          "library": library, "upstream": upstream}, sort_keys=True, default=str)
+    return hashlib.sha1(payload.encode()).hexdigest()[:12]
+
+
+class Stamps:
+    """results/<profile>/.cache/stamps.json: per notebook, the digest, time and duration of its last success."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            self.data = json.loads(path.read_text()) if path.exists() else {}
+        except (OSError, json.JSONDecodeError):
+            self.data = {}  # unreadable stamps only cost a rerun
+
+    def upstream(self, stem: str) -> dict:
+        return {k: [v.get("digest"), v.get("finished")] for k, v in sorted(self.data.items()) if k < stem}
+
+    def unchanged(self, stem: str, digest: str, out: Path) -> dict | None:
+        entry = self.data.get(stem)
+        return entry if entry and entry.get("digest") == digest and out.exists() else None
+
+    def record(self, stem: str, digest: str, seconds: float):
+        from attnlib.results import atomic_write_text
+
+        self.data[stem] = {"digest": digest, "seconds": round(seconds, 1),
+                           "finished": datetime.datetime.now().isoformat(timespec="seconds")}
+        atomic_write_text(self.path, json.dumps(self.data, indent=1, sort_keys=True) + "\n")
+
+    def forget(self, stem: str):
+        self.data.pop(stem, None)
 
 
 def pick_profile(profile: str) -> str:
@@ -55,10 +120,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="", help="comma-separated notebook prefixes, e.g. 01,02")
     ap.add_argument("--results-dir", default=str(ROOT / "results"))
     ap.add_argument("--params-dir", default=str(ROOT / "params"), help="folder holding <profile>/<notebook>.yaml")
+    ap.add_argument("--force", action="store_true", help="rerun notebooks even when nothing changed since their last run")
+    ap.add_argument("--report", action="store_true", help="only rebuild the report (notebook 08 and its HTML/PDF)")
     args = ap.parse_args(argv)
 
     profile = pick_profile(args.profile)
-    pairs = notebooks_for(profile, [o for o in args.only.split(",") if o], Path(args.params_dir))
+    only = [REPORT[:2]] if args.report else [o for o in args.only.split(",") if o]
+    pairs = notebooks_for(profile, only, Path(args.params_dir))
     if not pairs:
         print(f"error: no notebooks with parameter files under {args.params_dir}/{profile}/", file=sys.stderr)
         return 2
@@ -79,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         # profile's and must never leak into another profile. Paths are made absolute because the
         # notebooks run with notebooks/ as their working directory.
         injected = dataclasses.asdict(checked)
-        for key in ("data_root", "results_dir"):
+        if "params_dir" in injected:
+            injected["params_dir"] = args.params_dir
+        for key in ("data_root", "results_dir", "params_dir"):
             if key in injected:
                 injected[key] = str((ROOT / injected[key]).resolve())
         plans.append((nb, injected))
@@ -95,10 +165,20 @@ def main(argv: list[str] | None = None) -> int:
 
     out_dir = Path(args.results_dir) / profile / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
-    total = time.perf_counter()
+    stamps = Stamps(Path(args.results_dir) / profile / ".cache" / "stamps.json")
+    library = library_digest()
+    total, ran = time.perf_counter(), 0
     for i, (nb, values) in enumerate(plans, 1):
         out = out_dir / nb.name
+        upstream = stamps.upstream(nb.stem) if nb.stem in READS_RESULTS else {}
+        digest = notebook_digest(nb, values, library, upstream)
+        done = stamps.unchanged(nb.stem, digest, out)
+        if done and not (args.force or args.report):
+            print(f"[{i}/{len(plans)}] {nb.name}: unchanged since its run of {done['finished']} "
+                  f"({done['seconds']:.0f}s), skipped", flush=True)
+            continue
         print(f"[{i}/{len(plans)}] {nb.name} (profile {profile}) ...", flush=True)
+        stamps.forget(nb.stem)  # a failure or interruption from here on leaves it to be rerun
         t0 = time.perf_counter()
         try:
             pm.execute_notebook(str(nb), str(out), parameters=values, cwd=str(ROOT / "notebooks"),
@@ -110,9 +190,18 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as err:  # kernel missing, notebook unreadable, ...: still one line
             print(f"error: {nb.name} could not be run: {type(err).__name__}: {err}", file=sys.stderr)
             return 1
-        print(f"[{i}/{len(plans)}] {nb.name} done in {time.perf_counter() - t0:.0f}s -> {out}", flush=True)
-    print(f"all {len(plans)} notebooks done in {time.perf_counter() - total:.0f}s; results in "
-          f"{Path(args.results_dir) / profile}/", flush=True)
+        seconds = time.perf_counter() - t0
+        stamps.record(nb.stem, digest, seconds)
+        ran += 1
+        print(f"[{i}/{len(plans)}] {nb.name} done in {seconds:.0f}s -> {out}", flush=True)
+    print(f"{ran} of {len(plans)} notebooks run in {time.perf_counter() - total:.0f}s "
+          f"({len(plans) - ran} unchanged); results in {Path(args.results_dir) / profile}/", flush=True)
+    report_nb = out_dir / f"{REPORT}.ipynb"
+    if any(nb.stem == REPORT for nb, _ in plans) and report_nb.exists():
+        from attnlib.report import export_report
+
+        for line in export_report(report_nb, Path(args.results_dir) / profile):
+            print(line, flush=True)
     return 0
 
 

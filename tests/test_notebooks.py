@@ -4,16 +4,17 @@ import json
 import pandas as pd
 import pytest
 import torch
-from conftest import assert_every_field_injected, run_runner
+from conftest import ROOT, assert_every_field_injected, run_runner
 
 from attnlib.models import list_models
-from attnlib.params import TimingParams, TrainParams
+from attnlib.params import TimingParams, TrainParams, VizParams
+from attnlib.report import VERDICTS
 from attnlib.results import METRIC_COLUMNS
 
 
 @pytest.mark.notebook
-def test_smoke_profile_runs_both_notebooks_and_writes_results(tmp_path):
-    out = run_runner("--only", "01,02", "--results-dir", str(tmp_path))
+def test_smoke_profile_runs_both_notebooks_then_the_visualizations_and_the_report(tmp_path):
+    out = run_runner("--only", "01,02,07,08", "--results-dir", str(tmp_path))
     assert out.returncode == 0, out.stderr[-3000:]
     root = tmp_path / "smoke"
     for stem, models in [("01_learned_2d", {"sa_learned", "sa_learned_content"}),
@@ -26,7 +27,48 @@ def test_smoke_profile_runs_both_notebooks_and_writes_results(tmp_path):
         assert set(summary["model"]) == models and "paper_acc" in summary.columns
         assert (root / "figures" / f"{stem}_curves.png").stat().st_size > 1000
     assert (root / "figures" / "02_quadratic_centers.png").exists()
-    assert "[2/2] 02_quadratic.ipynb done" in out.stdout
+    assert "[2/4] 02_quadratic.ipynb done" in out.stdout
+    # 07 shows the four runs of 01/02 and says which planned runs it cannot show (03, 04 did not run here)
+    assert_every_field_injected(root / "notebooks" / "07_visualizations.ipynb", VizParams)
+    likeness = pd.read_csv(root / "metrics" / "07_visualizations_likeness.csv")
+    assert set(likeness["model"]) == {"sa_learned", "sa_learned_content", "sa_quadratic", "sa_quadratic_aniso"}
+    assert likeness["top_mass"].between(0, 1).all()
+    for name in ["centers", "center_paths", "conv_likeness", "query_sa_quadratic-h4-s42",
+                 "query_mean_sa_learned_content-h4-s42", "offsets_sa_learned-h4-s42"]:
+        assert (root / "figures" / f"07_visualizations_{name}.png").stat().st_size > 1000, name
+    printed = notebook_text(root / "notebooks" / "07_visualizations.ipynb")
+    assert "4 trained runs found" in printed and "not shown: 03_san: san_pairwise (standard)" in printed
+    # 08 reads all of it, gives a verdict per claim and exports the report
+    verdicts = pd.read_csv(root / "metrics" / "08_report_verdicts.csv")
+    assert len(verdicts) == 5 and set(verdicts["verdict"]) <= set(VERDICTS)
+    assert verdicts.iloc[0]["verdict"] == "not measured"  # notebook 00 did not run here
+    html = (root / "report.html").read_text()
+    assert "Verdicts" in html and "data:image/png;base64," in html
+    assert "report: " in out.stdout
+
+
+def notebook_text(path) -> str:
+    executed = json.loads(path.read_text())
+    return "".join("".join(o.get("text", "")) for c in executed["cells"] for o in c.get("outputs", []))
+
+
+@pytest.mark.notebook
+def test_reproduce_skips_what_has_not_changed_and_reruns_what_has(tmp_path):
+    params_dir, results_dir = tmp_path / "params", tmp_path / "results"
+    (params_dir / "smoke").mkdir(parents=True)
+    pfile = params_dir / "smoke" / "00_conv_as_attention.yaml"
+    pfile.write_text((ROOT / "params" / "smoke" / "00_conv_as_attention.yaml").read_text())
+    args = ("--only", "00", "--params-dir", str(params_dir), "--results-dir", str(results_dir))
+    first = run_runner(*args)
+    assert first.returncode == 0 and "00_conv_as_attention.ipynb done in" in first.stdout, first.stderr[-2000:]
+    second = run_runner(*args)
+    assert "00_conv_as_attention.ipynb: unchanged since its run of" in second.stdout
+    assert "0 of 1 notebooks run" in second.stdout
+    pfile.write_text(pfile.read_text() + "seed: 1\n")  # a changed parameter reruns it
+    assert "1 of 1 notebooks run" in run_runner(*args).stdout
+    assert "1 of 1 notebooks run" in run_runner(*args, "--force").stdout
+    stamps = json.loads((results_dir / "smoke" / ".cache" / "stamps.json").read_text())
+    assert set(stamps) == {"00_conv_as_attention"} and stamps["00_conv_as_attention"]["seconds"] > 0
 
 
 @pytest.mark.notebook

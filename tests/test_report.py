@@ -2,6 +2,7 @@
 import math
 
 import pandas as pd
+import pytest
 
 from attnlib import report, results
 
@@ -45,3 +46,102 @@ def test_parameter_table_puts_full_size_counts_beside_the_published_ones():
     assert table.loc["sa_quadratic", "paper_params"] == 12_086_844
     assert table.loc["sa_quadratic", "full_vs_paper"] == "+0.00%"
     assert table.loc["resnet18", "params_here"] < 100_000
+
+
+# -- the report (notebook 08) -------------------------------------------------------------------------
+def metric_rows(model, variant, accs_by_seed, dataset="fashion_mnist", profile="quick"):
+    rows = []
+    for seed, accs in accs_by_seed.items():
+        for epoch, acc in enumerate(accs, 1):
+            rows.append(dict(run_id=f"{model}-{variant}-{seed}", experiment="x", model=model, variant=variant,
+                             dataset=dataset, profile=profile, seed=seed, epoch=epoch, epochs=len(accs), test_acc=acc,
+                             seconds=30.0, params=1000, precision="fp32"))
+    return rows
+
+
+def test_accuracy_table_gives_mean_and_spread_over_seeds_beside_the_published_numbers():
+    m = pd.DataFrame(metric_rows("sa_quadratic", "9 heads", {1: [0.5, 0.7], 2: [0.6, 0.8]})
+                     + metric_rows("resnet18", "standard", {1: [0.8, 0.9]}))
+    timing = pd.DataFrame([dict(model="resnet18", variant="standard", mode=mode, batch=b, precision="fp32",
+                                gflops_per_image=g, images_per_s=ips)
+                           for mode, b, g, ips in [("train", 8, 3.3, 30.0), ("train", 32, 3.3, 40.0), ("infer", 32, 1.1, 100.0)]])
+    t = report.accuracy_table(m, timing).set_index("model")
+    assert t.loc["sa_quadratic", "seeds"] == 2 and t.loc["sa_quadratic", "acc"] == pytest.approx(0.75)
+    assert t.loc["sa_quadratic", "acc_sd"] == pytest.approx(pd.Series([0.7, 0.8]).std())
+    assert t.loc["sa_quadratic", "paper_acc"] == 0.938 and math.isnan(t.loc["sa_quadratic", "acc_minus_paper"])
+    assert t.loc["sa_quadratic", "train_minutes"] == pytest.approx(2.0)  # 2 seeds x 2 epochs x 30 s
+    assert (t.loc["resnet18", "gflops_full_size"], t.loc["resnet18", "train_img_s_full_size"]) == (1.1, 40.0)
+    assert math.isnan(t.loc["sa_quadratic", "gflops_full_size"])  # not timed: left empty, not invented
+
+
+def likeness_rows(model, shares, offsets, uniform=1 / 49, variant="9 heads"):
+    distinct = len(set(offsets))
+    return [dict(run_id=model, model=model, variant=variant, layer=0, head=h, top_mass=s, top_row=o[0], top_col=o[1],
+                 distinct_offsets=distinct, heads=len(shares), uniform_mass=uniform)
+            for h, (s, o) in enumerate(zip(shares, offsets))]
+
+
+GRID = [(r, c) for r in (-1, 0, 1) for c in (-1, 0, 1)]
+
+
+def test_claim_verdicts_follow_their_stated_criteria():
+    grid = pd.DataFrame(likeness_rows("sa_quadratic", [0.5] * 9, GRID))
+    assert report.claim_quadratic_grid(grid)["verdict"] == "reproduced"
+    collapsed = pd.DataFrame(likeness_rows("sa_quadratic", [0.5] * 9, [(0, 0)] * 9))
+    assert report.claim_quadratic_grid(collapsed)["verdict"] == "partly"  # local, but no grid
+    flat = pd.DataFrame(likeness_rows("sa_quadratic", [1 / 49] * 9, [(0, 0)] * 9))
+    assert report.claim_quadratic_grid(flat)["verdict"] == "not reproduced"
+    assert report.claim_quadratic_grid(pd.DataFrame())["verdict"] == "not measured"
+
+    both = pd.DataFrame(likeness_rows("sa_learned", [0.3] * 9, GRID) + likeness_rows("sa_learned_content", [0.1] * 9, GRID))
+    assert report.claim_learned_locality(both)["verdict"] == "reproduced"
+    swapped = pd.DataFrame(likeness_rows("sa_learned", [0.1] * 9, GRID) + likeness_rows("sa_learned_content", [0.3] * 9, GRID))
+    assert report.claim_learned_locality(swapped)["verdict"] == "partly"
+
+    def table(accs):
+        return report.accuracy_table(pd.DataFrame(sum((metric_rows(m, v, {1: [a]}) for m, v, a in accs), [])))
+    order = [("resnet18", "standard", 0.8), ("sa_quadratic", "9 heads", 0.7), ("sa_learned", "9 heads", 0.6),
+             ("sa_learned_content", "9 heads", 0.5)]
+    assert report.claim_accuracy_order(table(order))["verdict"] == "reproduced"
+    broken = report.claim_accuracy_order(table(order[:3] + [("sa_learned_content", "9 heads", 0.65)]))
+    assert broken["verdict"] == "partly" and "sa_learned < sa_learned_content" in broken["evidence"]
+    assert report.claim_accuracy_order(table(order[1:]))["verdict"] == "not measured"
+    assert report.claim_published_accuracy(table(order))["verdict"] == "not measured"  # not CIFAR-10 at paper
+
+    conv = pd.DataFrame([dict(case="edge", positional="quadratic", dataset="x", dtype="float64", rel_error=1e-16,
+                              within_tolerance=True)])
+    assert report.claim_convolution(conv)["verdict"] == "reproduced"
+    assert report.claim_convolution(conv.assign(within_tolerance=False))["verdict"] == "not reproduced"
+
+
+def test_report_is_exported_to_html_with_figures_embedded(tmp_path):
+    import base64
+    import shutil
+
+    import nbformat
+
+    from attnlib import viz
+
+    fig = viz.plt.figure()
+    fig.gca().plot([0, 1])
+    fig.savefig(tmp_path / "f.png")
+    png = base64.b64encode((tmp_path / "f.png").read_bytes()).decode()
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("secret_code = 1", outputs=[
+        nbformat.v4.new_output("display_data", data={"image/png": png})])])
+    nbformat.write(nb, tmp_path / "08_report.ipynb")
+    lines = report.export_report(tmp_path / "08_report.ipynb", tmp_path)
+    html = (tmp_path / "report.html").read_text()
+    assert "data:image/png;base64," in html and "secret_code" not in html  # figures inline, code hidden
+    if shutil.which("chromium"):
+        assert (tmp_path / "report.pdf").read_bytes()[:4] == b"%PDF" and len(lines) == 2
+    else:
+        assert "no PDF" in lines[-1]
+
+
+def test_series_time_lists_each_notebook_with_its_training_time():
+    stamps = {"01_learned_2d": {"digest": "a", "seconds": 300.0, "finished": "2026-11-22T04:00:00"},
+              "07_visualizations": {"digest": "b", "seconds": 60.0, "finished": "2026-11-22T04:10:00"}}
+    m = pd.DataFrame(metric_rows("sa_learned", "9 heads", {1: [0.5, 0.6]})).assign(experiment="01_learned_2d")
+    t = report.series_time(stamps, m)
+    assert t["notebook"].tolist() == ["01_learned_2d", "07_visualizations"]
+    assert t["training_seconds"].tolist() == [60.0, 0.0] and t["last_run_seconds"].tolist() == [300.0, 60.0]

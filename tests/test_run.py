@@ -1,0 +1,37 @@
+"""The runner's bookkeeping: which notebooks an unchanged checkout may skip."""
+from attnlib import run
+
+
+def test_digest_follows_parameters_notebook_library_and_upstream(tmp_path):
+    nb = tmp_path / "07_visualizations.ipynb"
+    nb.write_text("{}")
+    base = run.notebook_digest(nb, {"profile": "quick"}, "lib1", {})
+    assert run.notebook_digest(nb, {"profile": "quick"}, "lib1", {}) == base
+    assert run.notebook_digest(nb, {"profile": "smoke"}, "lib1", {}) != base
+    assert run.notebook_digest(nb, {"profile": "quick"}, "lib2", {}) != base
+    assert run.notebook_digest(nb, {"profile": "quick"}, "lib1", {"02_quadratic": ["x", "t"]}) != base
+    nb.write_text('{"cells": []}')
+    assert run.notebook_digest(nb, {"profile": "quick"}, "lib1", {}) != base
+
+
+def test_paths_inside_the_checkout_do_not_change_the_digest():
+    inside = {"results_dir": str(run.ROOT / "results"), "n": 1}
+    assert run._portable(inside) == {"results_dir": "results", "n": 1}
+    assert run._portable({"results_dir": "/elsewhere/results"}) == {"results_dir": "/elsewhere/results"}
+
+
+def test_stamps_record_skip_and_name_the_notebooks_before(tmp_path):
+    stamps = run.Stamps(tmp_path / ".cache" / "stamps.json")
+    out = tmp_path / "02.ipynb"
+    stamps.record("02_quadratic", "d2", 12.0)
+    assert stamps.unchanged("02_quadratic", "d2", out) is None  # no executed copy: rerun
+    out.write_text("{}")
+    assert stamps.unchanged("02_quadratic", "d2", out)["seconds"] == 12.0
+    assert stamps.unchanged("02_quadratic", "other", out) is None
+    stamps.record("07_visualizations", "d7", 3.0)
+    reread = run.Stamps(tmp_path / ".cache" / "stamps.json")
+    assert list(reread.upstream("07_visualizations")) == ["02_quadratic"]
+    assert list(reread.upstream("08_report")) == ["02_quadratic", "07_visualizations"]
+    (tmp_path / ".cache" / "stamps.json").write_text("{not json")
+    assert run.Stamps(tmp_path / ".cache" / "stamps.json").data == {}  # unreadable: everything reruns
+    assert run.library_digest() == run.library_digest()
