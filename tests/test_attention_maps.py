@@ -140,3 +140,12 @@ def test_mean_attention_is_the_mean_over_images_in_batches():
 def test_attention_maps_refuse_a_model_without_attention():
     with pytest.raises(TypeError, match="no attention to show"):
         am.attention_maps(create_model("resnet18", width=4, image_size=8), torch.randn(1, 3, 8, 8))
+
+
+def test_conv_likeness_of_the_mean_over_images_equals_that_of_each_image():
+    """Probabilities average linearly: notebook 07 computes the shares from the mean attention."""
+    model = create_model("sa_learned_content", heads=3, layers=2, hidden=8, ff=8, image_size=8, in_channels=3).eval()
+    x = torch.randn(6, 3, 8, 8)
+    full, mean = am.conv_likeness(am.attention_maps(model, x)), am.conv_likeness(mean_attention(model, x, batch_size=4))
+    assert full[["top_row", "top_col", "distinct_offsets"]].equals(mean[["top_row", "top_col", "distinct_offsets"]])
+    np.testing.assert_allclose(full["top_mass"], mean["top_mass"], rtol=1e-5)
