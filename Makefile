@@ -49,7 +49,7 @@ data:
 	fi
 
 reproduce: setup
-	$(PY) -m attnlib.run --profile $(PROFILE) $(if $(DATASET),--dataset $(DATASET)) $(if $(FORCE),--force)
+	$(PY) -m attnlib.run --profile $(PROFILE) $(if $(DATASET),--dataset $(DATASET)) $(if $(filter 1 yes true,$(FORCE)),--force)
 
 test: setup
 	$(PY) -m pytest -q

@@ -29,7 +29,8 @@ class LayerMaps:
     name: str                 # "layer 1", "stage 2, block 1"
     weights: torch.Tensor     # (B, heads, H*W, keys): keys = H*W (global) or K*K (window), float32, CPU
     grid: tuple[int, int]     # (H, W) query tokens; keys on the same grid
-    image_size: int           # pixels per side of the input image
+    stride: int               # image pixels per token along each side (SAN stage i: 2**i; a 28-pixel image
+                              # pooled to 3x3 leaves its last pixels to the last token)
     window: int = 0           # 0: global attention; K: a K x K window centered on each query
     normalized: bool = True   # rows are probabilities (False: SAN patchwise, whose weights are not)
 
@@ -38,13 +39,13 @@ class LayerMaps:
         return self.weights.shape[1]
 
     @property
-    def scale(self) -> float:
-        """Image pixels per token (along rows; the grids here are square)."""
-        return self.image_size / self.grid[0]
+    def scale(self) -> int:
+        """Image pixels per token."""
+        return self.stride
 
     def pixel_to_token(self, row: int, col: int) -> tuple[int, int]:
         h, w = self.grid
-        return (min(int(row * h / self.image_size), h - 1), min(int(col * w / self.image_size), w - 1))
+        return min(row // self.stride, h - 1), min(col // self.stride, w - 1)
 
     def query_map(self, token: tuple[int, int], image: int | None = 0) -> np.ndarray:
         """(heads, H, W) for global attention, (heads, K, K) for a window: the weights of query `token`
@@ -54,6 +55,13 @@ class LayerMaps:
         weights = self.weights[:, :, q] if image is None else self.weights[image:image + 1, :, q]
         side = (self.window, self.window) if self.window else (h, w)
         return weights.mean(0).reshape(self.heads, *side).numpy()
+
+    def key_token(self, token: tuple[int, int], index: int) -> tuple[int, int]:
+        """The (row, col) token of key `index` of query `token`'s map (a window's taps are row-major)."""
+        if not self.window:
+            return divmod(index, self.grid[1])
+        r = self.window // 2
+        return token[0] + index // self.window - r, token[1] + index % self.window - r
 
     def key_extent(self, token: tuple[int, int]) -> tuple[float, float, float, float]:
         """(left, right, bottom, top) in image pixels of the keys of `query_map`, for imshow(extent=...)."""
@@ -87,10 +95,11 @@ def offset_index(height: int, width: int) -> torch.Tensor:
 
 
 def _san_blocks(model: nn.Module):
-    """(name, SAM module) at every depth of every stage, in the order the forward pass runs them."""
-    for i, stage in enumerate(model.stages):
-        for j, block in enumerate(stage.depth_blocks()):
-            yield f"stage {i + 1}, block {j + 1}", block.sam
+    """(name, SAM module, image pixels per token) at every depth of every stage, in the order the forward
+    pass runs them; every stage after the first halves the resolution."""
+    for i in range(len(model.stages)):
+        for j, block in enumerate(model.stage_blocks(i)):
+            yield f"stage {i + 1}, block {j + 1}", block.sam, 2 ** i
 
 
 @torch.no_grad()
@@ -99,13 +108,15 @@ def attention_maps(model: nn.Module, images: torch.Tensor, batch_size: int = 64)
     in eval mode. Works for the self-attention networks (attention_probs), ViT and SAN."""
     from attnlib.models.san import SAN
 
-    image_size = images.shape[-1]
+    if len(images) == 0:
+        raise ValueError("attention_maps needs at least one image")
     chunks = [images[i:i + batch_size] for i in range(0, len(images), batch_size)]
     if isinstance(model, SAN):
-        names = [name for name, _ in _san_blocks(model)]
+        names = [name for name, _, _ in _san_blocks(model)]
+        strides = [stride for _, _, stride in _san_blocks(model)]
         per_layer: list[list[torch.Tensor]] = [[] for _ in names]
         grids: list[tuple[int, int]] = [(0, 0)] * len(names)
-        sams = [sam for _, sam in _san_blocks(model)]
+        sams = [sam for _, sam, _ in _san_blocks(model)]
         seen: list[int] = []
 
         def hook(module, inputs, _output):
@@ -126,8 +137,8 @@ def attention_maps(model: nn.Module, images: torch.Tensor, batch_size: int = 64)
                 h.remove()
         k = model.cfg.kernel_size
         normalized = model.cfg.sa_type == "pairwise"
-        return [LayerMaps(name, torch.cat(ws), grid, image_size, window=k, normalized=normalized)
-                for name, ws, grid in zip(names, per_layer, grids)]
+        return [LayerMaps(name, torch.cat(ws), grid, stride, window=k, normalized=normalized)
+                for name, ws, grid, stride in zip(names, per_layer, grids, strides)]
     if not hasattr(model, "attention_probs"):
         raise TypeError(f"{type(model).__name__} has no attention to show (no attention_probs, not a SAN)")
     per_layer = []
@@ -136,18 +147,19 @@ def attention_maps(model: nn.Module, images: torch.Tensor, batch_size: int = 64)
             if len(per_layer) <= i:
                 per_layer.append([])
             per_layer[i].append(p.float().cpu())
-    grid = _grid_of(model)
-    return [LayerMaps(f"layer {i + 1}", torch.cat(ps), grid, image_size) for i, ps in enumerate(per_layer)]
+    grid, stride = _grid_of(model)
+    return [LayerMaps(f"layer {i + 1}", torch.cat(ps), grid, stride) for i, ps in enumerate(per_layer)]
 
 
-def _grid_of(model: nn.Module) -> tuple[int, int]:
+def _grid_of(model: nn.Module) -> tuple[tuple[int, int], int]:
+    """(token grid, image pixels per token)."""
     if hasattr(model, "grid"):
-        return tuple(model.grid)  # ConvAsAttention
+        return tuple(model.grid), 1  # ConvAsAttention: one token per pixel (plus the zero-pad ring)
     cfg = model.cfg
     if hasattr(cfg, "grid"):
-        return tuple(cfg.grid)
+        return tuple(cfg.grid), cfg.downsample  # the self-attention networks
     side = cfg.image_size // cfg.patch_size  # ViT: the stem keeps the resolution
-    return side, side
+    return (side, side), cfg.patch_size
 
 
 def _window_offsets(k: int) -> np.ndarray:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +36,7 @@ class TrainedRun:
 
     @property
     def label(self) -> str:
-        return f"{self.run.model} ({self.run.variant})"
+        return f"{self.run.model} ({self.run.variant}, seed {self.run.seed})"
 
     def describe(self) -> str:
         return (f"{self.label}: run {self.run.run_id} of {self.experiment}, {self.data.name}, profile "
@@ -64,8 +65,7 @@ def trained_runs(experiments: list[str], profile: str, results_dir: str | Path, 
         overrides = {"profile": profile, "results_dir": str(results_dir), "data_root": str(data_root)}
         if dataset:
             overrides["dataset"] = dataset
-        base = params.load(path)
-        p = params.from_mapping(type(base), {**dataclasses.asdict(base), **overrides}, where=str(path))
+        p = params.load_with(path, overrides)
         key = (p.dataset, p.data_root, p.train_subset, p.test_subset, p.synthetic_image_size)
         if key not in loaded:
             loaded[key] = experiment.load_data(p)
@@ -87,6 +87,8 @@ def trained_runs(experiments: list[str], profile: str, results_dir: str | Path, 
 def mean_attention(model: nn.Module, images: torch.Tensor, batch_size: int = 50) -> list[LayerMaps]:
     """attention_maps averaged over `images`, one batch at a time (the paper averages over 100 test
     images for the content-based models): each LayerMaps holds a batch of one, the mean."""
+    if len(images) == 0:
+        raise ValueError("mean_attention needs at least one image")
     total: list[LayerMaps] | None = None
     for start in range(0, len(images), batch_size):
         chunk = attention_maps(model, images[start:start + batch_size], batch_size)
@@ -107,13 +109,14 @@ class AttentionExplorer:
     panels in place. `widget()` returns the ipywidgets box; `render()` the current figure as PNG.
     """
 
-    def __init__(self, runs: list[TrainedRun], average_images: int = 100, max_heads: int = 16, device: str = "cpu"):
+    def __init__(self, runs: list[TrainedRun], average_images: int = 100, max_heads: int = 16, device: str = "cpu",
+                 cache_size: int = 32):
         if not runs:
             raise ValueError("no trained runs to explore: run the training notebooks (01-04) of this profile first")
         self.runs = {r.label: r for r in runs}
-        self.average_images, self.max_heads, self.device = average_images, max_heads, device
+        self.average_images, self.max_heads, self.device, self.cache_size = average_images, max_heads, device, cache_size
         self._models: dict[str, nn.Module] = {}
-        self._maps: dict[tuple, list[LayerMaps]] = {}
+        self._maps: OrderedDict[tuple, list[LayerMaps]] = OrderedDict()  # least recently used first
         self._figure = None
         first = runs[0]
         side = first.data.image_size
@@ -134,11 +137,17 @@ class AttentionExplorer:
         if key not in self._maps:
             run, model = self.runs[label], self.model(label)
             if average:
-                n = min(self.average_images, len(run.data.x_test))
-                self._maps[key] = mean_attention(model, run.images(0, n).to(self.device))
+                self._maps[key] = mean_attention(model, run.images(0, self.averaged(label)).to(self.device))
             else:
                 self._maps[key] = attention_maps(model, run.images(image, 1).to(self.device))
+            while len(self._maps) > self.cache_size:
+                self._maps.popitem(last=False)
+        self._maps.move_to_end(key)
         return self._maps[key]
+
+    def averaged(self, label: str | None = None) -> int:
+        """How many test images the mean attention of a run averages over."""
+        return min(self.average_images, len(self.runs[label or self.state["run"]].data.x_test))
 
     def current(self) -> tuple[LayerMaps, tuple[int, int], np.ndarray]:
         """(layer, query token, (heads, ...) maps) for the present state."""
@@ -150,14 +159,9 @@ class AttentionExplorer:
     def describe(self) -> str:
         layer, token, maps = self.current()
         run = self.runs[self.state["run"]]
-        what = (f"mean over {min(self.average_images, len(run.data.x_test))} test images" if self.state["average"]
+        what = (f"mean over {self.averaged()} test images" if self.state["average"]
                 else f"test image {self.state['image']} ({run.data.classes[int(run.data.y_test[self.state['image']])]})")
-        flat = maps[0].reshape(-1).argmax()
-        if layer.window:
-            r = layer.window // 2
-            peak = (token[0] + flat // layer.window - r, token[1] + flat % layer.window - r)
-        else:
-            peak = divmod(int(flat), layer.grid[1])
+        peak = layer.key_token(token, int(maps[0].reshape(-1).argmax()))
         return (f"{self.state['run']} · {layer.name} · query pixel ({self.state['row']}, {self.state['col']}) = token "
                 f"({token[0]}, {token[1]}) · {what} · head 1 attends most to token ({peak[0]}, {peak[1]})")
 
@@ -179,8 +183,7 @@ class AttentionExplorer:
         img = image_for_display(run.data.x_test[0 if self.state["average"] else self.state["image"]])
         image_panel = HeadPanel(axes[0], img, gray=False)
         image_panel.overlay.set_visible(False)
-        n = min(self.average_images, len(run.data.x_test))
-        axes[0].set_title(f"image 0 (of {n} averaged)" if self.state["average"] else "query", fontsize=7)
+        axes[0].set_title(f"image 0 (of {self.averaged()} averaged)" if self.state["average"] else "query", fontsize=7)
         panels = []
         for head in range(shown):
             panels.append(HeadPanel(axes[head + 1], img))
@@ -197,10 +200,7 @@ class AttentionExplorer:
             self._build_figure()
         fig, image_panel, panels, _ = self._figure
         layer, token, maps = self.current()
-        s = layer.scale
-        image_panel.query.set_xy((token[1] * s, token[0] * s))
-        image_panel.query.set_width(s)
-        image_panel.query.set_height(s)
+        image_panel.mark(layer, token)
         for head, panel in enumerate(panels):
             panel.update(layer, token, maps[head], self.state["zoom"])
         fig.suptitle(f"{self.state['run']}, {layer.name}" + (f" (first {len(panels)} of {layer.heads} heads)"
@@ -218,7 +218,9 @@ class AttentionExplorer:
         style = {"description_width": "initial"}
         run = W.Dropdown(options=list(self.runs), value=self.state["run"], description="model", style=style)
         layer = W.Dropdown(options=self._layer_options(), value=0, description="layer", style=style)
-        image = W.IntSlider(value=0, min=0, max=len(first.data.x_test) - 1, description="image", style=style)
+        # a new image costs a forward pass: only on release; the query sliders redraw while dragging
+        image = W.IntSlider(value=0, min=0, max=len(first.data.x_test) - 1, description="image", style=style,
+                            continuous_update=False)
         average = W.Checkbox(value=False, description=f"average over {self.average_images} images", style=style)
         zoom = W.Checkbox(value=False, description="7x7 zoom", style=style)
         row = W.IntSlider(value=self.state["row"], min=0, max=side - 1, description="query row", style=style)
@@ -232,17 +234,29 @@ class AttentionExplorer:
             picture.value = self.render()
             status.value = f"<code>{self.describe()}</code>"
 
+        quiet = []  # set while on_run adjusts the other controls: one redraw, not one per control
+
         def on_run(change):
-            self.state["run"] = change["new"]
-            self.state["layer"] = 0
-            layer.options = self._layer_options()
-            layer.value = 0
+            run_now = self.runs[change["new"]]
+            quiet.append(True)
+            try:
+                self.state.update(run=change["new"], layer=0)
+                layer.options = self._layer_options()
+                layer.value = 0
+                side = run_now.data.image_size
+                for name, w, top in (("image", image, len(run_now.data.x_test) - 1), ("row", row, side - 1),
+                                     ("col", col, side - 1)):
+                    w.max = top  # ipywidgets clamps the value into the new range
+                    self.state[name] = w.value
+            finally:
+                quiet.clear()
             refresh()
 
         def setter(name):
             def on_change(change):
                 self.state[name] = change["new"]
-                refresh()
+                if not quiet:
+                    refresh()
             return on_change
 
         run.observe(on_run, names="value")

@@ -449,6 +449,13 @@ def load(path: str | Path, cls: type | None = None):
     return from_mapping(cls or params_class(path.stem), values, where=str(path))
 
 
+def load_with(path: str | Path, overrides: dict, where: str | None = None):
+    """A parameter file with some fields replaced (the runner's command line, notebook 07's profile and
+    folders), checked as a whole again."""
+    base = load(path)
+    return from_mapping(type(base), {**dataclasses.asdict(base), **overrides}, where=where or f"{path} (with overrides)")
+
+
 def from_namespace(cls: type, namespace: dict, where: str = "parameters cell"):
     """Collect the dataclass's fields from a notebook's globals (after papermill's injection) and validate."""
     names = [f.name for f in dataclasses.fields(cls)]

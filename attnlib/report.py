@@ -42,7 +42,7 @@ def compare(summary: pd.DataFrame) -> pd.DataFrame:
     table = ours.merge(published_table(), on=["model", "heads", "hierarchical"], how="left")
     # The published numbers are CIFAR-10 accuracies: a difference means something only on CIFAR-10.
     table["best_minus_paper"] = (table["best_test_acc"] - table["paper_acc"]).where(table["dataset"] == "cifar10")
-    cols = ["model", "variant", "dataset", "profile", "epochs", "seed", "best_test_acc", "final_test_acc",
+    cols = ["run_id", "model", "variant", "dataset", "profile", "epochs", "seed", "best_test_acc", "final_test_acc",
             "paper_acc", "re_acc", "best_minus_paper", "params", "paper_params", "train_seconds"]
     return table[cols]
 
@@ -77,26 +77,37 @@ VERDICTS = ("reproduced", "partly", "not reproduced", "not measured")
 def _read_csv(path) -> pd.DataFrame:
     from pathlib import Path
 
-    return pd.read_csv(path) if Path(path).exists() else pd.DataFrame()
+    try:
+        return pd.read_csv(path) if Path(path).exists() else pd.DataFrame()
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
 
 
 def load_results(results_dir, profile: str) -> dict:
-    """Everything notebooks 00-07 wrote under results/<profile>/ (empty frames for what is missing)."""
+    """What notebooks 00-07 wrote under results/<profile>/ in their latest runs (empty frames for what is
+    missing). The metric and center CSVs keep the rows of runs with earlier settings; only the runs in
+    each notebook's latest summary (the ones its parameters plan now) are kept."""
     import json
     from pathlib import Path
 
     from attnlib import results
 
-    base = results.profile_dir(results_dir, profile)
-    metrics = [results.read_metrics(results.metrics_path(results_dir, profile, n)) for n in TRAINING]
-    metrics = [m for m in metrics if not m.empty]
-    stamps = Path(base) / ".cache" / "stamps.json"
+    base = Path(results.profile_dir(results_dir, profile))
+    metrics = []
+    for name in TRAINING:
+        m = results.read_metrics(results.metrics_path(results_dir, profile, name))
+        current = _read_csv(base / "metrics" / f"{name}_summary.csv")
+        if not m.empty and "run_id" in current:
+            metrics.append(m[m["run_id"].isin(current["run_id"])])
+    centers = results.read_metrics(results.centers_path(results_dir, profile, "02_quadratic"), results.CENTER_COLUMNS)
+    quadratic = _read_csv(base / "metrics" / "02_quadratic_summary.csv")
+    stamps = base / ".cache" / "stamps.json"
     return dict(
         metrics=pd.concat(metrics, ignore_index=True) if metrics else pd.DataFrame(),
         conv=_read_csv(results.metrics_path(results_dir, profile, "00_conv_as_attention")),
-        timing=_read_csv(results.metrics_path(results_dir, profile, "06_timing")),
-        likeness=_read_csv(Path(base) / "metrics" / "07_visualizations_likeness.csv"),
-        centers=_read_csv(results.centers_path(results_dir, profile, "02_quadratic")),
+        timing=_read_csv(base / "metrics" / "06_timing_this_run.csv"),  # 06's latest settings and device only
+        likeness=_read_csv(base / "metrics" / "07_visualizations_likeness.csv"),
+        centers=centers[centers["run_id"].isin(quadratic["run_id"])] if "run_id" in quadratic else centers.iloc[:0],
         stamps=json.loads(stamps.read_text()) if stamps.exists() else {},
     )
 
@@ -223,13 +234,17 @@ def claim_published_accuracy(table: pd.DataFrame) -> dict:
     """The published numbers themselves: only a CIFAR-10 run at the paper's settings can check them."""
     name = "Published accuracies: quadratic 93.8% = ResNet18 93.8% on CIFAR-10 (Table 1)"
     full = table[(table["dataset"] == "cifar10") & (table["profile"] == "paper")] if not table.empty else table
-    if full.empty:
-        where = ", ".join(sorted(table["dataset"].unique())) if not table.empty else "nothing"
-        return _claim(name, "not measured", f"needs the paper profile on CIFAR-10; this report has {where}")
-    d = full.dropna(subset=["paper_acc"])
-    worst = (d["acc"] - d["paper_acc"]).abs().max()
-    return _claim(name, "reproduced" if worst <= 0.01 else "not reproduced",
-                  f"largest gap to the paper over {len(d)} models: {worst * 100:.1f} percentage points (within 1 counts)")
+    d = full.dropna(subset=["paper_acc"]) if not full.empty else full
+    if d.empty:
+        where = ", ".join(f"{p} profile on {ds}" for p, ds in sorted(set(zip(table["profile"], table["dataset"])))) \
+            if not table.empty else "no training results"
+        return _claim(name, "not measured", f"needs models of Table 1 trained at the paper profile on CIFAR-10; "
+                                            f"this report has {where}")
+    gaps = (d["acc"] - d["paper_acc"]).abs()
+    return _claim(name, "reproduced" if gaps.max() <= 0.01 else "not reproduced",
+                  f"largest gap to the paper over {len(d)} models ({', '.join(d['model'])}; epochs "
+                  f"{', '.join(map(str, sorted(set(d['epochs']))))}): {gaps.max() * 100:.1f} percentage points "
+                  "(within 1 counts)")
 
 
 def claims(res: dict, table: pd.DataFrame) -> pd.DataFrame:
@@ -252,7 +267,6 @@ def series_time(stamps: dict, metrics: pd.DataFrame) -> pd.DataFrame:
 def export_report(notebook, out_dir) -> list[str]:
     """The executed report notebook as report.html (code hidden, figures embedded) and, where Debian's
     Chromium is installed, report.pdf printed from that HTML. Returns one line per file written or skipped."""
-    import shutil
     import subprocess
     from pathlib import Path
 
@@ -267,14 +281,12 @@ def export_report(notebook, out_dir) -> list[str]:
     html = out_dir / "report.html"
     atomic_write_text(html, body)
     lines = [f"report: {html} ({html.stat().st_size / 1e6:.1f} MB)"]
-    browser = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+    browser = find_chromium()
     if browser is None:
         return lines + ["report: no PDF (no chromium on PATH; Debian: apt-get install chromium)"]
     pdf = out_dir / "report.pdf"
     tmp = pdf.with_suffix(".pdf.tmp")
-    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-           "--disable-component-update", "--disable-sync", "--no-pdf-header-footer", f"--print-to-pdf={tmp}",
-           html.resolve().as_uri()]
+    cmd = [browser, *CHROMIUM_FLAGS, "--no-pdf-header-footer", f"--print-to-pdf={tmp}", html.resolve().as_uri()]
     try:
         subprocess.run(cmd, check=True, capture_output=True, timeout=180)
         tmp.replace(pdf)
@@ -283,3 +295,15 @@ def export_report(notebook, out_dir) -> list[str]:
         tmp.unlink(missing_ok=True)
         lines.append(f"report: no PDF ({browser} failed: {type(err).__name__})")
     return lines
+
+
+# Headless Chromium on a machine without internet: no first-run, sync or update traffic.
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"]
+
+
+def find_chromium() -> str | None:
+    """Debian's Chromium (apt-get install chromium), or another Chromium on PATH; None if there is none."""
+    import shutil
+
+    return next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)

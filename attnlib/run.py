@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from attnlib.params import PROFILES, ParamsError, from_mapping, load, params_class
+from attnlib.params import PROFILES, ParamsError, load_with
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORT = "08_report"
@@ -47,9 +47,23 @@ def _portable(values: dict) -> dict:
     return out
 
 
-def notebook_digest(nb: Path, values: dict, library: str, upstream: dict) -> str:
+def environment(values: dict) -> dict:
+    """What the parameters do not say but the results depend on: the device, and for `dataset: auto`
+    whether CIFAR-10 is there to be taken (otherwise Fashion-MNIST is)."""
+    import torch
+
+    env = {"device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"}
+    if values.get("dataset") == "auto" and "data_root" in values:
+        from attnlib.data import _cifar10_present
+
+        env["cifar10_present"] = _cifar10_present(Path(values["data_root"]))
+    return env
+
+
+def notebook_digest(nb: Path, values: dict, library: str, upstream: dict, env: dict | None = None) -> str:
     payload = json.dumps({"notebook": hashlib.sha1(nb.read_bytes()).hexdigest(), "params": _portable(values),
-                          "library": library, "upstream": upstream}, sort_keys=True, default=str)
+                          "library": library, "upstream": upstream, "environment": env or {}},
+                         sort_keys=True, default=str)
     return hashlib.sha1(payload.encode()).hexdigest()[:12]
 
 
@@ -70,15 +84,20 @@ class Stamps:
         entry = self.data.get(stem)
         return entry if entry and entry.get("digest") == digest and out.exists() else None
 
-    def record(self, stem: str, digest: str, seconds: float):
+    def _write(self):
         from attnlib.results import atomic_write_text
 
-        self.data[stem] = {"digest": digest, "seconds": round(seconds, 1),
-                           "finished": datetime.datetime.now().isoformat(timespec="seconds")}
         atomic_write_text(self.path, json.dumps(self.data, indent=1, sort_keys=True) + "\n")
 
+    def record(self, stem: str, digest: str, seconds: float):
+        self.data[stem] = {"digest": digest, "seconds": round(seconds, 1),
+                           "finished": datetime.datetime.now().isoformat(timespec="seconds")}
+        self._write()
+
     def forget(self, stem: str):
-        self.data.pop(stem, None)
+        """Before a notebook runs: on disk at once, so a failure or an interruption leaves no stamp."""
+        if self.data.pop(stem, None) is not None:
+            self._write()
 
 
 def pick_profile(profile: str) -> str:
@@ -137,9 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     plans = []
     for nb, pfile in pairs:
         try:
-            from_file = dataclasses.asdict(load(pfile))  # the file itself: unknown keys, types, values
-            checked = from_mapping(params_class(nb.stem), {**from_file, **extra},
-                                   where=f"{pfile} (with command-line overrides)")
+            # the file itself (unknown keys, types, values), then with the command line's overrides
+            checked = load_with(pfile, extra, where=f"{pfile} (with command-line overrides)")
         except ParamsError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
@@ -167,11 +185,11 @@ def main(argv: list[str] | None = None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     stamps = Stamps(Path(args.results_dir) / profile / ".cache" / "stamps.json")
     library = library_digest()
-    total, ran = time.perf_counter(), 0
+    total, ran, report_ran = time.perf_counter(), 0, False
     for i, (nb, values) in enumerate(plans, 1):
         out = out_dir / nb.name
         upstream = stamps.upstream(nb.stem) if nb.stem in READS_RESULTS else {}
-        digest = notebook_digest(nb, values, library, upstream)
+        digest = notebook_digest(nb, values, library, upstream, environment(values))
         done = stamps.unchanged(nb.stem, digest, out)
         if done and not (args.force or args.report):
             print(f"[{i}/{len(plans)}] {nb.name}: unchanged since its run of {done['finished']} "
@@ -193,15 +211,20 @@ def main(argv: list[str] | None = None) -> int:
         seconds = time.perf_counter() - t0
         stamps.record(nb.stem, digest, seconds)
         ran += 1
+        report_ran |= nb.stem == REPORT
         print(f"[{i}/{len(plans)}] {nb.name} done in {seconds:.0f}s -> {out}", flush=True)
     print(f"{ran} of {len(plans)} notebooks run in {time.perf_counter() - total:.0f}s "
           f"({len(plans) - ran} unchanged); results in {Path(args.results_dir) / profile}/", flush=True)
-    report_nb = out_dir / f"{REPORT}.ipynb"
-    if any(nb.stem == REPORT for nb, _ in plans) and report_nb.exists():
+    report_nb, profile_dir = out_dir / f"{REPORT}.ipynb", Path(args.results_dir) / profile
+    if report_ran or (any(nb.stem == REPORT for nb, _ in plans) and not (profile_dir / "report.html").exists()):
         from attnlib.report import export_report
 
-        for line in export_report(report_nb, Path(args.results_dir) / profile):
-            print(line, flush=True)
+        try:
+            for line in export_report(report_nb, profile_dir):
+                print(line, flush=True)
+        except Exception as err:  # nbconvert missing or failing: one line, the executed notebook stays
+            print(f"error: could not export {report_nb} to HTML: {type(err).__name__}: {err}", file=sys.stderr)
+            return 1
     return 0
 
 

@@ -126,9 +126,8 @@ def plot_timing(df: pd.DataFrame, path: str | Path | None = None, subtitle: str 
 # -- attention maps (notebook 07) -----------------------------------------------------------------
 def image_for_display(image) -> np.ndarray:
     """(C, H, W) uint8 or float tensor -> (H, W, 3) or (H, W) array for imshow."""
-    x = np.asarray(image.detach().cpu() if hasattr(image, "detach") else image, dtype=float)
-    if x.max() > 1.5:
-        x = x / 255.0
+    raw = np.asarray(image.detach().cpu() if hasattr(image, "detach") else image)
+    x = raw.astype(float) / 255.0 if raw.dtype == np.uint8 else raw.astype(float)
     return x.transpose(1, 2, 0) if x.shape[0] == 3 else x[0]
 
 
@@ -155,15 +154,19 @@ class HeadPanel:
         ax.set_xticks([])
         ax.set_yticks([])
 
+    def mark(self, layer, token):
+        """Frame the query token."""
+        s = layer.scale
+        self.query.set_xy((token[1] * s, token[0] * s))
+        self.query.set_width(s)
+        self.query.set_height(s)
+
     def update(self, layer, token, values: np.ndarray, zoom: bool):
         lo, hi = float(min(values.min(), 0.0)), float(values.max())
         self.overlay.set_data(values)
         self.overlay.set_extent(layer.key_extent(token))
         self.overlay.set_clim(lo, hi if hi > lo else lo + 1e-12)
-        s = layer.scale
-        self.query.set_xy((token[1] * s, token[0] * s))
-        self.query.set_width(s)
-        self.query.set_height(s)
+        self.mark(layer, token)
         if zoom:
             xlim, ylim = zoom_limits(layer, token)
         else:
@@ -173,7 +176,7 @@ class HeadPanel:
 
 
 def plot_query_attention(layers, image, pixel: tuple[int, int], image_index: int | None = 0, zoom: bool = False,
-                         max_heads: int = 16, title: str = "", path: str | Path | None = None):
+                         max_heads: int = 16, title: str = "", path: str | Path | None = None, what: str = ""):
     """Attention of every head (columns) of every layer (rows) for the query at image pixel `pixel`,
     over the image (first column, query framed in cyan). `layers`: attention_maps.attention_maps of
     a batch of images; `image_index` picks one image, None averages over the batch. zoom: the 7x7
@@ -201,7 +204,8 @@ def plot_query_attention(layers, image, pixel: tuple[int, int], image_index: int
             HeadPanel(ax, img).update(layer, token, maps[head], zoom)
             if row == 0:
                 ax.set_title(f"head {head + 1}", fontsize=7)
-    what = "image " + str(image_index) if image_index is not None else f"mean over {layers[0].weights.shape[0]} images"
+    what = what or (f"image {image_index} of the batch" if image_index is not None
+                    else f"mean over {layers[0].weights.shape[0]} images")
     more = f"; first {shown} of {max(l.heads for l in layers)} heads" if shown < max(l.heads for l in layers) else ""
     fig.suptitle(f"{title}\nquery pixel {tuple(pixel)}, {what}{', 7x7 zoom' if zoom else ''}{more}", fontsize=8)
     fig.tight_layout()
@@ -242,14 +246,14 @@ def plot_offset_average(layers, max_heads: int = 16, extent: int = 3, title: str
 
 def plot_center_trajectories(centers: pd.DataFrame, layer: int = 1, path: str | Path | None = None, subtitle: str = ""):
     """How the centers of one layer's heads move during training (results.CENTER_COLUMNS rows, all
-    epochs): one panel per (model, variant), a line per head from its initial center (open circle) to its
+    epochs): one panel per run, a line per head from its initial center (open circle) to its
     last (filled, numbered), with the 50% contour of the last epoch."""
     d = centers[centers["layer"] == layer]
-    runs = list(dict.fromkeys(zip(d["model"], d["variant"])))
+    runs = list(dict.fromkeys(zip(d["model"], d["variant"], d["seed"], d["run_id"])))
     fig, axes = plt.subplots(1, max(len(runs), 1), figsize=(3.0 * max(len(runs), 1), 3.3), squeeze=False)
     extent = max(4.5, float(d[["row", "col"]].abs().max().max()) + 0.5) if not d.empty else 4.5
-    for ax, (model, variant) in zip(axes[0], runs):
-        run = d[(d["model"] == model) & (d["variant"] == variant)]
+    for ax, (model, variant, seed, run_id) in zip(axes[0], runs):
+        run = d[d["run_id"] == run_id]
         last_epoch = run["epoch"].max()
         for head, h in run.sort_values("epoch").groupby("head"):
             color = plt.cm.tab20((int(head) - 1) % 20)
@@ -268,7 +272,7 @@ def plot_center_trajectories(centers: pd.DataFrame, layer: int = 1, path: str | 
         ax.set_aspect("equal")
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=6)
-        ax.set_title(f"{model}\n{variant}, epochs 0-{last_epoch}", fontsize=8)
+        ax.set_title(f"{model}\n{variant}, seed {seed}, epochs 0-{last_epoch}", fontsize=8)
     fig.suptitle(f"centers of layer {layer} during training (o: initial, \u25cf: last)" + (f"\n{subtitle}" if subtitle else ""),
                  fontsize=9)
     fig.tight_layout()
@@ -303,7 +307,7 @@ def plot_conv_likeness(df: pd.DataFrame, path: str | Path | None = None, subtitl
         ax.set_title(run, fontsize=7)
     for ax in axes.ravel()[len(runs):]:
         ax.axis("off")
-    fig.suptitle("share of attention on each head's top offset (1: one kernel tap; uniform: 1/T)"
+    fig.suptitle("share of attention on each head's top offset (1: one kernel tap; uniform: 1 / number of keys)"
                  + (f"\n{subtitle}" if subtitle else ""), fontsize=8)
     fig.tight_layout()
     if path is not None:

@@ -36,7 +36,24 @@ def train_smoke_runs(results_dir: Path, params_dir: Path, changes: dict[str, dic
         values = {**yaml.safe_load((ROOT / "params" / "smoke" / f"{name}.yaml").read_text()), **change}
         values["per_model"] = {k: v for k, v in values.get("per_model", {}).items() if k in values["models"]}
         (params_dir / "smoke" / f"{name}.yaml").write_text(yaml.safe_dump(values))
-        base = params.load(params_dir / "smoke" / f"{name}.yaml")
-        p = params.from_mapping(type(base), {**dataclasses.asdict(base), "profile": "smoke",
-                                             "results_dir": str(results_dir)})
+        p = params.load_with(params_dir / "smoke" / f"{name}.yaml", {"profile": "smoke", "results_dir": str(results_dir)})
         experiment.run_grid(p, name, progress=False)
+
+
+def hard_shift_model():
+    """A 2-layer quadratic model on 12x12 one-channel images (6x6 tokens) whose 9 heads attend (hard,
+    alpha = DEFAULT_ALPHA) to the 9 shifts of a 3x3 kernel."""
+    import math
+
+    import torch
+
+    from attnlib.conv_as_attention import DEFAULT_ALPHA, kernel_shifts
+    from attnlib.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("sa_quadratic", heads=9, layers=2, hidden=8, ff=8, image_size=12, in_channels=1)
+    with torch.no_grad():
+        for block in model.layer_blocks():
+            block.attn.positional.centers.copy_(kernel_shifts(3).float())
+            block.attn.positional.spreads.fill_(math.sqrt(2 * DEFAULT_ALPHA))
+    return model

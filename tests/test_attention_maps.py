@@ -1,21 +1,20 @@
 """Attention maps of trained models (notebook 07): checked against the models' own probabilities, the
 paper's quadratic formula, SAN's weights recomputed by hand, and hand-built attention patterns."""
-import math
 
 import numpy as np
 import pytest
 import torch
+from conftest import hard_shift_model
 
 from attnlib import attention_maps as am
-from attnlib.conv_as_attention import DEFAULT_ALPHA, kernel_shifts
+from attnlib.conv_as_attention import kernel_shifts
 from attnlib.explorer import mean_attention
 from attnlib.models import create_model
 
 
-def quadratic_model(heads=4, layers=2, image_size=12, downsample=2, seed=0):
-    torch.manual_seed(seed)
-    return create_model("sa_quadratic", heads=heads, layers=layers, hidden=8, ff=8, image_size=image_size,
-                        in_channels=1, downsample=downsample).eval()
+def quadratic_model():
+    torch.manual_seed(0)
+    return create_model("sa_quadratic", heads=4, layers=2, hidden=8, ff=8, image_size=12, in_channels=1).eval()
 
 
 def small_san(sa_type="pairwise", hierarchical=False):
@@ -90,16 +89,6 @@ def test_shared_san_blocks_give_one_map_per_depth():
     assert not torch.allclose(layers[0].weights, layers[1].weights)  # same module, different inputs
 
 
-def hard_shift_model():
-    """A 2-layer quadratic model whose 9 heads attend (hard) to the 9 shifts of a 3x3 kernel."""
-    model = quadratic_model(heads=9)
-    with torch.no_grad():
-        for block in model.layer_blocks():
-            block.attn.positional.centers.copy_(kernel_shifts(3).float())
-            block.attn.positional.spreads.fill_(math.sqrt(2 * DEFAULT_ALPHA))
-    return model
-
-
 def test_offset_average_of_one_tap_heads_is_the_share_of_queries_with_that_key():
     layers = am.attention_maps(hard_shift_model(), torch.randn(2, 1, 12, 12))
     avg = layers[0].offset_average()  # (9, 11, 11), offset (0, 0) at [5, 5]
@@ -117,13 +106,13 @@ def test_conv_likeness_of_san_windows():
     w[:, 1, :, 0] = 0.5  # group 1: half on (-1, -1), the rest uniform
     w[:, 1] += 0.5 / 9
     w[:, 2] = 1 / 9  # group 2: uniform
-    df = am.conv_likeness([am.LayerMaps("stage 1, block 1", w, (4, 4), 8, window=3)])
+    df = am.conv_likeness([am.LayerMaps("stage 1, block 1", w, (4, 4), 2, window=3)])
     assert df[["top_row", "top_col"]].values.tolist()[:2] == [[0, 1], [-1, -1]]
     assert df["top_mass"].tolist() == pytest.approx([1.0, 0.5 + 0.5 / 9, 1 / 9])
     # group 2's uniform weights tie; the first tap, (-1, -1), wins as for group 1: 2 distinct offsets
     assert (df["distinct_offsets"] == 2).all() and df["uniform_mass"].tolist() == pytest.approx([1 / 9] * 3)
     # patchwise weights are not probabilities: |w_top| / sum |w|
-    signed = am.LayerMaps("p", -2 * w, (4, 4), 8, window=3, normalized=False)
+    signed = am.LayerMaps("p", -2 * w, (4, 4), 2, window=3, normalized=False)
     assert am.conv_likeness([signed])["top_mass"].tolist() == pytest.approx([1.0, 0.5 + 0.5 / 9, 1 / 9])
 
 
@@ -149,3 +138,14 @@ def test_conv_likeness_of_the_mean_over_images_equals_that_of_each_image():
     full, mean = am.conv_likeness(am.attention_maps(model, x)), am.conv_likeness(mean_attention(model, x, batch_size=4))
     assert full[["top_row", "top_col", "distinct_offsets"]].equals(mean[["top_row", "top_col", "distinct_offsets"]])
     np.testing.assert_allclose(full["top_mass"], mean["top_mass"], rtol=1e-5)
+
+
+def test_san_stages_keep_their_stride_when_pooling_rounds_down():
+    """28x28 images pool to 14, 7, 3 tokens: the last stage's token covers 8 pixels, the leftover ones included."""
+    torch.manual_seed(0)
+    model = create_model("san_pairwise", widths=[8, 8, 8, 16], blocks=[1, 1, 1, 1], stem=4, rel_ratio=4, mid_ratio=2,
+                         share_planes=2, image_size=28, in_channels=1).eval()
+    layers = am.attention_maps(model, torch.randn(1, 1, 28, 28))
+    assert [(l.grid, l.stride) for l in layers] == [((28, 28), 1), ((14, 14), 2), ((7, 7), 4), ((3, 3), 8)]
+    assert [layers[3].pixel_to_token(p, p) for p in (7, 8, 17, 23, 24, 27)] == [(0, 0), (1, 1), (2, 2), (2, 2), (2, 2), (2, 2)]
+    assert layers[3].key_token((2, 2), 8) == (3, 3) and layers[3].key_token((2, 2), 0) == (1, 1)

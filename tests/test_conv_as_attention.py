@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import assert_every_field_injected, run_runner
+from conftest import assert_every_field_injected, hard_shift_model, run_runner
 from torch import nn
 
 from attnlib.conv_as_attention import (DEFAULT_ALPHA, ConvAsAttention, attention_from_conv, check_supported,
@@ -166,17 +166,6 @@ def test_other_bad_arguments_are_rejected():
 
 
 # -- conv_likeness ------------------------------------------------------------------------------------
-def hard_shift_model(positional="quadratic"):
-    """A 2-layer quadratic model whose 9 heads attend (hard) to the 9 shifts of a 3x3 kernel."""
-    torch.manual_seed(0)
-    model = create_model("sa_quadratic", heads=9, layers=2, hidden=8, ff=8, image_size=12, in_channels=1)
-    with torch.no_grad():
-        for block in model.layer_blocks():
-            block.attn.positional.centers.copy_(kernel_shifts(3).float())
-            block.attn.positional.spreads.fill_(math.sqrt(2 * DEFAULT_ALPHA))
-    return model
-
-
 def test_conv_likeness_of_hard_one_tap_heads_is_one_with_nine_offsets():
     model = hard_shift_model()
     df = conv_likeness(model, torch.randn(5, 1, 12, 12), batch_size=2)

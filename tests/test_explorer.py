@@ -28,7 +28,7 @@ def test_trained_runs_are_found_from_the_parameter_files(trained):
     assert [(r.experiment, r.run.model) for r in runs] == [("02_quadratic", "sa_quadratic"), ("03_san", "san_pairwise")]
     assert missing == [f"01_learned_2d: no parameter file {params_dir / 'smoke' / '01_learned_2d.yaml'}"]
     assert runs[0].epochs_done == 1 and 0 <= runs[0].final_test_acc <= 1
-    assert "sa_quadratic (4 heads): run sa_quadratic-h4-s42-" in runs[0].describe()
+    assert "sa_quadratic (4 heads, seed 42): run sa_quadratic-h4-s42-" in runs[0].describe()
     # a planned run without its checkpoint is listed, not shown
     runs[1].checkpoint.rename(runs[1].checkpoint.with_suffix(".bak"))
     try:
@@ -86,7 +86,7 @@ def test_figures_of_notebook_07(trained, tmp_path):
 
 
 def test_zoom_limits_are_the_seven_by_seven_token_neighbourhood():
-    layer = am.LayerMaps("layer 1", np.zeros((1, 1, 256, 256)), (16, 16), 32)
+    layer = am.LayerMaps("layer 1", np.zeros((1, 1, 256, 256)), (16, 16), 2)
     assert viz.zoom_limits(layer, (5, 9)) == ((12.0, 26.0), (18.0, 4.0))  # 2 pixels per token, 7 tokens
 
 

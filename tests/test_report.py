@@ -55,7 +55,8 @@ def metric_rows(model, variant, accs_by_seed, dataset="fashion_mnist", profile="
         for epoch, acc in enumerate(accs, 1):
             rows.append(dict(run_id=f"{model}-{variant}-{seed}", experiment="x", model=model, variant=variant,
                              dataset=dataset, profile=profile, seed=seed, epoch=epoch, epochs=len(accs), test_acc=acc,
-                             seconds=30.0, params=1000, precision="fp32"))
+                             seconds=30.0, params=1000, precision="fp32", train_loss=1.0, train_acc=acc, test_loss=1.0,
+                             lr=0.1, device="cpu", torch="2.14", git="abc"))
     return rows
 
 
@@ -116,7 +117,6 @@ def test_claim_verdicts_follow_their_stated_criteria():
 
 def test_report_is_exported_to_html_with_figures_embedded(tmp_path):
     import base64
-    import shutil
 
     import nbformat
 
@@ -132,7 +132,7 @@ def test_report_is_exported_to_html_with_figures_embedded(tmp_path):
     lines = report.export_report(tmp_path / "08_report.ipynb", tmp_path)
     html = (tmp_path / "report.html").read_text()
     assert "data:image/png;base64," in html and "secret_code" not in html  # figures inline, code hidden
-    if shutil.which("chromium"):
+    if report.find_chromium():
         assert (tmp_path / "report.pdf").read_bytes()[:4] == b"%PDF" and len(lines) == 2
     else:
         assert "no PDF" in lines[-1]
@@ -145,3 +145,15 @@ def test_series_time_lists_each_notebook_with_its_training_time():
     t = report.series_time(stamps, m)
     assert t["notebook"].tolist() == ["01_learned_2d", "07_visualizations"]
     assert t["training_seconds"].tolist() == [60.0, 0.0] and t["last_run_seconds"].tolist() == [300.0, 60.0]
+
+
+def test_the_report_reads_only_the_runs_of_each_notebooks_latest_settings(tmp_path):
+    old, new = metric_rows("resnet18", "standard", {1: [0.5]}), metric_rows("resnet18", "standard", {2: [0.8]})
+    for row in old + new:
+        row.update(experiment="05_resnet", run_id=f"resnet18-s{row['seed']}")
+    results.write_run_rows(results.metrics_path(tmp_path, "quick", "05_resnet"), "resnet18-s1", old)
+    results.write_run_rows(results.metrics_path(tmp_path, "quick", "05_resnet"), "resnet18-s2", new)
+    results.atomic_write_text(tmp_path / "quick" / "metrics" / "05_resnet_summary.csv", "run_id,model\nresnet18-s2,resnet18\n")
+    res = report.load_results(tmp_path, "quick")
+    assert res["metrics"]["run_id"].tolist() == ["resnet18-s2"]  # the earlier settings' run stays in the CSV only
+    assert res["conv"].empty and res["timing"].empty and res["likeness"].empty and res["stamps"] == {}

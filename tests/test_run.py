@@ -35,3 +35,21 @@ def test_stamps_record_skip_and_name_the_notebooks_before(tmp_path):
     (tmp_path / ".cache" / "stamps.json").write_text("{not json")
     assert run.Stamps(tmp_path / ".cache" / "stamps.json").data == {}  # unreadable: everything reruns
     assert run.library_digest() == run.library_digest()
+
+
+def test_a_notebook_about_to_run_loses_its_stamp_on_disk(tmp_path):
+    """A forced rerun that fails or is interrupted must not leave the old stamp saying it succeeded."""
+    path = tmp_path / "stamps.json"
+    stamps = run.Stamps(path)
+    stamps.record("08_report", "d8", 5.0)
+    run.Stamps(path).forget("08_report")
+    assert run.Stamps(path).data == {}
+
+
+def test_environment_says_whether_cifar10_is_there_for_dataset_auto(tmp_path):
+    assert "cifar10_present" not in run.environment({"dataset": "fashion_mnist", "data_root": str(tmp_path)})
+    before = run.environment({"dataset": "auto", "data_root": str(tmp_path)})
+    (tmp_path / "cifar-10-batches-py").mkdir()
+    (tmp_path / "cifar-10-batches-py" / "data_batch_1").write_bytes(b"")
+    after = run.environment({"dataset": "auto", "data_root": str(tmp_path)})
+    assert before["cifar10_present"] is False and after["cifar10_present"] is True and after["device"]
