@@ -205,6 +205,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {nb.name} failed in cell {err.exec_count}: {err.ename}: {err.evalue} "
                   f"(executed notebook: {out})", file=sys.stderr)
             return 1
+        except KeyboardInterrupt:
+            print(f"interrupted in {nb.name}: run the same command again to go on from there (training resumes "
+                  "from its last checkpoint)", file=sys.stderr)
+            return 130
         except Exception as err:  # kernel missing, notebook unreadable, ...: still one line
             print(f"error: {nb.name} could not be run: {type(err).__name__}: {err}", file=sys.stderr)
             return 1
