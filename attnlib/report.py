@@ -32,14 +32,18 @@ def _heads_of(variant: str) -> int:
     return int(variant.split()[0]) if variant and variant.split()[0].isdigit() else 0
 
 
+def with_published(ours: pd.DataFrame) -> pd.DataFrame:
+    """Rows of ours (with model and variant) joined to the published row of the same model, head count
+    and weight sharing; adds the heads and hierarchical columns read from the variant."""
+    ours = ours.assign(heads=ours["variant"].map(_heads_of), hierarchical=ours["variant"].str.contains("hierarchical"))
+    return ours.merge(published_table(), on=["model", "heads", "hierarchical"], how="left")
+
+
 def compare(summary: pd.DataFrame) -> pd.DataFrame:
     """Our per-run summary (experiment.summarize) beside the paper's and [Re]'s numbers (CIFAR-10)."""
     if summary.empty:
         return summary
-    ours = summary.copy()
-    ours["heads"] = ours["variant"].map(_heads_of)
-    ours["hierarchical"] = ours["variant"].str.contains("hierarchical")
-    table = ours.merge(published_table(), on=["model", "heads", "hierarchical"], how="left")
+    table = with_published(summary)
     # The published numbers are CIFAR-10 accuracies: a difference means something only on CIFAR-10.
     table["best_minus_paper"] = (table["best_test_acc"] - table["paper_acc"]).where(table["dataset"] == "cifar10")
     cols = ["run_id", "model", "variant", "dataset", "profile", "epochs", "seed", "best_test_acc", "final_test_acc",
@@ -127,9 +131,7 @@ def accuracy_table(metrics: pd.DataFrame, timing: pd.DataFrame | None = None) ->
                   final_acc=("final_test_acc", "mean"), params=("params", "first"),
                   train_minutes=("train_seconds", lambda s: s.sum() / 60)).reset_index()
     table["acc_sd"] = table["acc_sd"].fillna(0.0)
-    table["heads"] = table["variant"].map(_heads_of)
-    table["hierarchical"] = table["variant"].str.contains("hierarchical")
-    table = table.merge(published_table(), on=["model", "heads", "hierarchical"], how="left")
+    table = with_published(table)
     table["acc_minus_paper"] = (table["acc"] - table["paper_acc"]).where(table["dataset"] == "cifar10")
     if timing is not None and not timing.empty:
         t = timing[timing["precision"] == "fp32"]

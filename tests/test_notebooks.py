@@ -109,8 +109,7 @@ def test_smoke_profile_runs_the_timing_notebook(tmp_path):
     summary = pd.read_csv(root / "metrics" / "06_timing_summary.csv")
     assert len(summary) == len(list_models()) + 3
     assert (root / "figures" / "06_timing.png").stat().st_size > 1000
-    executed = json.loads((root / "notebooks" / "06_timing.ipynb").read_text())
-    printed = "".join("".join(o.get("text", "")) for c in executed["cells"] for o in c.get("outputs", []))
+    printed = notebook_text(root / "notebooks" / "06_timing.ipynb")
     assert ("No GPU was present" in printed) == (not torch.cuda.is_available())  # says what it did not measure
 
 
