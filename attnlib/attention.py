@@ -3,7 +3,7 @@
 Read top to bottom: relative offsets -> positional score modules (quadratic isotropic,
 quadratic anisotropic, learned relative 2-D) -> the attention layer.
 
-Notation follows the paper (Cordonnier et al., ICLR 2020, REFERENCE.md section 1):
+Notation follows the paper (Cordonnier et al., ICLR 2020, docs/paper.md section 1):
 a query pixel q and a key pixel k on an H x W grid, delta = k - q (row, col), and per head h
 
     A^h_{q,k} = [content]  q_h(X_q) . k_h(X_k) / sqrt(D_h)

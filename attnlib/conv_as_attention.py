@@ -5,7 +5,7 @@ Read top to bottom: what the theorem covers (`check_supported`) -> one head per 
 against the convolution (`construction_error`) -> the converse measure for trained models
 (`conv_likeness`) -> figures for notebook 00.
 
-The construction (REFERENCE.md section 1). A K x K convolution with C_in inputs and C_out outputs,
+The construction (docs/paper.md section 1). A K x K convolution with C_in inputs and C_out outputs,
 stride 1, zero padding K//2, computes at pixel q
 
     conv(x)_q = b + sum_{(i, j)} W[:, :, i, j] x_{q + (i - K//2, j - K//2)}

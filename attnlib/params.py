@@ -23,6 +23,8 @@ from attnlib.train import TrainConfig
 PRECISIONS = ("fp32", "bf16")
 SCHEDULES = ("cosine", "step", "constant")
 PROFILES = ("smoke", "quick", "paper")
+REPO_ROOT = Path(__file__).resolve().parent.parent  # params/, results/ and data/ are found from here
+PATH_FIELDS = ("data_root", "params_dir", "results_dir")
 # Training fields a model may set for itself under per_model; the data set decides the DATA_OPTIONS.
 TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name != "seed")
 DATA_OPTIONS = ("image_size", "in_channels", "num_classes")
@@ -83,7 +85,7 @@ class TrainParams:
     # {model: {key: value}}: that model's own options (e.g. widths for SAN, width for ResNet) and the
     # training fields it trains with instead of the ones above (e.g. lr, milestones).
     per_model: dict = field(default_factory=dict)
-    # training (REFERENCE.md section 3)
+    # training (docs/paper.md section 3)
     epochs: int = 300
     batch_size: int = 100
     lr: float = 0.1
@@ -349,6 +351,9 @@ class VizParams:
     max_heads: int = 16  # columns per figure (SAN has many weight groups)
     zoom: bool = True  # per-query figures show the 7x7 token neighbourhood of the query, as the paper's
     device: str = "auto"
+    # results/<profile>/explorer.html (the static explorer): this many test images, each run's maps on them
+    page_images: int = 6
+    own_image: str = ""  # an image file of yours, explored like a test image (and put in the page); "": none
 
     def validate(self, where: str = "parameters") -> "VizParams":
         bad = functools.partial(_fail, where)
@@ -362,7 +367,7 @@ class VizParams:
             if not name[:2].isdigit() or params_class(name) is not TrainParams:
                 bad("experiments" if name in self.experiments else "centers_experiment",
                     f"names {name!r}, which is not a training notebook (01_learned_2d, 02_quadratic, 03_san, 04_vit, ...)")
-        for key in ("trajectory_layer", "average_images", "max_heads"):
+        for key in ("trajectory_layer", "average_images", "max_heads", "page_images"):
             if getattr(self, key) < 1:
                 bad(key, f"must be at least 1, got {getattr(self, key)}")
         if self.image_index < 0:
@@ -436,7 +441,8 @@ def from_mapping(cls: type, values: dict, where: str = "parameters"):
 
 
 def load(path: str | Path, cls: type | None = None):
-    """Load and validate a parameter file; the class defaults to the notebook's (by file name)."""
+    """Load and validate a parameter file; the class defaults to the notebook's (by file name). A file under
+    a profile's folder (params/quick/...) must name that profile, or none."""
     path = Path(path)
     if not path.exists():
         raise ParamsError(f"{path}: no such parameter file")
@@ -446,6 +452,10 @@ def load(path: str | Path, cls: type | None = None):
         mark = getattr(err, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""
         raise ParamsError(f"{path}: not valid YAML{at}: {getattr(err, 'problem', err)}") from None
+    folder = path.parent.name
+    if isinstance(values, dict) and folder in PROFILES and values.get("profile", folder) != folder:
+        raise ParamsError(f"{path}: profile is {values['profile']!r} but the file lies in the {folder!r} profile's "
+                          f"folder; set profile: {folder} or move the file")
     return from_mapping(cls or params_class(path.stem), values, where=str(path))
 
 
@@ -456,10 +466,27 @@ def load_with(path: str | Path, overrides: dict, where: str | None = None):
     return from_mapping(type(base), {**dataclasses.asdict(base), **overrides}, where=where or f"{path} (with overrides)")
 
 
-def from_namespace(cls: type, namespace: dict, where: str = "parameters cell"):
-    """Collect the dataclass's fields from a notebook's globals (after papermill's injection) and validate."""
-    names = [f.name for f in dataclasses.fields(cls)]
-    return from_mapping(cls, {k: namespace[k] for k in names if k in namespace}, where)
+def for_notebook(notebook: str, namespace: dict):
+    """A notebook's parameters: params/<profile>/<notebook>.yaml, the one source of its settings, for the
+    profile the notebook's globals name, with every field its globals set on top (papermill's injected cell,
+    or a user's own line in the parameters cell). Relative folders are taken from the repository's root, so
+    a notebook runs the same from JupyterLab, from the runner and from `papermill -f FILE`."""
+    cls = params_class(notebook)
+    given = {f.name: namespace[f.name] for f in dataclasses.fields(cls) if f.name in namespace}
+    profile = given.get("profile", "smoke")
+    params_dir = _from_root(namespace.get("params_dir", "params"))
+    path = Path(params_dir) / str(profile) / f"{notebook}.yaml"
+    base = dataclasses.asdict(load(path, cls)) if str(profile) in PROFILES else {}
+    values = {**base, **given}
+    for key in PATH_FIELDS:
+        if key in values:
+            values[key] = _from_root(values[key])
+    return from_mapping(cls, values, where=f"{path} with the notebook's parameters")
+
+
+def _from_root(folder: str) -> str:
+    """A relative folder as seen from the repository's root (absolute ones are kept)."""
+    return folder if Path(folder).is_absolute() else str(REPO_ROOT / folder)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,11 +1,23 @@
-"""The published numbers (REFERENCE.md section 4) and tables that put ours beside them.
+"""The published numbers (docs/paper.md section 4) and tables that put ours beside them.
 
 All published accuracies are CIFAR-10 test accuracies after full training (paper: 300 epochs).
 Ours carry their data set, profile and epochs, so a reduced run is never read as a full one.
 """
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import nbformat
 import pandas as pd
+from nbconvert import HTMLExporter
+
+from attnlib import results
+from attnlib.experiment import summarize
+from attnlib.models import count_parameters, create_model
+from attnlib.results import atomic_write_text
 
 # (model, heads, hierarchical) -> published figures. Paper: Table 1 (accuracy), parameter counts
 # computed from the original code. [Re]: best test accuracy from its run logs.
@@ -54,7 +66,6 @@ def compare(summary: pd.DataFrame) -> pd.DataFrame:
 def parameter_table(runs) -> pd.DataFrame:
     """Parameter counts per (model, variant) of planned runs (experiment.plan): as trained here, at the
     published size (the model's defaults: CIFAR-10, full width and depth) and as published."""
-    from attnlib.models import count_parameters, create_model
 
     published = published_table().set_index(["model", "heads", "hierarchical"])["paper_params"]
     rows, seen = [], set()
@@ -79,8 +90,6 @@ VERDICTS = ("reproduced", "partly", "not reproduced", "not measured")
 
 
 def _read_csv(path) -> pd.DataFrame:
-    from pathlib import Path
-
     try:
         return pd.read_csv(path) if Path(path).exists() else pd.DataFrame()
     except pd.errors.EmptyDataError:
@@ -91,10 +100,7 @@ def load_results(results_dir, profile: str) -> dict:
     """What notebooks 00-07 wrote under results/<profile>/ in their latest runs (empty frames for what is
     missing). The metric and center CSVs keep the rows of runs with earlier settings; only the runs in
     each notebook's latest summary (the ones its parameters plan now) are kept."""
-    import json
-    from pathlib import Path
 
-    from attnlib import results
 
     base = Path(results.profile_dir(results_dir, profile))
     metrics = []
@@ -121,7 +127,6 @@ def accuracy_table(metrics: pd.DataFrame, timing: pd.DataFrame | None = None) ->
     deviation over seeds), the paper's and [Re]'s (CIFAR-10, full training), our difference to the paper
     (CIFAR-10 only), parameters, and, from notebook 06, GFLOPs per image and fp32 training images/s of the
     model at its published size on the machine that ran 06."""
-    from attnlib.experiment import summarize
 
     if metrics.empty:
         return pd.DataFrame()
@@ -269,23 +274,18 @@ def series_time(stamps: dict, metrics: pd.DataFrame) -> pd.DataFrame:
 def export_report(notebook, out_dir) -> list[str]:
     """The executed report notebook as report.html (code hidden, figures embedded) and, where Debian's
     Chromium is installed, report.pdf printed from that HTML. Returns one line per file written or skipped."""
-    import subprocess
-    from pathlib import Path
 
-    import nbformat
-    from nbconvert import HTMLExporter
-
-    from attnlib.results import atomic_write_text
 
     out_dir = Path(out_dir)
-    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+    exporter = HTMLExporter(template_name="offline", extra_template_basedirs=[str(TEMPLATES)], exclude_input=True,
+                            exclude_input_prompt=True, exclude_output_prompt=True)
     body, _ = exporter.from_notebook_node(nbformat.read(str(notebook), as_version=4))
     html = out_dir / "report.html"
     atomic_write_text(html, body)
     lines = [f"report: {html} ({html.stat().st_size / 1e6:.1f} MB)"]
     browser = find_chromium()
     if browser is None:
-        return lines + ["report: no PDF (no chromium on PATH; Debian: apt-get install chromium)"]
+        return lines + [f"report: no PDF ({NO_CHROMIUM})"]
     pdf = out_dir / "report.pdf"
     tmp = pdf.with_suffix(".pdf.tmp")
     cmd = [browser, *CHROMIUM_FLAGS, "--no-pdf-header-footer", f"--print-to-pdf={tmp}", html.resolve().as_uri()]
@@ -299,6 +299,9 @@ def export_report(notebook, out_dir) -> list[str]:
     return lines
 
 
+TEMPLATES = Path(__file__).resolve().parent / "templates"  # offline/: the HTML template of the report
+NO_CHROMIUM = "no Chromium on PATH; `make setup` installs Debian's as root, or: apt-get install chromium"
+
 # Headless Chromium on a machine without internet: no first-run, sync or update traffic.
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync"]
@@ -306,6 +309,5 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run
 
 def find_chromium() -> str | None:
     """Debian's Chromium (apt-get install chromium), or another Chromium on PATH; None if there is none."""
-    import shutil
 
     return next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)

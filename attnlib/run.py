@@ -13,17 +13,28 @@ HTML/PDF export).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import hashlib
 import json
+import logging
+import os
 import sys
 import time
 from pathlib import Path
 
-from attnlib.params import PROFILES, ParamsError, load_with
+import papermill as pm
+import torch
 
-ROOT = Path(__file__).resolve().parent.parent
+from attnlib.data import _cifar10_present
+from attnlib.params import PROFILES, REPO_ROOT, ParamsError, load_with
+from attnlib.progress import ENV as PROGRESS_ENV
+from attnlib.progress import ProgressView
+from attnlib.report import export_report
+from attnlib.results import atomic_write_text, device_name
+
+ROOT = REPO_ROOT
 REPORT = "08_report"
 READS_RESULTS = ("07_visualizations", REPORT)  # notebooks that show what earlier notebooks computed
 
@@ -50,12 +61,8 @@ def _portable(values: dict) -> dict:
 def environment(values: dict) -> dict:
     """What the parameters do not say but the results depend on: the device, and for `dataset: auto`
     whether CIFAR-10 is there to be taken (otherwise Fashion-MNIST is)."""
-    import torch
-
-    env = {"device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"}
+    env = {"device": device_name(torch.device("cuda" if torch.cuda.is_available() else "cpu"))}
     if values.get("dataset") == "auto" and "data_root" in values:
-        from attnlib.data import _cifar10_present
-
         env["cifar10_present"] = _cifar10_present(Path(values["data_root"]))
     return env
 
@@ -85,8 +92,6 @@ class Stamps:
         return entry if entry and entry.get("digest") == digest and out.exists() else None
 
     def _write(self):
-        from attnlib.results import atomic_write_text
-
         atomic_write_text(self.path, json.dumps(self.data, indent=1, sort_keys=True) + "\n")
 
     def record(self, stem: str, digest: str, seconds: float):
@@ -100,9 +105,30 @@ class Stamps:
             self._write()
 
 
-def pick_profile(profile: str) -> str:
-    import torch
+@contextlib.contextmanager
+def output_to(log: Path, append: bool = False):
+    """Send this process's stdout and stderr, and those of the processes it starts (the notebook's kernel),
+    to `log` at the level of file descriptors; yields a stream that still writes to the console."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    console = os.fdopen(os.dup(saved[0]), "w", buffering=1)
+    with open(log, "a" if append else "w") as f:
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+    try:
+        yield console
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in saved:
+            os.close(fd)
+        console.close()
 
+
+def pick_profile(profile: str) -> str:
     if profile == "paper" and not torch.cuda.is_available():
         print("warning: PROFILE=paper trains the published models for 300 epochs; without a GPU that takes "
               "weeks (PROFILE=quick is the reduced profile for CPUs)", flush=True)
@@ -172,22 +198,21 @@ def main(argv: list[str] | None = None) -> int:
                 injected[key] = str((ROOT / injected[key]).resolve())
         plans.append((nb, injected))
 
-    import logging
-
-    import papermill as pm
-
-    # papermill reports the notebooks' own output (training progress) through its logger; keep
-    # that, drop its per-cell "Executing/Ending Cell" banners.
-    logging.basicConfig(level=logging.INFO, format="    %(message)s")
-    logging.getLogger("papermill").addFilter(lambda r: not str(r.msg).startswith(("Executing Cell", "Ending Cell")))
-
-    out_dir = Path(args.results_dir) / profile / "notebooks"
+    # Everything a notebook prints (papermill's log of its cells, the kernel's warnings) goes to its log
+    # file; the console gets a line when it starts, one when it ends and the progress bars of its runs.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.captureWarnings(True)
+    # the runner injects every field; the notebook takes them through attnlib.params, not its parameters cell
+    logging.getLogger("papermill").addFilter(lambda r: not str(r.msg).startswith("Passed unknown parameter"))
+    profile_dir = Path(args.results_dir) / profile
+    out_dir, logs_dir = profile_dir / "notebooks", profile_dir / "logs"
     out_dir.mkdir(parents=True, exist_ok=True)
-    stamps = Stamps(Path(args.results_dir) / profile / ".cache" / "stamps.json")
+    logs_dir.mkdir(parents=True, exist_ok=True)
+    stamps = Stamps(profile_dir / ".cache" / "stamps.json")
     library = library_digest()
     total, ran, report_ran = time.perf_counter(), 0, False
     for i, (nb, values) in enumerate(plans, 1):
-        out = out_dir / nb.name
+        out, log = out_dir / nb.name, logs_dir / f"{nb.stem}.log"
         upstream = stamps.upstream(nb.stem) if nb.stem in READS_RESULTS else {}
         digest = notebook_digest(nb, values, library, upstream, environment(values))
         done = stamps.unchanged(nb.stem, digest, out)
@@ -199,19 +224,23 @@ def main(argv: list[str] | None = None) -> int:
         stamps.forget(nb.stem)  # a failure or interruption from here on leaves it to be rerun
         t0 = time.perf_counter()
         try:
-            pm.execute_notebook(str(nb), str(out), parameters=values, cwd=str(ROOT / "notebooks"),
-                                progress_bar=False, log_output=True, kernel_name="python3")
+            with output_to(log) as console, ProgressView(profile_dir / ".cache" / "progress.jsonl", console) as view:
+                os.environ[PROGRESS_ENV] = str(view.path)
+                pm.execute_notebook(str(nb), str(out), parameters=values, cwd=str(ROOT / "notebooks"),
+                                    progress_bar=False, log_output=True, kernel_name="python3")
         except pm.PapermillExecutionError as err:
             print(f"error: {nb.name} failed in cell {err.exec_count}: {err.ename}: {err.evalue} "
-                  f"(executed notebook: {out})", file=sys.stderr)
+                  f"(log: {log}; executed notebook: {out})", file=sys.stderr)
             return 1
         except KeyboardInterrupt:
             print(f"interrupted in {nb.name}: run the same command again to go on from there (training resumes "
                   "from its last checkpoint)", file=sys.stderr)
             return 130
         except Exception as err:  # kernel missing, notebook unreadable, ...: still one line
-            print(f"error: {nb.name} could not be run: {type(err).__name__}: {err}", file=sys.stderr)
+            print(f"error: {nb.name} could not be run: {type(err).__name__}: {err} (log: {log})", file=sys.stderr)
             return 1
+        finally:
+            os.environ.pop(PROGRESS_ENV, None)
         seconds = time.perf_counter() - t0
         stamps.record(nb.stem, digest, seconds)
         ran += 1
@@ -219,16 +248,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{i}/{len(plans)}] {nb.name} done in {seconds:.0f}s -> {out}", flush=True)
     print(f"{ran} of {len(plans)} notebooks run in {time.perf_counter() - total:.0f}s "
           f"({len(plans) - ran} unchanged); results in {Path(args.results_dir) / profile}/", flush=True)
-    report_nb, profile_dir = out_dir / f"{REPORT}.ipynb", Path(args.results_dir) / profile
+    report_nb = out_dir / f"{REPORT}.ipynb"
     if report_ran or (any(nb.stem == REPORT for nb, _ in plans) and not (profile_dir / "report.html").exists()):
-        from attnlib.report import export_report
-
+        log = logs_dir / f"{REPORT}.log"
         try:
-            for line in export_report(report_nb, profile_dir):
-                print(line, flush=True)
+            with output_to(log, append=True):  # nbconvert's and Chromium's chatter
+                lines = export_report(report_nb, profile_dir)
         except Exception as err:  # nbconvert missing or failing: one line, the executed notebook stays
-            print(f"error: could not export {report_nb} to HTML: {type(err).__name__}: {err}", file=sys.stderr)
+            print(f"error: could not export {report_nb} to HTML: {type(err).__name__}: {err} (log: {log})",
+                  file=sys.stderr)
             return 1
+        for line in lines:
+            print(line, flush=True)
     return 0
 
 

@@ -245,9 +245,9 @@ def time_models(p, path, progress: bool = True):
     CSV at `path` after each model, atomically; rows already there for the same settings are kept
     and not timed again unless p.remeasure, so an interrupted notebook continues where it stopped."""
     import pandas as pd
-    from tqdm.auto import tqdm
 
     from attnlib import results
+    from attnlib.progress import Bar
     from attnlib.models import count_parameters, create_model, model_config
     from attnlib.train import resolve_device
 
@@ -280,7 +280,7 @@ def time_models(p, path, progress: bool = True):
                 plan.append((name, shared, variant, config, todo))
     retimed = {key(name, variant, config, *t) for name, _, variant, config, todo in plan for t in todo}
     rows = [r for r in old if row_key(r) not in retimed]  # other devices, sizes, settings: kept in the file
-    bar = tqdm(total=sum(len(t) for *_, t in plan), desc="timing", disable=not progress)
+    bar, timed = Bar("timing", sum(len(t) for *_, t in plan), enabled=progress), 0
     for name, shared, variant, config, todo in plan:
         torch.manual_seed(0)
         model = create_model(name, **p.model_overrides(name, shared)).to(device)
@@ -289,7 +289,7 @@ def time_models(p, path, progress: bool = True):
         gflops["latency"] = gflops["infer"]
         n_params = count_parameters(model)
         for mode, batch, prec in todo:
-            bar.set_postfix_str(f"{name} ({variant}) {mode} batch {batch} {prec}")
+            bar.update(timed, f"{name} ({variant}) {mode} batch {batch} {prec}")
             if mode == "train":
                 t = train_throughput(model, batch, prec, device, p.warmup, p.reps, name, shape)
             else:
@@ -303,7 +303,8 @@ def time_models(p, path, progress: bool = True):
                              warmup=t.warmup, reps=t.reps, achieved_gflops=rate, peak_gflops=peak[prec],
                              fraction_of_peak=rate / peak[prec], what=t.what, torch=torch.__version__,
                              git=commit))
-            bar.update()
+            timed += 1
+            bar.update(timed, f"{name} ({variant}) {mode} batch {batch} {prec}")
         results.atomic_write_text(path, pd.DataFrame(rows).to_csv(index=False))
     bar.close()
     df = pd.DataFrame(rows)

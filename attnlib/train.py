@@ -15,10 +15,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from attnlib import results
 from attnlib.data import Dataset, loaders
+from attnlib.progress import Bar
 
 
 class TrainingError(RuntimeError):
@@ -159,6 +159,8 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainConfig, run: RunInfo, results
 
     meta = dict(asdict(run), seed=cfg.seed, epochs=cfg.epochs, params=n_params, precision=cfg.precision,
                 device=results.device_name(device), torch=str(torch.__version__), git=results.git_commit())
+    bar = Bar(run.run_id, total_steps, initial=(start_epoch - 1) * steps_per_epoch, enabled=progress)
+    last_test = f", test acc {history[-1]['test_acc']:.3f}" if history else ""
     for epoch in range(start_epoch, cfg.epochs + 1):
         model.train()
         train_loader.set_epoch(epoch)
@@ -166,9 +168,7 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainConfig, run: RunInfo, results
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         seen = 0
-        bar = tqdm(train_loader, desc=f"{run.run_id} epoch {epoch}/{cfg.epochs}", disable=not progress,
-                   leave=False, mininterval=2.0)
-        for i, (x, y) in enumerate(bar):
+        for i, (x, y) in enumerate(train_loader):
             step = (epoch - 1) * steps_per_epoch + i
             lr = cfg.lr * lr_factor(step, total_steps, cfg, steps_per_epoch)
             for g in opt.param_groups:
@@ -186,7 +186,8 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainConfig, run: RunInfo, results
             correct += (logits.argmax(1) == y).sum()
             seen += len(y)
             if progress and i % 10 == 0:
-                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.3g}")
+                bar.update(step + 1, f"epoch {epoch}/{cfg.epochs}, loss {loss.item():.3f}, "
+                                     f"acc {correct.item() / seen:.3f}{last_test}")
         train_seconds = time.perf_counter() - t0
         test_loss, test_acc = evaluate(model, test_loader, device, cfg.precision)
         row = dict(meta, epoch=epoch, train_loss=loss_sum.item() / seen, train_acc=correct.item() / seen,
@@ -200,10 +201,14 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainConfig, run: RunInfo, results
         results.write_run_rows(csv_path, run.run_id, history)
         if centers:
             results.write_run_rows(centers_csv, run.run_id, centers, results.CENTER_COLUMNS)
+        last_test = f", test acc {test_acc:.3f}"
+        bar.update(epoch * steps_per_epoch, f"epoch {epoch}/{cfg.epochs}, loss {row['train_loss']:.3f}, "
+                                            f"acc {row['train_acc']:.3f}{last_test}")
         if progress:
             print(f"{run.run_id} epoch {epoch}/{cfg.epochs}: train loss {row['train_loss']:.4f} "
                   f"acc {row['train_acc']:.4f} | test loss {test_loss:.4f} acc {test_acc:.4f} | "
                   f"{train_seconds:.1f}s", flush=True)
         if stop_after_epoch is not None and epoch >= stop_after_epoch:
             break
+    bar.close()
     return history

@@ -1,9 +1,15 @@
-"""Helpers shared by the tests that drive the notebook runner (python -m attnlib.run)."""
+"""Helpers shared by the tests: driving the notebook runner (python -m attnlib.run), training smoke runs,
+and opening a page in headless Chromium with no network."""
 import dataclasses
 import json
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+from attnlib.report import CHROMIUM_FLAGS, NO_CHROMIUM, find_chromium
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,3 +63,41 @@ def hard_shift_model():
             block.attn.positional.centers.copy_(kernel_shifts(3).float())
             block.attn.positional.spreads.fill_(math.sqrt(2 * DEFAULT_ALPHA))
     return model
+
+
+def chromium() -> str:
+    """Debian's Chromium, which `make setup` installs as root; without it the browser tests skip, saying why."""
+    path = find_chromium()
+    if not path:
+        pytest.skip(NO_CHROMIUM)
+    return path
+
+
+def open_offline(page_path: Path, check, ready: str | None = None, viewport=(1300, 900)) -> tuple[list, list]:
+    """Open a local page in headless Chromium with every request but file:// and data: aborted and counted;
+    wait for the JS expression `ready`, run check(page), and return (requests aborted, console and page errors)."""
+    from playwright.sync_api import sync_playwright
+
+    outside, errors = [], []
+
+    def only_the_file(route):
+        if urlparse(route.request.url).scheme in ("file", "data"):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium(), headless=True, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda err: errors.append(str(err)))
+            page.route("**/*", only_the_file)
+            page.goto(Path(page_path).as_uri(), wait_until="load")
+            if ready:
+                page.wait_for_function(ready, timeout=30_000)
+            check(page)
+        finally:
+            browser.close()
+    return outside, errors

@@ -1,4 +1,4 @@
-"""Every attention variant against the paper's formulas (REFERENCE.md sections 1-2), and fused == plain."""
+"""Every attention variant against the paper's formulas (docs/paper.md sections 1-2), and fused == plain."""
 import itertools
 import math
 

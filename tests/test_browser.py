@@ -1,4 +1,5 @@
-"""The explorer in a real browser: JupyterLab runs notebook 07, headless Chromium moves the query slider.
+"""In a real browser: JupyterLab runs notebook 07 and headless Chromium moves the query slider; the
+exported report opens offline with every figure drawn.
 
 Playwright for Python drives Debian's Chromium (`apt-get install chromium`), launched by its path; the
 page may only talk to the JupyterLab server on 127.0.0.1, every other request is aborted. A screenshot
@@ -17,19 +18,13 @@ from urllib.parse import urlparse
 
 import nbformat
 import pytest
-from conftest import ROOT, train_smoke_runs
+from conftest import ROOT, chromium, open_offline, train_smoke_runs
 from papermill.iorw import load_notebook_node
 from papermill.parameterize import parameterize_notebook
 
-from attnlib.report import CHROMIUM_FLAGS, find_chromium
+from attnlib.report import CHROMIUM_FLAGS, export_report
 
 ARTIFACTS = ROOT / "build" / "test-artifacts"
-
-
-def chromium() -> str:
-    path = find_chromium()
-    assert path, "no chromium on PATH: install Debian's (apt-get install chromium); .ci/run does"
-    return path
 
 
 def free_port() -> int:
@@ -46,10 +41,12 @@ def lab(tmp_path):
         (ROOT / "jupyter" / "overrides.json").read_text()), "JupyterLab settings not installed: run `make lab-settings`"
     results_dir, params_dir, served = tmp_path / "results", tmp_path / "params", tmp_path / "served"
     train_smoke_runs(results_dir, params_dir, {"02_quadratic": {"models": ["sa_quadratic"]}})
+    viz_params = "07_visualizations.yaml"  # the notebook reads its own file from the same folder
+    (params_dir / "smoke" / viz_params).write_text((ROOT / "params" / "smoke" / viz_params).read_text())
     served.mkdir()
     nb = parameterize_notebook(load_notebook_node(str(ROOT / "notebooks" / "07_visualizations.ipynb")), dict(
         profile="smoke", results_dir=str(results_dir), params_dir=str(params_dir), data_root=str(ROOT / "data"),
-        experiments=["02_quadratic"], average_images=8, device="cpu"))
+        experiments=["02_quadratic"], average_images=8, device="cpu", query_row=4, query_col=4))
     nbformat.write(nb, served / "explorer.ipynb")
     port, token = free_port(), secrets.token_hex(16)
     env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path),
@@ -106,8 +103,12 @@ def test_moving_the_query_slider_in_jupyterlab_redraws_the_attention_maps(lab):
             page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
             status = page.locator(".attention-status")
             status.wait_for(timeout=300_000)
-            page.wait_for_function("document.querySelector('.attention-status').innerText.includes('query pixel')")
-            before = status.inner_text()
+            # textContent: JupyterLab skips rendering cells scrolled out of view, whose innerText is then empty
+            page.wait_for_function("document.querySelector('.attention-status').textContent.includes('query pixel')")
+            # the explorer comes first and shows while the figures' cells still run: wait for the last one's output
+            page.get_by_text(re.compile(r"wrote .*explorer\.html")).wait_for(timeout=300_000)
+            status.scroll_into_view_if_needed()
+            before = status.text_content()
             picture = page.locator("img.attention-maps")
             picture.scroll_into_view_if_needed()
             before_png = picture.screenshot()
@@ -124,10 +125,10 @@ def test_moving_the_query_slider_in_jupyterlab_redraws_the_attention_maps(lab):
             col = int(slider.locator(".widget-readout").inner_text())
             assert col < 4, col
             # every drag step is a round trip to the kernel: wait for the one of the slider's final value
-            page.wait_for_function("c => document.querySelector('.attention-status').innerText"
+            page.wait_for_function("c => document.querySelector('.attention-status').textContent"
                                    ".includes(`query pixel (4, ${c})`)", arg=col, timeout=30_000)
             page.wait_for_timeout(300)  # the picture is set in the same update as the status
-            after = status.inner_text()
+            after = status.text_content()
             page.screenshot(path=str(ARTIFACTS / "explorer.png"), full_page=True)
             assert f"query pixel (4, {col}) = token (2, {col // 2})" in after, (col, after)
             assert picture.screenshot() != before_png  # the maps were redrawn for the new query
@@ -137,3 +138,15 @@ def test_moving_the_query_slider_in_jupyterlab_redraws_the_attention_maps(lab):
         finally:
             browser.close()
     print(f"aborted {len(blocked)} requests to other hosts")
+
+
+def test_the_report_opens_offline_with_every_figure_drawn(tmp_path):
+    """report.html loads nothing from outside the file: every request but file:// and data: is aborted and
+    counted, and each figure must have been decoded. The committed quick report is exported afresh."""
+    chromium()
+    export_report(ROOT / "results" / "quick" / "notebooks" / "08_report.ipynb", tmp_path)
+    figures = []
+    outside, errors = open_offline(tmp_path / "report.html", lambda page: figures.extend(
+        page.evaluate("[...document.images].map(i => [i.complete, i.naturalWidth])")))
+    assert outside == [] and errors == []
+    assert len(figures) >= 10 and all(done and width > 0 for done, width in figures), figures

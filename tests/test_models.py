@@ -4,7 +4,7 @@ import torch
 
 from attnlib.models import count_parameters, create_model, list_models, model_config
 
-# Parameter counts of the original code (REFERENCE.md section 4, derived); ours must be within 0.5%.
+# Parameter counts of the original code (docs/paper.md section 4, derived); ours must be within 0.5%.
 PUBLISHED_PARAMS = {"sa_quadratic": 12_086_844, "sa_learned": 12_278_682, "sa_learned_content": 29_601_882,
                     "resnet18": 11_173_962}
 SMALL = dict(layers=2, heads=4, hidden=16, ff=24, image_size=8)

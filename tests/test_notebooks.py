@@ -1,5 +1,7 @@
 """The training notebooks run headlessly through the runner (papermill) on the smoke profile."""
 import json
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -28,6 +30,7 @@ def test_smoke_profile_runs_both_notebooks_then_the_visualizations_and_the_repor
         assert (root / "figures" / f"{stem}_curves.png").stat().st_size > 1000
     assert (root / "figures" / "02_quadratic_centers.png").exists()
     assert "[2/4] 02_quadratic.ipynb done" in out.stdout
+    assert_quiet_console(out, root, ["01_learned_2d", "02_quadratic", "07_visualizations", "08_report"])
     # 07 shows the four runs of 01/02 and says which planned runs it cannot show (03, 04 did not run here)
     assert_every_field_injected(root / "notebooks" / "07_visualizations.ipynb", VizParams)
     likeness = pd.read_csv(root / "metrics" / "07_visualizations_likeness.csv")
@@ -45,6 +48,24 @@ def test_smoke_profile_runs_both_notebooks_then_the_visualizations_and_the_repor
     html = (root / "report.html").read_text()
     assert "Verdicts" in html and "data:image/png;base64," in html
     assert "report: " in out.stdout
+
+
+def assert_quiet_console(out, root, notebooks):
+    """The console gets a start and an end line per notebook, one line per finished run's progress bar, and a
+    closing summary; everything else (papermill, the kernel, the cells' output) is in that notebook's log.
+    Executed notebooks keep no progress widget (it would stay frozen at 0%)."""
+    assert out.stderr == ""
+    lines = [line.split("\r")[-1].strip() for line in out.stdout.split("\n") if line.strip()]
+    bars = [line for line in lines if "100%|" in line]
+    assert bars and all(" [" in bar and "epoch" in bar for bar in bars), bars
+    per_notebook = [line for line in lines if line.startswith("[")]
+    assert len(per_notebook) == 2 * len(notebooks), per_notebook
+    others = [line for line in lines if line not in bars and line not in per_notebook]
+    assert len(others) <= 3, others  # "N of N notebooks run", the report's HTML and PDF
+    for stem in notebooks:
+        assert (root / "logs" / f"{stem}.log").stat().st_size > 0
+        if stem != "07_visualizations":  # whose explorer is a widget on purpose (live in JupyterLab)
+            assert "application/vnd.jupyter.widget" not in (root / "notebooks" / f"{stem}.ipynb").read_text()
 
 
 def notebook_text(path) -> str:
@@ -123,3 +144,17 @@ def test_a_failing_cell_stops_the_run_naming_notebook_and_cell(tmp_path):
     assert out.returncode == 1
     last = out.stderr.strip().splitlines()[-1]
     assert "02_quadratic.ipynb failed in cell" in last and "DataError" in last and "cifar-10-python.tar.gz" in last
+
+
+@pytest.mark.notebook
+def test_papermill_alone_with_a_parameter_file_runs_that_profile(tmp_path):
+    """`papermill NOTEBOOK OUT -f params/<profile>/NAME.yaml` from the repository's root: the file names its
+    profile and the notebook takes the rest of its settings from it (results_dir moved to tmp_path here)."""
+    executed = tmp_path / "02.ipynb"
+    done = subprocess.run([sys.executable, "-m", "papermill", "notebooks/02_quadratic.ipynb", str(executed),
+                           "-f", "params/smoke/02_quadratic.yaml", "-p", "results_dir", str(tmp_path), "--no-progress-bar"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = pd.read_csv(tmp_path / "smoke" / "metrics" / "02_quadratic.csv")
+    assert set(rows["profile"]) == {"smoke"} and set(rows["model"]) == {"sa_quadratic", "sa_quadratic_aniso"}
+    assert "application/vnd.jupyter.widget" not in executed.read_text()

@@ -1,4 +1,5 @@
 """Parameter files: typed, checked before work starts, one clear line for every mistake."""
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -158,3 +159,44 @@ def test_hierarchical_lists_the_weight_sharing_settings_to_train():
     assert "-hier-" in runs[("sa_quadratic", "9 heads, hierarchical")].run_id
     with pytest.raises(ParamsError, match="hierarchical must be a list of bool"):
         from_mapping(TrainParams, {"hierarchical": True})
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "params").glob("*/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_committed_parameter_file_names_its_profile(path):
+    """So `papermill NOTEBOOK OUT -f params/quick/NAME.yaml` writes into results/quick on its own."""
+    import yaml
+
+    assert yaml.safe_load(path.read_text())["profile"] == path.parent.name
+
+
+def test_a_file_naming_another_profile_than_its_folder_is_refused(tmp_path):
+    (tmp_path / "quick").mkdir()
+    path = tmp_path / "quick" / "02_quadratic.yaml"
+    path.write_text("profile: smoke\n")
+    with pytest.raises(ParamsError, match=r"02_quadratic.yaml: profile is 'smoke' but the file lies in the 'quick'"):
+        params.load(path)
+
+
+@pytest.mark.parametrize("profile", ["smoke", "quick", "paper"])
+def test_a_notebook_takes_every_setting_from_its_profiles_file(profile):
+    """The notebook's parameters cell names only the profile; the file is the one source of its settings,
+    and relative folders are the repository's whatever the working directory."""
+    p = params.for_notebook("02_quadratic", {"profile": profile, "__name__": "__main__", "EXPERIMENT": "x"})
+    expected = params.load(ROOT / "params" / profile / "02_quadratic.yaml")
+    assert dataclasses.replace(p, data_root="data", results_dir="results") == expected
+    assert p.results_dir == str(ROOT / "results") and p.data_root == str(ROOT / "data")
+
+
+def test_what_a_notebook_sets_itself_or_papermill_injects_goes_on_top_of_the_file(tmp_path):
+    p = params.for_notebook("02_quadratic", {"profile": "quick", "epochs": 1, "results_dir": str(tmp_path)})
+    assert (p.epochs, p.results_dir, p.layers) == (1, str(tmp_path), 3)  # layers: from params/quick
+    with pytest.raises(ParamsError, match="epochs must be at least 1"):
+        params.for_notebook("02_quadratic", {"profile": "quick", "epochs": 0})
+    with pytest.raises(ParamsError, match="profile must be one of"):
+        params.for_notebook("02_quadratic", {"profile": "quik"})
+    with pytest.raises(ParamsError, match="07_visualizations.yaml: no such parameter file"):
+        params.for_notebook("07_visualizations", {"profile": "smoke", "params_dir": str(tmp_path)})
+    (tmp_path / "smoke").mkdir()
+    (tmp_path / "smoke" / "07_visualizations.yaml").write_text("profile: smoke\nmax_heads: 3\n")
+    viz = params.for_notebook("07_visualizations", {"profile": "smoke", "params_dir": str(tmp_path)})
+    assert (viz.params_dir, viz.max_heads) == (str(tmp_path), 3)  # the file in the folder the notebook names

@@ -84,9 +84,9 @@ register("sa_content", SelfAttentionNet, SAConfig,
 register("resnet18", CifarResNet, ResNetConfig,
          "ResNet18 for CIFAR (torchvision's, 3x3 stride-1 stem, no max-pool): the paper's baseline")
 register("san_pairwise", SAN, SANConfig,
-         "SAN pairwise self-attention (Zhao et al. 2020), CIFAR-sized as in [Re]", sa_type="pairwise")
+         "SAN pairwise self-attention (Zhao et al. 2020), stages widened as in the original SAN", sa_type="pairwise")
 register("san_patchwise", SAN, SANConfig,
-         "SAN patchwise self-attention (Zhao et al. 2020), CIFAR-sized as in [Re]", sa_type="patchwise")
+         "SAN patchwise self-attention (Zhao et al. 2020), stages widened as in the original SAN", sa_type="patchwise")
 register("vit", ViT, ViTConfig,
          "ViT from scratch as [Re] configured it: conv stem + one ResNet18 stage, 2x2 patches", stem=True)
 register("vit_plain", ViT, ViTConfig, "ViT on 2x2 patches of the image, no convolutional stem", stem=False)

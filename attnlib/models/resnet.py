@@ -1,4 +1,4 @@
-"""The paper's convolutional baseline: ResNet18 for CIFAR (REFERENCE.md section 3).
+"""The paper's convolutional baseline: ResNet18 for CIFAR (docs/paper.md section 3).
 
 torchvision's ResNet with BasicBlocks, changed only where CIFAR's 32x32 images need it: a 3x3
 stride-1 stem instead of 7x7 stride 2, and no max-pool, so the four stages see 32, 16, 8 and 4

@@ -1,4 +1,4 @@
-"""The paper's self-attention network for images (REFERENCE.md section 3).
+"""The paper's self-attention network for images (docs/paper.md section 3).
 
 image (B, C, H, W) -> 2x2 invertible downsampling (B, H/2 * W/2, 4C) -> linear 4C -> hidden
 -> `layers` BERT-style blocks (MHSA, output dense, post-LayerNorm, GELU feed-forward, post-LayerNorm)
