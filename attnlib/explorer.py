@@ -4,12 +4,15 @@ explorer that shows every head's attention for a query pixel picked with sliders
 `trained_runs` finds the runs of notebooks 01-04 from their parameter files (the same plan, hence the
 same run ids, as the notebooks that trained them) and keeps those whose checkpoint exists under
 results/<profile>/checkpoints/. `AttentionExplorer` computes a model's attention once per image (or
-once for the mean over N images) and layer, keeps it, and on a slider move only indexes it and redraws
-the panels in place.
+once for the mean over N images, or for your own image) and layer, only when it is first shown, keeps
+it, and on a slider move only indexes it and redraws the panels in place. It opens on `first_view`:
+the quadratic model, layer 1, a query pixel on the object of the first test image. The static page
+that needs no kernel is attnlib.explore.
 """
 from __future__ import annotations
 
 import dataclasses
+import html
 import io
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -22,6 +25,11 @@ from torch import nn
 from attnlib import experiment, params, results
 from attnlib.attention_maps import LayerMaps, attention_maps
 from attnlib.data import Dataset, normalize
+from attnlib.explore_image import NotAnImage, open_image, prepare_image, query_on_object
+
+# The runs the explorers open on, best first: the quadratic heads show the kernel-like grid most clearly;
+# content-based maps depend on the image and say less on one picture.
+FIRST_VIEW = ("sa_quadratic", "sa_quadratic_aniso", "sa_learned")
 
 
 @dataclass
@@ -50,6 +58,17 @@ class TrainedRun:
         """Test images [start, start + count) normalised as the model takes them."""
         x = self.data.x_test[start:start + count]
         return normalize(x, self.data.mean, self.data.std)
+
+
+def first_view(runs: list[TrainedRun]) -> TrainedRun:
+    """The most telling run to open on: the first quadratic run (else anisotropic, learned, the first)."""
+    if not runs:
+        raise ValueError("no runs")
+    for model in FIRST_VIEW:
+        for r in runs:
+            if r.run.model == model:
+                return r
+    return runs[0]
 
 
 def trained_runs(experiments: list[str], profile: str, results_dir: str | Path, params_dir: str | Path,
@@ -102,15 +121,18 @@ def mean_attention(model: nn.Module, images: torch.Tensor, batch_size: int = 50)
 
 
 class AttentionExplorer:
-    """Sliders for the query pixel's row and column; choices of run, layer, image and averaging.
+    """Sliders for the query pixel's row and column; choices of run, layer, image and averaging, and an
+    upload for your own image.
 
     Attention is computed once per (run, image) or (run, mean over `average_images` images), for all
-    layers in one forward pass, and cached; moving a slider indexes the cache and updates the drawn
-    panels in place. `widget()` returns the ipywidgets box; `render()` the current figure as PNG.
+    layers in one forward pass, when first shown, and cached; moving a slider indexes the cache and
+    updates the drawn panels in place. Opens on `first_view(runs)`, layer 1, with the query pixel on the
+    object of test image 0 (or at `query`). `set_own_image` adds a picture of yours, explored like a
+    test image. `widget()` returns the ipywidgets box; `render()` the current figure as PNG.
     """
 
     def __init__(self, runs: list[TrainedRun], average_images: int = 100, max_heads: int = 16, device: str = "cpu",
-                 cache_size: int = 32):
+                 cache_size: int = 32, query: tuple[int, int] | None = None):
         if not runs:
             raise ValueError("no trained runs to explore: run the training notebooks (01-04) of this profile first")
         self.runs = {r.label: r for r in runs}
@@ -118,9 +140,12 @@ class AttentionExplorer:
         self._models: dict[str, nn.Module] = {}
         self._maps: OrderedDict[tuple, list[LayerMaps]] = OrderedDict()  # least recently used first
         self._figure = None
-        first = runs[0]
+        self.own_name, self._own_image, self._own_pixels = "", None, {}
+        first = first_view(runs)
         side = first.data.image_size
-        self.state = dict(run=first.label, layer=0, image=0, average=False, zoom=False, row=side // 2, col=side // 2)
+        row, col = query if query is not None else query_on_object(first.data.x_test[0])
+        self.state = dict(run=first.label, layer=0, image=0, average=False, zoom=False, own=False,
+                          row=min(row, side - 1), col=min(col, side - 1))
 
     # -- data -----------------------------------------------------------------------------------
     def model(self, label: str) -> nn.Module:
@@ -128,16 +153,55 @@ class AttentionExplorer:
             self._models[label] = self.runs[label].load(self.device)
         return self._models[label]
 
-    def layers(self, label: str | None = None, image: int | None = None, average: bool | None = None) -> list[LayerMaps]:
-        """All layers' attention of a run for one test image, or the mean over `average_images`."""
+    # -- your own image ---------------------------------------------------------------------------
+    def set_own_image(self, source, name: str | None = None) -> str:
+        """Explore a picture of yours (a path, or the bytes of a file) like a test image: it is resized and
+        cropped to each run's input, converted to its channels and normalised like its training data.
+        Raises NotAnImage (one line) for a file that is not an image. Returns its name."""
+        img = open_image(source, name)
+        self.own_name = name or (Path(source).name if isinstance(source, (str, Path)) else "uploaded image")
+        self._own_image, self._own_pixels = img, {}
+        for key in [k for k in self._maps if k[1:2] == ("own",)]:
+            del self._maps[key]
+        self._figure = None
+        self.state["own"] = True
+        return self.own_name
+
+    def own_pixels(self, label: str | None = None) -> torch.Tensor:
+        """Your image as run `label` takes it before normalisation: (C, H, W) uint8."""
+        label = label or self.state["run"]
+        if self._own_image is None:
+            raise ValueError("no image of yours loaded: set_own_image(path) first")
+        if label not in self._own_pixels:
+            data = self.runs[label].data
+            self._own_pixels[label] = prepare_image(self._own_image, data.image_size, data.channels)
+        return self._own_pixels[label]
+
+    def shows_own(self) -> bool:
+        return bool(self.state["own"]) and self._own_image is not None and not self.state["average"]
+
+    def picture(self) -> torch.Tensor:
+        """The image the panels are drawn over: your image, or the test image (image 0 for the mean)."""
+        run = self.runs[self.state["run"]]
+        if self.shows_own():
+            return self.own_pixels()
+        return run.data.x_test[0 if self.state["average"] else self.state["image"]]
+
+    def layers(self, label: str | None = None, image: int | None = None, average: bool | None = None,
+               own: bool | None = None) -> list[LayerMaps]:
+        """All layers' attention of a run for one test image, your image, or the mean over `average_images`."""
         label = label or self.state["run"]
         average = self.state["average"] if average is None else average
         image = self.state["image"] if image is None else image
-        key = (label, "mean") if average else (label, image)
+        own = self.shows_own() if own is None else own and self._own_image is not None
+        key = (label, "mean") if average else (label, "own", self.own_name) if own else (label, image)
         if key not in self._maps:
             run, model = self.runs[label], self.model(label)
             if average:
                 self._maps[key] = mean_attention(model, run.images(0, self.averaged(label)).to(self.device))
+            elif own:
+                x = normalize(self.own_pixels(label)[None], run.data.mean, run.data.std)
+                self._maps[key] = attention_maps(model, x.to(self.device))
             else:
                 self._maps[key] = attention_maps(model, run.images(image, 1).to(self.device))
             while len(self._maps) > self.cache_size:
@@ -160,6 +224,7 @@ class AttentionExplorer:
         layer, token, maps = self.current()
         run = self.runs[self.state["run"]]
         what = (f"mean over {self.averaged()} test images" if self.state["average"]
+                else f"your image {self.own_name}" if self.shows_own()
                 else f"test image {self.state['image']} ({run.data.classes[int(run.data.y_test[self.state['image']])]})")
         peak = layer.key_token(token, int(maps[0].reshape(-1).argmax()))
         return (f"{self.state['run']} · {layer.name} · query pixel ({self.state['row']}, {self.state['col']}) = token "
@@ -173,17 +238,17 @@ class AttentionExplorer:
         from attnlib.viz import HeadPanel, image_for_display
 
         layer, token, maps = self.current()
-        run = self.runs[self.state["run"]]
         shown = min(layer.heads, self.max_heads)
         cols = min(shown + 1, 9)
         rows = -(-(shown + 1) // cols)
         fig = Figure(figsize=(1.6 * cols, 1.7 * rows + 0.3), dpi=90)
         FigureCanvasAgg(fig)
         axes = fig.subplots(rows, cols, squeeze=False).ravel()
-        img = image_for_display(run.data.x_test[0 if self.state["average"] else self.state["image"]])
+        img = image_for_display(self.picture())
         image_panel = HeadPanel(axes[0], img, gray=False)
         image_panel.overlay.set_visible(False)
-        axes[0].set_title(f"image 0 (of {self.averaged()} averaged)" if self.state["average"] else "query", fontsize=7)
+        axes[0].set_title(f"image 0 (of {self.averaged()} averaged)" if self.state["average"]
+                          else "your image" if self.shows_own() else "query", fontsize=7)
         panels = []
         for head in range(shown):
             panels.append(HeadPanel(axes[head + 1], img))
@@ -191,11 +256,14 @@ class AttentionExplorer:
         for ax in axes[shown + 1:]:
             ax.axis("off")
         fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.9, wspace=0.05, hspace=0.2)
-        self._figure = (fig, image_panel, panels, (self.state["run"], self.state["layer"], self.state["average"],
-                                                   self.state["image"]))
+        self._figure = (fig, image_panel, panels, self._figure_key())
+
+    def _figure_key(self) -> tuple:
+        return (self.state["run"], self.state["layer"], self.state["average"], self.state["image"],
+                self.own_name if self.shows_own() else None)
 
     def render(self) -> bytes:
-        key = (self.state["run"], self.state["layer"], self.state["average"], self.state["image"])
+        key = self._figure_key()
         if self._figure is None or self._figure[3] != key:
             self._build_figure()
         fig, image_panel, panels, _ = self._figure
@@ -222,6 +290,9 @@ class AttentionExplorer:
         image = W.IntSlider(value=0, min=0, max=len(first.data.x_test) - 1, description="image", style=style,
                             continuous_update=False)
         average = W.Checkbox(value=False, description=f"average over {self.average_images} images", style=style)
+        own = W.Checkbox(value=self.shows_own(), style=style, disabled=self._own_image is None,
+                         description=f"your image ({self.own_name})" if self.own_name else "your image")
+        upload = W.FileUpload(accept="image/*", multiple=False, description="your image...")
         zoom = W.Checkbox(value=False, description="7x7 zoom", style=style)
         row = W.IntSlider(value=self.state["row"], min=0, max=side - 1, description="query row", style=style)
         col = W.IntSlider(value=self.state["col"], min=0, max=side - 1, description="query col", style=style)
@@ -260,11 +331,33 @@ class AttentionExplorer:
             return on_change
 
         run.observe(on_run, names="value")
-        for name, w in (("layer", layer), ("image", image), ("average", average), ("zoom", zoom), ("row", row), ("col", col)):
+
+        def on_upload(change):
+            files = change["new"]
+            if not files:
+                return
+            f = files[0]
+            try:
+                name = self.set_own_image(bytes(f["content"]), f["name"])
+            except NotAnImage as err:
+                status.value = f"<code>{html.escape(str(err))}</code>"
+                return
+            quiet.append(True)
+            try:
+                own.disabled, own.value, own.description = False, True, f"your image ({name})"
+            finally:
+                quiet.clear()
+            refresh()
+
+        for name, w in (("layer", layer), ("image", image), ("average", average), ("zoom", zoom), ("row", row), ("col", col),
+                        ("own", own)):
             w.observe(setter(name), names="value")
+        upload.observe(on_upload, names="value")
         refresh()
-        self.controls = dict(run=run, layer=layer, image=image, average=average, zoom=zoom, row=row, col=col)
-        return W.VBox([W.HBox([run, layer, zoom]), W.HBox([image, average]), W.HBox([row, col]), status, picture])
+        self.controls = dict(run=run, layer=layer, image=image, average=average, zoom=zoom, row=row, col=col, own=own,
+                             upload=upload)
+        return W.VBox([W.HBox([run, layer, zoom]), W.HBox([image, average]), W.HBox([own, upload]), W.HBox([row, col]),
+                       status, picture])
 
     def _layer_options(self) -> list[tuple[str, int]]:
-        return [(layer.name, i) for i, layer in enumerate(self.layers(self.state["run"], 0, False))]
+        return [(layer.name, i) for i, layer in enumerate(self.layers(self.state["run"]))]

@@ -8,6 +8,7 @@ from conftest import train_smoke_runs
 
 from attnlib import attention_maps as am
 from attnlib import explorer, params, viz
+from attnlib.explore_image import query_on_object
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,11 +45,15 @@ def test_explorer_updates_in_place_and_computes_attention_once_per_image(trained
     calls = []
     real = explorer.attention_maps
     monkeypatch.setattr(explorer, "attention_maps", lambda *a, **k: calls.append(1) or real(*a, **k))
-    ex = explorer.AttentionExplorer(runs, average_images=8)
+    ex = explorer.AttentionExplorer(list(reversed(runs)), average_images=8)
     box = ex.widget()
     c = ex.controls
     first_png, first_text = box.children[-1].value, box.children[-2].value
-    assert "query pixel (4, 4)" in first_text and first_png[:4] == b"\x89PNG"
+    # it opens on the quadratic run (listed last here), layer 1, the query pixel on the object of test image 0
+    row, col = query_on_object(runs[0].data.x_test[0])
+    assert first_text.startswith(f"<code>{runs[0].label} · layer 1 · query pixel ({row}, {col}) ")
+    assert first_png[:4] == b"\x89PNG" and c["run"].value == runs[0].label
+    c["row"].value = 4
     c["col"].value = 1
     assert "query pixel (4, 1) = token (2, 0)" in box.children[-2].value
     assert box.children[-1].value != first_png
@@ -96,6 +101,7 @@ def test_viz_params_are_checked():
     for values, message in [({"experiments": []}, "experiments is empty"),
                             ({"experiments": ["06_timing"]}, "not a training notebook"),
                             ({"dataset": "mnist"}, "dataset must be empty"),
-                            ({"query_row": -2}, "query_row must be a pixel index")]:
+                            ({"query_row": -2}, "query_row must be a pixel index"),
+                            ({"page_images": 0}, "page_images must be at least 1")]:
         with pytest.raises(params.ParamsError, match=message):
             params.from_mapping(params.VizParams, values, where="params/x.yaml")
