@@ -19,6 +19,8 @@ from __future__ import annotations
 import gzip
 import os
 import socket
+import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,18 +89,42 @@ def _network_reaches(host: str, port: int = 443, timeout: float = 3.0) -> bool:
         return False
 
 
+def cifar10_damaged(folder: Path) -> list[str]:
+    """The files of an extracted CIFAR-10 (torchvision's layout) that are missing or fail their MD5 check."""
+    from torchvision.datasets import CIFAR10
+    from torchvision.datasets import cifar as tv_cifar
+
+    files = [*CIFAR10.train_list, *CIFAR10.test_list, [CIFAR10.meta["filename"], CIFAR10.meta["md5"]]]
+    return [name for name, md5 in files if not tv_cifar.check_integrity(str(folder / name), md5)]
+
+
 def load_cifar10(root: str | Path = "data", download: bool = True) -> Dataset:
-    """CIFAR-10 from `root` (torchvision layout); downloads only if allowed and the host answers."""
+    """CIFAR-10 from `root` (torchvision layout); downloads only if allowed and the host answers. A folder that
+    is incomplete or damaged (an extraction that was cut short) is extracted again from the archive beside it."""
     from torchvision.datasets import CIFAR10
 
     root = Path(root)
-    if (root / CIFAR10_ARCHIVE).exists() and not (root / "cifar-10-batches-py" / "data_batch_1").exists():
-        from torchvision.datasets.utils import extract_archive
-        try:
-            extract_archive(str(root / CIFAR10_ARCHIVE), str(root))
-        except Exception as err:  # a truncated or foreign archive
-            raise DataError(f"{root / CIFAR10_ARCHIVE} could not be extracted ({type(err).__name__}: {err}); "
-                            f"replace it with the archive from the CIFAR-10 page") from None
+    folder, archive = root / "cifar-10-batches-py", root / CIFAR10_ARCHIVE
+    damaged = cifar10_damaged(folder) if folder.is_dir() else None  # None: no folder at all
+    if damaged is None or damaged:
+        if archive.exists():
+            from torchvision.datasets.utils import extract_archive
+            if damaged:
+                print(f"{folder}/ is incomplete or damaged ({', '.join(damaged[:3])}{', ...' if len(damaged) > 3 else ''}"
+                      f" missing or failing their checksum): extracting {archive} again", flush=True)
+            try:
+                extract_archive(str(archive), str(root))
+            except Exception as err:  # a truncated or foreign archive
+                raise DataError(f"{archive} could not be extracted ({type(err).__name__}: {' '.join(str(err).split())}); "
+                                f"replace it with the archive from the CIFAR-10 page") from None
+            still = cifar10_damaged(folder) if folder.is_dir() else ["cifar-10-batches-py/"]
+            if still:
+                raise DataError(f"{archive} does not hold a whole CIFAR-10 ({', '.join(still[:3])} missing or failing "
+                                "their checksum after extracting it): replace it with the archive from the CIFAR-10 page")
+        elif damaged and not (download and _network_reaches(CIFAR10_URL_HOST)):
+            raise DataError(f"{folder}/ is incomplete or damaged ({', '.join(damaged[:3])}"
+                            f"{', ...' if len(damaged) > 3 else ''} missing or failing their checksum): place "
+                            f"{CIFAR10_ARCHIVE} in {root}/ (it is extracted again) or delete the folder")
     if not _cifar10_present(root):
         if not download:
             raise DataError(f"CIFAR-10 not found in {root}/: place {CIFAR10_ARCHIVE} there (or allow download)")
@@ -109,7 +135,7 @@ def load_cifar10(root: str | Path = "data", download: bool = True) -> Dataset:
         train = CIFAR10(str(root), train=True, download=download)
         test = CIFAR10(str(root), train=False, download=download)
     except Exception as err:  # torchvision raises several kinds; one line is what a user needs
-        raise DataError(f"CIFAR-10 could not be loaded from {root}/ ({type(err).__name__}: {err}); "
+        raise DataError(f"CIFAR-10 could not be loaded from {root}/ ({type(err).__name__}: {' '.join(str(err).split())}); "
                         f"place {CIFAR10_ARCHIVE} there") from None
 
     def to_tensors(ds):
@@ -136,9 +162,38 @@ def fashion_mnist_dir(root: str | Path = "data") -> Path | None:
     return None
 
 
-def _read_idx(path: Path, offset: int) -> np.ndarray:
-    with gzip.open(path, "rb") as fh:
-        return np.frombuffer(fh.read(), dtype=np.uint8, offset=offset)
+IDX_MAGIC = {"images": 2051, "labels": 2049}  # the idx format's magic numbers: uint8 data, 3 or 1 dimensions
+
+
+def _read_idx(path: Path, kind: str) -> np.ndarray:
+    """Fashion-MNIST images (N, 28, 28) or labels (N,) from a gzipped idx file, checked: a file that is cut
+    off, empty, not gzip or not idx raises DataError naming it."""
+    def damaged(why: str):
+        return DataError(f"{path} is damaged ({why}): replace it with the original file (Debian: "
+                         "apt-get install --reinstall dataset-fashion-mnist)")
+
+    try:
+        with gzip.open(path, "rb") as fh:
+            raw = fh.read()
+    except (OSError, EOFError, zlib.error) as err:  # BadGzipFile is an OSError
+        raise damaged(f"{type(err).__name__}: {' '.join(str(err).split()) or 'cut off'}") from None
+    header = 16 if kind == "images" else 8
+    if len(raw) < header:
+        raise damaged(f"{len(raw)} bytes, shorter than an idx header")
+    magic, n = struct.unpack(">II", raw[:8])
+    if magic != IDX_MAGIC[kind]:
+        raise damaged(f"not an idx file of {kind}")
+    if n == 0:
+        raise damaged(f"it holds no {kind}")
+    shape = (n, *struct.unpack(">II", raw[8:16])) if kind == "images" else (n,)
+    if shape[1:] not in ((28, 28), ()):
+        raise damaged(f"images of {shape[1]}x{shape[2]} pixels, not 28x28")
+    if len(raw) - header != int(np.prod(shape)):
+        raise damaged(f"{len(raw) - header} bytes of data where its header announces {n} {kind}")
+    out = np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+    if kind == "labels" and n and out.max() > 9:
+        raise damaged(f"a label of {out.max()}, outside 0-9")
+    return out
 
 
 def load_fashion_mnist(root: str | Path = "data") -> Dataset:
@@ -149,8 +204,8 @@ def load_fashion_mnist(root: str | Path = "data") -> Dataset:
                         f"(Debian) or put its four idx .gz files in {Path(root) / 'fashion-mnist'}/")
     out = {}
     for split, (images, labels) in FASHION_MNIST_FILES.items():
-        x = torch.from_numpy(_read_idx(folder / images, 16).reshape(-1, 1, 28, 28).copy())
-        y = torch.from_numpy(_read_idx(folder / labels, 8).astype(np.int64))
+        x = torch.from_numpy(_read_idx(folder / images, "images").reshape(-1, 1, 28, 28).copy())
+        y = torch.from_numpy(_read_idx(folder / labels, "labels").astype(np.int64))
         if len(x) != len(y):
             raise DataError(f"Fashion-MNIST {split} files in {folder}/ disagree: {len(x)} images, {len(y)} labels")
         out[split] = (x, y)

@@ -17,7 +17,7 @@ from attnlib import results
 from attnlib.data import Dataset, load_dataset
 from attnlib.models import count_parameters, create_model, model_config
 from attnlib.params import TrainParams
-from attnlib.train import RunInfo, TrainConfig, fit, resolve_device
+from attnlib.train import RunInfo, TrainConfig, TrainingError, fit, resolve_device
 
 
 def load_data(p: TrainParams) -> Dataset:
@@ -75,6 +75,7 @@ def run_grid(p: TrainParams, experiment: str, data: Dataset | None = None, progr
     data = data or load_data(p)
     device = resolve_device(p.device)
     runs = plan(p, data)
+    results.remove_stale_temp_files(results.profile_dir(p.results_dir, p.profile))  # left by a killed run
     for i, r in enumerate(runs, 1):
         torch.manual_seed(r.seed)
         model = create_model(r.model, **r.overrides)
@@ -88,12 +89,33 @@ def run_grid(p: TrainParams, experiment: str, data: Dataset | None = None, progr
 
 
 def load_trained(p: TrainParams, run: PlannedRun, device: str = "cpu"):
-    """The model of a planned run with the weights of its last checkpoint, in eval mode."""
+    """The model of a planned run with the weights of its last checkpoint, in eval mode. A damaged checkpoint
+    is moved aside (NAME.pt.damaged) and the stamps of the notebooks that train the run are dropped, so that
+    running the same command again retrains it; the error says so in one line."""
+    path = results.checkpoint_path(p.results_dir, p.profile, run.run_id)
     model = create_model(run.model, **run.overrides)
-    state = torch.load(results.checkpoint_path(p.results_dir, p.profile, run.run_id), map_location="cpu",
-                       weights_only=True)
-    model.load_state_dict(state["model"])
+    try:
+        state = results.load_checkpoint(path, run.run_id)
+        try:
+            model.load_state_dict(state["model"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as err:
+            raise results.DamagedCheckpoint(path, results.error_line(err)) from None
+    except results.DamagedCheckpoint as err:
+        aside = results.move_aside(path)
+        metrics = results.profile_dir(p.results_dir, p.profile) / "metrics"
+        owners = [csv.stem for csv in sorted(metrics.glob("*.csv")) if _mentions(csv, run.run_id)]
+        results.forget_stamps(results.profile_dir(p.results_dir, p.profile) / ".cache" / "stamps.json",
+                              owners or None)
+        raise TrainingError(f"{path} is damaged ({err.reason}): moved aside to {aside.name}; run the same command "
+                            f"again (make reproduce) to train run {run.run_id} again") from None
     return model.to(device).eval()
+
+
+def _mentions(path, text: str) -> bool:
+    try:
+        return text in path.read_text(errors="replace")
+    except OSError:
+        return False
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:

@@ -102,6 +102,34 @@ def trained_runs(experiments: list[str], profile: str, results_dir: str | Path, 
     return found, missing
 
 
+def check_params(p: params.VizParams, runs: list[TrainedRun]) -> None:
+    """Notebook 07's checks that need what was trained: the layer whose centers are followed must be one the
+    runs of centers_experiment recorded, the query pixel must lie in every run's test images and image_index
+    among them. Each failure is a ParamsError in one line naming params/<profile>/07_visualizations.yaml and the
+    key, instead of an empty figure or a silently moved pixel."""
+    where = str(Path(p.params_dir) / p.profile / "07_visualizations.yaml")
+    centers = results.read_metrics(results.centers_path(p.results_dir, p.profile, p.centers_experiment),
+                                   results.CENTER_COLUMNS)
+    planned = {r.run.run_id for r in runs if r.experiment == p.centers_experiment}
+    centers = centers[centers["run_id"].isin(planned)] if planned else centers
+    if not centers.empty and p.trajectory_layer > int(centers["layer"].max()):
+        layers = int(centers["layer"].max())
+        params._fail(where, "trajectory_layer", f"is {p.trajectory_layer}, but the runs of {p.centers_experiment} "
+                     f"recorded the centers of {layers} layer(s); pick one of 1-{layers}")
+    if not runs:
+        return
+    smallest = min(runs, key=lambda r: r.data.image_size)
+    size = smallest.data.image_size
+    for key in ("query_row", "query_col"):
+        if getattr(p, key) >= size:
+            params._fail(where, key, f"is {getattr(p, key)}, outside the {size}x{size} test images of "
+                         f"{smallest.label}; pick one of 0-{size - 1}, or -1 for the middle")
+    fewest = min(runs, key=lambda r: len(r.data.x_test))
+    if p.image_index >= len(fewest.data.x_test):
+        params._fail(where, "image_index", f"is {p.image_index}, but {fewest.label} has {len(fewest.data.x_test)} "
+                     f"test images; pick one of 0-{len(fewest.data.x_test) - 1}")
+
+
 @torch.no_grad()
 def mean_attention(model: nn.Module, images: torch.Tensor, batch_size: int = 50) -> list[LayerMaps]:
     """attention_maps averaged over `images`, one batch at a time (the paper averages over 100 test

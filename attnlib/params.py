@@ -1,8 +1,10 @@
 """Typed notebook parameters, loaded from params/<profile>/<notebook>.yaml and checked before work starts.
 
 A parameter file may set any field of the notebook's dataclass and nothing else. An unknown key, a
-wrong type or an impossible value raises ParamsError with one line naming the file and the key;
-`python -m attnlib.params FILE...` checks files from the shell (exit status 2 on the first error).
+wrong type or an impossible value (NaN or infinity anywhere, a key given twice, a schedule that cannot
+work, a run too long to be meant) raises ParamsError with one line naming the file and the key; so does
+a file that is empty, not UTF-8 or not a file. `python -m attnlib.params FILE...` checks files from the
+shell (exit status 2 on the first error).
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import dataclasses
 import difflib
 import functools
 import itertools
+import math
 import sys
 import typing
 from dataclasses import dataclass, field
@@ -28,6 +31,9 @@ PATH_FIELDS = ("data_root", "params_dir", "results_dir")
 # Training fields a model may set for itself under per_model; the data set decides the DATA_OPTIONS.
 TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name != "seed")
 DATA_OPTIONS = ("image_size", "in_channels", "num_classes")
+MAX_EPOCHS = 10_000  # the paper trains 300; more is a typo, not a run
+MAX_SEED = 2**32  # seeds are in [0, 2**32): torch's generators take them, times the loader's epoch stride
+MAX_IMAGE_SIZE = 1024  # generated images (synthetic_image_size)
 
 
 class ParamsError(ValueError):
@@ -38,8 +44,21 @@ def _fail(where: str, key: str, why: str):
     raise ParamsError(f"{where}: {key} {why}")
 
 
+def _finite(value) -> bool:
+    """False for a NaN or an infinity, also inside lists and mappings (YAML's .nan and .inf)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, (list, tuple)):
+        return all(_finite(v) for v in value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    return True
+
+
 def _check_model_option(bad, key: str, name: str, value):
-    """Checks a model's config does not make itself: list items' types, dropout ranges."""
+    """Checks a model's config does not make itself: list items' types, dropout ranges, finite numbers."""
+    if not _finite(value):
+        bad(key, f"must be a finite number, got {value!r}")
     if isinstance(value, list) and any(isinstance(v, (str, bool)) or not isinstance(v, (int, float)) for v in value):
         bad(key, f"must be a list of numbers, got {value!r}")
     if name.endswith("dropout") and isinstance(value, (int, float)) and not 0 <= value < 1:
@@ -117,8 +136,12 @@ class TrainParams:
         for key in ("layers", "hidden", "ff", "downsample", "synthetic_image_size"):
             if getattr(self, key) < 1:
                 bad(key, f"must be at least 1, got {getattr(self, key)}")
+        if self.synthetic_image_size > MAX_IMAGE_SIZE:
+            bad("synthetic_image_size", f"must be at most {MAX_IMAGE_SIZE}, got {self.synthetic_image_size}")
         if any(h < 1 for h in self.heads):
             bad("heads", f"must all be at least 1, got {self.heads}")
+        if any(not 0 <= seed < MAX_SEED for seed in self.seeds):
+            bad("seeds", f"must all be in [0, 2**32), got {self.seeds}")
         for key in ("train_subset", "test_subset", "head_dim"):
             if getattr(self, key) < 0:
                 bad(key, f"must not be negative, got {getattr(self, key)}")
@@ -150,9 +173,18 @@ class TrainParams:
         for key in ("epochs", "batch_size"):
             if getattr(self, key) < 1:
                 bad(key, f"must be at least 1, got {getattr(self, key)}")
+        if self.epochs > MAX_EPOCHS:
+            bad("epochs", f"must be at most {MAX_EPOCHS:,} (the paper trains 300), got {self.epochs:,}")
+        for key in ("lr", "momentum", "weight_decay", "warmup", "gamma", "label_smoothing"):
+            if not _finite(getattr(self, key)):
+                bad(key, f"must be a finite number, got {getattr(self, key)}")
         for key in ("weight_decay", "momentum", "label_smoothing"):
             if getattr(self, key) < 0:
                 bad(key, f"must not be negative, got {getattr(self, key)}")
+        if self.momentum >= 1:
+            bad("momentum", f"must be below 1 (SGD diverges otherwise), got {self.momentum}")
+        if self.nesterov and self.momentum == 0:
+            bad("nesterov", "needs a momentum above 0")
         if not 0 <= self.warmup < 1:
             bad("warmup", f"must be a fraction of the steps in [0, 1), got {self.warmup}")
         if not self.lr > 0:
@@ -163,6 +195,12 @@ class TrainParams:
             bad("precision", f"must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.schedule not in SCHEDULES:
             bad("schedule", f"must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if not 0 < self.gamma <= 1:
+            bad("gamma", f"must be in (0, 1], the factor of the lr at each milestone, got {self.gamma}")
+        if any(m < 1 for m in self.milestones):
+            bad("milestones", f"must be epochs, at least 1, got {self.milestones}")
+        if any(a >= b for a, b in zip(self.milestones, self.milestones[1:])):
+            bad("milestones", f"must be increasing epochs, each once, got {self.milestones}")
         if self.schedule == "step" and not self.milestones:
             bad("milestones", "must list epochs when schedule is step")
 
@@ -363,10 +401,14 @@ class VizParams:
             bad("dataset", f"must be empty (each notebook's own) or one of {', '.join(DATASETS)}, got {self.dataset!r}")
         if not self.experiments:
             bad("experiments", "is empty: name the training notebooks whose runs to show, e.g. 02_quadratic")
+        training = training_notebooks()
         for name in [*self.experiments, self.centers_experiment]:
-            if not name[:2].isdigit() or params_class(name) is not TrainParams:
+            if name not in training:
+                close = difflib.get_close_matches(str(name), training, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
                 bad("experiments" if name in self.experiments else "centers_experiment",
-                    f"names {name!r}, which is not a training notebook (01_learned_2d, 02_quadratic, 03_san, 04_vit, ...)")
+                    f"names {name!r}, which is not a training notebook under notebooks/{hint}; choose from "
+                    f"{', '.join(training)}")
         for key in ("trajectory_layer", "average_images", "max_heads", "page_images"):
             if getattr(self, key) < 1:
                 bad(key, f"must be at least 1, got {getattr(self, key)}")
@@ -403,6 +445,12 @@ def params_class(notebook: str) -> type:
     return NOTEBOOK_PARAMS.get(Path(notebook).stem, TrainParams)
 
 
+def training_notebooks() -> list[str]:
+    """The numbered notebooks under notebooks/ that train (their parameters are TrainParams)."""
+    return sorted(nb.stem for nb in (REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")
+                  if params_class(nb.stem) is TrainParams)
+
+
 def _check_type(value, hint) -> bool:
     origin = typing.get_origin(hint)
     if origin is list:
@@ -435,24 +483,83 @@ def from_mapping(cls: type, values: dict, where: str = "parameters"):
             raise ParamsError(f"{where}: unknown key {key!r}{hint}")
         if not _check_type(value, hints[key]):
             raise ParamsError(f"{where}: {key} must be {_type_name(hints[key])}, got {value!r}")
+        if not _finite(value) and key != "per_model":  # per_model's options are checked one by one
+            raise ParamsError(f"{where}: {key} must be {'finite numbers' if isinstance(value, list) else 'a finite number'}"
+                              f", got {value!r}")
         kwargs[key] = float(value) if hints[key] is float else value
     obj = cls(**kwargs)
     return obj.validate(where) if hasattr(obj, "validate") else obj
 
 
-def load(path: str | Path, cls: type | None = None):
-    """Load and validate a parameter file; the class defaults to the notebook's (by file name). A file under
-    a profile's folder (params/quick/...) must name that profile, or none."""
+class _DuplicateKey(Exception):
+    def __init__(self, key, first: int, again: int):
+        super().__init__(key)
+        self.key, self.first, self.again = key, first, again
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error instead of the last one
+    silently winning."""
+
+
+def _construct_unique_mapping(loader, node, deep=False):
+    seen = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            hash(key)
+        except TypeError:
+            continue  # the safe loader reports unhashable keys itself
+        line = key_node.start_mark.line + 1
+        if key in seen:
+            raise _DuplicateKey(key, seen[key], line)
+        seen[key] = line
+    return yaml.SafeLoader.construct_mapping(loader, node, deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+
+def read_yaml(path: str | Path):
+    """The YAML in a parameter file; anything that keeps it from being one (no file, a folder, not UTF-8, not
+    YAML, a key given twice) raises ParamsError in one line naming the file."""
     path = Path(path)
+    if path.is_dir():
+        raise ParamsError(f"{path}: is a folder, not a parameter file (name a .yaml file)")
     if not path.exists():
         raise ParamsError(f"{path}: no such parameter file")
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ParamsError(f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start}); "
+                          "save it as UTF-8") from None
+    except OSError as err:
+        raise ParamsError(f"{path}: cannot be read ({err.strerror or err})") from None
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except _DuplicateKey as err:
+        raise ParamsError(f"{path}: key {err.key!r} is given twice (lines {err.first} and {err.again}); "
+                          "keep one") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""
-        raise ParamsError(f"{path}: not valid YAML{at}: {getattr(err, 'problem', err)}") from None
+        problem = " ".join(str(getattr(err, "problem", None) or err).split())
+        raise ParamsError(f"{path}: not valid YAML{at}: {problem}") from None
+
+
+def load(path: str | Path, cls: type | None = None):
+    """Load and validate a parameter file; the class defaults to the notebook's (by file name). A file under
+    a profile's folder (params/quick/...) must name that profile, or none. An empty file is refused: it would
+    silently mean the dataclass's defaults, which are the paper's settings."""
+    path = Path(path)
+    values = read_yaml(path)
     folder = path.parent.name
+    if values is None or values == {}:
+        example = folder if folder in PROFILES else "smoke"
+        raise ParamsError(f"{path}: is empty; name at least its profile (profile: {example}) and the settings to "
+                          f"change (see params/{example}/ for examples); an empty file would mean the paper's settings")
     if isinstance(values, dict) and folder in PROFILES and values.get("profile", folder) != folder:
         raise ParamsError(f"{path}: profile is {values['profile']!r} but the file lies in the {folder!r} profile's "
                           f"folder; set profile: {folder} or move the file")

@@ -5,7 +5,7 @@ Ours carry their data set, profile and epochs, so a reduced run is never read as
 """
 from __future__ import annotations
 
-import json
+import io
 import shutil
 import subprocess
 from pathlib import Path
@@ -90,9 +90,22 @@ VERDICTS = ("reproduced", "partly", "not reproduced", "not measured")
 
 
 def _read_csv(path) -> pd.DataFrame:
+    """A CSV a notebook wrote (empty frame when missing). A damaged one is left out with one line, and the stamp
+    of the notebook that writes it is dropped, so the next `make reproduce` writes it again."""
+    path = Path(path)
+    if not (path.exists() or path.is_symlink()):
+        return pd.DataFrame()
     try:
-        return pd.read_csv(path) if Path(path).exists() else pd.DataFrame()
-    except pd.errors.EmptyDataError:
+        text = path.read_text(encoding="utf-8")
+        if text.strip() and not text.endswith("\n"):
+            raise ValueError("cut off in its last line")
+        return pd.read_csv(io.StringIO(text)) if text.strip() else pd.DataFrame()
+    except (OSError, ValueError) as err:  # ParserError and UnicodeDecodeError are ValueErrors
+        stamps = path.parent.parent / ".cache" / "stamps.json"
+        owners = [k for k in results.read_stamps(stamps, verbose=False) if path.stem.startswith(k)]
+        results.forget_stamps(stamps, owners)
+        print(f"note: {path} is damaged ({results.error_line(err)}): left out of this report; run the same "
+              "command again to write it anew", flush=True)
         return pd.DataFrame()
 
 
@@ -103,14 +116,15 @@ def load_results(results_dir, profile: str) -> dict:
 
 
     base = Path(results.profile_dir(results_dir, profile))
+    summaries = {name: _read_csv(base / "metrics" / f"{name}_summary.csv") for name in TRAINING}  # each read once
     metrics = []
     for name in TRAINING:
         m = results.read_metrics(results.metrics_path(results_dir, profile, name))
-        current = _read_csv(base / "metrics" / f"{name}_summary.csv")
+        current = summaries[name]
         if not m.empty and "run_id" in current:
             metrics.append(m[m["run_id"].isin(current["run_id"])])
     centers = results.read_metrics(results.centers_path(results_dir, profile, "02_quadratic"), results.CENTER_COLUMNS)
-    quadratic = _read_csv(base / "metrics" / "02_quadratic_summary.csv")
+    quadratic = summaries["02_quadratic"]
     stamps = base / ".cache" / "stamps.json"
     return dict(
         metrics=pd.concat(metrics, ignore_index=True) if metrics else pd.DataFrame(),
@@ -118,7 +132,7 @@ def load_results(results_dir, profile: str) -> dict:
         timing=_read_csv(base / "metrics" / "06_timing_this_run.csv"),  # 06's latest settings and device only
         likeness=_read_csv(base / "metrics" / "07_visualizations_likeness.csv"),
         centers=centers[centers["run_id"].isin(quadratic["run_id"])] if "run_id" in quadratic else centers.iloc[:0],
-        stamps=json.loads(stamps.read_text()) if stamps.exists() else {},
+        stamps=results.read_stamps(stamps),  # damaged ones: left out, with one line
     )
 
 

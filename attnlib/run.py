@@ -9,6 +9,10 @@ and whose executed copy exists is skipped. Notebooks that read earlier results (
 stamps of the notebooks before them. An interrupted run reruns the notebook it stopped in, whose training
 resumes from its checkpoints. `--force` reruns everything; `--report` rebuilds only the report (08 and its
 HTML/PDF export).
+
+A notebook is executed into a temporary file next to its executed copy, which it replaces only on success:
+a failing rerun keeps the last good one and leaves its own as NAME.failed.ipynb. Temporary files that a
+killed run left behind are removed at the start.
 """
 from __future__ import annotations
 
@@ -20,11 +24,22 @@ import hashlib
 import json
 import logging
 import os
+import shutil
+import signal
 import sys
 import time
 from pathlib import Path
 
-import papermill as pm
+
+def _interrupted_while_starting(signum, frame):
+    print("interrupted before any notebook started: run the same command again", file=sys.stderr, flush=True)
+    os._exit(130)  # nothing has started: no traceback from the half-finished imports
+
+
+if __name__ == "__main__":  # Ctrl-C while torch and papermill load (seconds): one line, not an import traceback
+    signal.signal(signal.SIGINT, _interrupted_while_starting)
+
+import papermill as pm  # noqa: E402 (after the handler above)
 import torch
 
 from attnlib.data import _cifar10_present
@@ -32,7 +47,7 @@ from attnlib.params import PROFILES, REPO_ROOT, ParamsError, load_with
 from attnlib.progress import ENV as PROGRESS_ENV
 from attnlib.progress import ProgressView
 from attnlib.report import export_report
-from attnlib.results import atomic_write_text, device_name
+from attnlib.results import atomic_write_text, device_name, read_stamps, remove_stale_temp_files, temp_file
 
 ROOT = REPO_ROOT
 REPORT = "08_report"
@@ -79,10 +94,7 @@ class Stamps:
 
     def __init__(self, path: Path):
         self.path = path
-        try:
-            self.data = json.loads(path.read_text()) if path.exists() else {}
-        except (OSError, json.JSONDecodeError):
-            self.data = {}  # unreadable stamps only cost a rerun
+        self.data = read_stamps(path)  # damaged stamps only cost a rerun (one line says so)
 
     def upstream(self, stem: str) -> dict:
         return {k: [v.get("digest"), v.get("finished")] for k, v in sorted(self.data.items()) if k < stem}
@@ -92,6 +104,8 @@ class Stamps:
         return entry if entry and entry.get("digest") == digest and out.exists() else None
 
     def _write(self):
+        if self.path.is_dir() and not self.path.is_symlink():  # a folder in its place: nothing to keep there
+            shutil.rmtree(self.path)
         atomic_write_text(self.path, json.dumps(self.data, indent=1, sort_keys=True) + "\n")
 
     def record(self, stem: str, digest: str, seconds: float):
@@ -158,7 +172,39 @@ def notebooks_for(profile: str, only: list[str] | None = None, params_dir: Path 
     return pairs
 
 
+def _interrupt_once(signum, frame):
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+def _keep_failed(tmp: Path, out: Path) -> Path | None:
+    """The executed copy of a failed run, kept as NAME.failed.ipynb beside the last good one (None if none)."""
+    failed = out.with_name(f"{out.stem}.failed.ipynb")
+    try:
+        if tmp.exists() and tmp.stat().st_size > 0:
+            os.replace(tmp, failed)
+            return failed
+        tmp.unlink(missing_ok=True)
+    except OSError:
+        pass
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    # Ctrl-C raises KeyboardInterrupt once; a second one while the kernel shuts down is ignored (no traceback)
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, _interrupt_once)
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # between notebooks, or while checking: nothing half-done to speak of
+        print("interrupted: run the same command again to go on from there", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+
+
+def _main(argv: list[str] | None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="auto", choices=("auto", *PROFILES))
     ap.add_argument("--dataset", default="", help="override every notebook's dataset (auto, cifar10, fashion_mnist, synthetic)")
@@ -208,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     out_dir, logs_dir = profile_dir / "notebooks", profile_dir / "logs"
     out_dir.mkdir(parents=True, exist_ok=True)
     logs_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(profile_dir)  # half-written files of a run that was killed
     stamps = Stamps(profile_dir / ".cache" / "stamps.json")
     library = library_digest()
     total, ran, report_ran = time.perf_counter(), 0, False
@@ -223,24 +270,34 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{i}/{len(plans)}] {nb.name} (profile {profile}) ...", flush=True)
         stamps.forget(nb.stem)  # a failure or interruption from here on leaves it to be rerun
         t0 = time.perf_counter()
+        # executed into a temporary file: the last good executed notebook stays until this one succeeds
+        tmp = temp_file(out, suffix=".tmp.ipynb")
         try:
             with output_to(log) as console, ProgressView(profile_dir / ".cache" / "progress.jsonl", console) as view:
                 os.environ[PROGRESS_ENV] = str(view.path)
-                pm.execute_notebook(str(nb), str(out), parameters=values, cwd=str(ROOT / "notebooks"),
+                pm.execute_notebook(str(nb), str(tmp), parameters=values, cwd=str(ROOT / "notebooks"),
                                     progress_bar=False, log_output=True, kernel_name="python3")
+            os.replace(tmp, out)
         except pm.PapermillExecutionError as err:
-            print(f"error: {nb.name} failed in cell {err.exec_count}: {err.ename}: {err.evalue} "
-                  f"(log: {log}; executed notebook: {out})", file=sys.stderr)
+            failed = _keep_failed(tmp, out)
+            evalue = " ".join(str(err.evalue).split())
+            print(f"error: {nb.name} failed in cell {err.exec_count}: {err.ename}: {evalue} "
+                  f"(log: {log}; executed notebook: {failed or out})", file=sys.stderr)
             return 1
         except KeyboardInterrupt:
+            tmp.unlink(missing_ok=True)
             print(f"interrupted in {nb.name}: run the same command again to go on from there (training resumes "
                   "from its last checkpoint)", file=sys.stderr)
             return 130
         except Exception as err:  # kernel missing, notebook unreadable, ...: still one line
-            print(f"error: {nb.name} could not be run: {type(err).__name__}: {err} (log: {log})", file=sys.stderr)
+            failed = _keep_failed(tmp, out)
+            where = f"; executed notebook: {failed}" if failed else ""
+            print(f"error: {nb.name} could not be run: {type(err).__name__}: {' '.join(str(err).split())} "
+                  f"(log: {log}{where})", file=sys.stderr)
             return 1
         finally:
             os.environ.pop(PROGRESS_ENV, None)
+        out.with_name(f"{out.stem}.failed.ipynb").unlink(missing_ok=True)  # superseded by this success
         seconds = time.perf_counter() - t0
         stamps.record(nb.stem, digest, seconds)
         ran += 1
@@ -264,4 +321,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    if code == 130:  # after the one line: nothing more from the kernel's shutdown or asyncio's leftovers
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.disable(logging.CRITICAL)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        sys.stderr = open(os.devnull, "w")
+    sys.exit(code)

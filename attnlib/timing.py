@@ -239,6 +239,33 @@ def machine_peak(precisions, device: str = "cpu") -> dict[str, float]:
     return {p: matmul_rate(2048, p, device)[0] for p in precisions}
 
 
+def _read_rows(path) -> list[dict]:
+    """The rows already measured; a damaged CSV (cut off, not a CSV, without the key columns) is moved aside as
+    NAME.csv.damaged with one line, and every model is timed again."""
+    import io
+
+    import pandas as pd
+
+    from attnlib import results
+
+    path = Path(path)
+    if not (path.exists() or path.is_symlink()):
+        return []
+    try:
+        text = path.read_text(encoding="utf-8")
+        if not text.endswith("\n"):
+            raise ValueError("cut off in its last line" if text.strip() else "empty")
+        df = pd.read_csv(io.StringIO(text))
+        if set(KEY) - set(df.columns) or df[list(KEY)].isna().any().any():
+            raise ValueError("its rows lack the columns that say what was measured")
+    except (OSError, ValueError) as err:
+        aside = results.move_aside(path)
+        print(f"{path} was damaged ({results.error_line(err)}): moved aside to {aside.name}; every model is "
+              "timed again", flush=True)
+        return []
+    return df.to_dict("records")
+
+
 def time_models(p, path, progress: bool = True):
     """Time every model of TimingParams `p` (and the hierarchical variants it names): parameters,
     FLOPs per image, training and inference throughput, batch-1 latency. Rows are written to the
@@ -253,7 +280,7 @@ def time_models(p, path, progress: bool = True):
 
     device = resolve_device(p.device)
     dev_name, commit = results.device_name(device), results.git_commit()
-    old = pd.read_csv(path).to_dict("records") if Path(path).exists() else []
+    old = _read_rows(path)
 
     def row_key(r: dict) -> tuple:
         return tuple(str(r.get(k)) for k in KEY)

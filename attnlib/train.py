@@ -3,10 +3,13 @@
 A run is identified by its run id; its checkpoint holds the model, the optimizer, the RNG state
 and the metric rows so far. Rerunning an interrupted run continues after its last finished epoch
 and ends with the same numbers as an uninterrupted run: each epoch's batch order and augmentation
-depend only on (seed, epoch), and the dropout RNG is restored from the checkpoint.
+depend only on (seed, epoch), and the dropout RNG is restored from the checkpoint. A damaged checkpoint
+(cut off, overwritten, another run's) is moved aside as NAME.pt.damaged and the run starts again from
+epoch 1, with one line saying so; its rows in the CSVs are replaced as it trains.
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -138,19 +141,32 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainConfig, run: RunInfo, results
     history: list[dict] = []
     centers = center_rows(model, center_meta, 0)  # at initialisation; a checkpoint replaces them
     start_epoch = 1
-    if ckpt_path.exists():
-        # On the CPU: RNG states must stay CPU tensors; load_state_dict copies weights to the device.
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"])
-        if device.type == "cuda" and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(state["cuda_rng"], device)
-        history = state["history"]
-        centers = state.get("centers", [])
-        start_epoch = state["epoch"] + 1
-        if start_epoch <= cfg.epochs:
-            print(f"{run.run_id}: resuming after epoch {state['epoch']} from {ckpt_path}", flush=True)
+    if ckpt_path.exists() or ckpt_path.is_symlink():
+        initial = copy.deepcopy(model.state_dict())  # to start afresh if the checkpoint turns out damaged
+        try:
+            # On the CPU: RNG states must stay CPU tensors; load_state_dict copies weights to the device.
+            state = results.load_checkpoint(ckpt_path, run.run_id)
+            try:
+                model.load_state_dict(state["model"])
+                opt.load_state_dict(state["optimizer"])
+            except (RuntimeError, ValueError, KeyError, TypeError) as err:  # weights of another shape or model
+                raise results.DamagedCheckpoint(ckpt_path, results.error_line(err)) from None
+        except results.DamagedCheckpoint as err:
+            model.load_state_dict(initial)
+            opt = make_optimizer(model, cfg)
+            aside = results.move_aside(ckpt_path)
+            print(f"{ckpt_path} is damaged ({err.reason}): moved aside to {aside.name}; run {run.run_id} "
+                  "starts again from epoch 1", flush=True)
+        else:
+            torch.set_rng_state(state["rng"])
+            if device.type == "cuda" and state.get("cuda_rng") is not None:
+                torch.cuda.set_rng_state(state["cuda_rng"], device)
+            history = state["history"]
+            centers = state.get("centers", [])
+            start_epoch = state["epoch"] + 1
+            if start_epoch <= cfg.epochs:
+                print(f"{run.run_id}: resuming after epoch {state['epoch']} from {ckpt_path}", flush=True)
+        del initial
     if start_epoch > cfg.epochs:
         results.write_run_rows(csv_path, run.run_id, history)
         if centers:

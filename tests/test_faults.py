@@ -1,0 +1,846 @@
+"""Faults and bad inputs (issue 16), tried as an adversarial user would: every one either heals, with one line
+saying so and the results as an undisturbed run leaves them, or stops with exactly one line naming the file
+and what to do. Never a traceback, never lost results.
+
+Every case says in its name or id whether the fault heals or stops (`heal-`/`heal_`, `stop-`/`stop_`), so
+`pytest tests/test_faults.py --collect-only -q | grep -cE "heal[-_]"` counts them; the few cases without either
+are the controls, showing that the checks leave whole files alone. Most cases call the library directly on a copy of one trained smoke folder; the runner's own
+faults (Ctrl-C, kill -9, a failing rerun, a damaged checkpoint under `make reproduce`) run it for real.
+"""
+import contextlib
+import gzip
+import json
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from conftest import ROOT, run_runner
+
+from attnlib import data, experiment, params, report, results, run, timing
+from attnlib.data import DataError
+from attnlib.results import CENTER_COLUMNS, METRIC_COLUMNS
+from attnlib.train import TrainingError
+
+TIME_COLUMNS = ["seconds"]  # what may differ between two runs of the same settings (besides nothing else)
+
+
+def one_line(text: str) -> str:
+    """The only non-empty line of `text` (fails if there are none or several, e.g. a traceback)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert len(lines) == 1, text
+    assert "Traceback" not in text
+    return lines[0]
+
+
+def same_rows(a: pd.DataFrame, b: pd.DataFrame, keys: list[str], ignore=TIME_COLUMNS):
+    """Two CSVs' rows equal in every column but `ignore`, whatever their order."""
+    cols = [c for c in a.columns if c not in ignore]
+    assert list(a.columns) == list(b.columns)
+    a = a.sort_values(keys).reset_index(drop=True)[cols]
+    b = b.sort_values(keys).reset_index(drop=True)[cols]
+    pd.testing.assert_frame_equal(a, b, check_dtype=False)
+
+
+# -- one trained smoke folder, shared ----------------------------------------------------------------------
+SMALL_02 = {"models": ["sa_quadratic", "sa_quadratic_aniso"], "heads": [2], "layers": 1, "hidden": 8, "ff": 8,
+            "epochs": 2, "train_subset": 64, "test_subset": 32, "batch_size": 32}
+
+
+def small_params(folder: Path, **changes) -> Path:
+    """params/smoke/02_quadratic.yaml made smaller (two quadratic runs of two short epochs), under folder/smoke/."""
+    values = {**yaml.safe_load((ROOT / "params" / "smoke" / "02_quadratic.yaml").read_text()), **SMALL_02, **changes}
+    path = folder / "smoke" / "02_quadratic.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+class Trained:
+    """A results folder holding the two runs of SMALL_02, trained in this process."""
+
+    def __init__(self, root: Path):
+        self.params_file = small_params(root / "params")
+        self.results_dir = root / "results"
+        p = self.p(self.results_dir)
+        self.data = experiment.load_data(p)
+        experiment.run_grid(p, "02_quadratic", self.data, progress=False)
+
+    def p(self, results_dir: Path):
+        return params.load_with(self.params_file, {"profile": "smoke", "results_dir": str(results_dir)})
+
+    def copy(self, dest: Path) -> "Copy":
+        shutil.copytree(self.results_dir, dest / "results")
+        return Copy(self, dest / "results")
+
+
+class Copy:
+    def __init__(self, trained: Trained, results_dir: Path):
+        self.trained, self.results_dir = trained, results_dir
+        self.p = trained.p(results_dir)
+        self.root = results_dir / "smoke"
+        self.runs = experiment.plan(self.p, trained.data)
+
+    def checkpoint(self, i: int = 0) -> Path:
+        return results.checkpoint_path(self.results_dir, "smoke", self.runs[i].run_id)
+
+    @property
+    def metrics(self) -> Path:
+        return results.metrics_path(self.results_dir, "smoke", "02_quadratic")
+
+    @property
+    def centers(self) -> Path:
+        return results.centers_path(self.results_dir, "smoke", "02_quadratic")
+
+    def train(self):
+        return experiment.run_grid(self.p, "02_quadratic", self.trained.data, progress=False)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    t = Trained(tmp_path_factory.mktemp("trained"))
+    t.metrics = pd.read_csv(results.metrics_path(t.results_dir, "smoke", "02_quadratic"))
+    t.centers = pd.read_csv(results.centers_path(t.results_dir, "smoke", "02_quadratic"))
+    return t
+
+
+# -- parameter files: values no run should start with, files that are not parameter files -------------------
+def _folder(path: Path):
+    path.mkdir(parents=True)
+
+
+PARAM_FAULTS = [  # (id, notebook, content (text, bytes or a function making the path), words the line holds)
+    ("lr-inf", "02_quadratic", "profile: smoke\nlr: .inf\n", ["lr must be a finite number"]),
+    ("lr-minus-inf", "02_quadratic", "profile: smoke\nlr: -.inf\n", ["lr must be a finite number"]),
+    ("momentum-nan", "02_quadratic", "profile: smoke\nmomentum: .nan\n", ["momentum must be a finite number"]),
+    ("weight-decay-inf", "02_quadratic", "profile: smoke\nweight_decay: .inf\n", ["weight_decay must be a finite"]),
+    ("label-smoothing-nan", "02_quadratic", "profile: smoke\nlabel_smoothing: .nan\n", ["label_smoothing must be a finite"]),
+    ("warmup-nan", "02_quadratic", "profile: smoke\nwarmup: .nan\n", ["warmup must be a finite"]),
+    ("dropout-nan", "02_quadratic", "profile: smoke\ndropout: .nan\n", ["dropout must be a finite"]),
+    ("gamma-negative", "05_resnet", "profile: smoke\ngamma: -1\n", ["gamma must be in (0, 1]"]),
+    ("gamma-nan", "05_resnet", "profile: smoke\ngamma: .nan\n", ["gamma must be a finite"]),
+    ("gamma-above-one", "05_resnet", "profile: smoke\ngamma: 2\n", ["gamma must be in (0, 1]"]),
+    ("milestones-negative", "05_resnet", "profile: smoke\nschedule: step\nmilestones: [-5]\n", ["milestones must be epochs"]),
+    ("milestones-decreasing", "05_resnet", "profile: smoke\nschedule: step\nmilestones: [5, 3]\n", ["milestones must be increasing"]),
+    ("momentum-above-one", "02_quadratic", "profile: smoke\nmomentum: 1.5\n", ["momentum must be below 1"]),
+    ("nesterov-without-momentum", "02_quadratic", "profile: smoke\nnesterov: true\nmomentum: 0\n", ["nesterov needs a momentum"]),
+    ("epochs-a-billion", "02_quadratic", "profile: smoke\nepochs: 1000000000\n", ["epochs must be at most 10,000"]),
+    ("seed-negative", "02_quadratic", "profile: smoke\nseeds: [-1]\n", ["seeds must all be in [0, 2**32)"]),
+    ("synthetic-image-huge", "02_quadratic", "profile: smoke\nsynthetic_image_size: 100000\n", ["synthetic_image_size must be at most"]),
+    ("per-model-lr-inf", "05_resnet", "profile: smoke\nmodels: [resnet18]\nper_model:\n  resnet18: {lr: .inf}\n",
+     ["per_model.resnet18.lr must be a finite number"]),
+    ("per-model-option-nan", "03_san", "profile: smoke\nmodels: [san_pairwise]\nper_model:\n  san_pairwise: {rel_ratio: .nan}\n",
+     ["per_model.san_pairwise.rel_ratio"]),
+    ("alpha-inf", "00_conv_as_attention", "profile: smoke\nalpha: .inf\n", ["alpha must be a finite number"]),
+    ("alphas-with-nan", "00_conv_as_attention", "profile: smoke\nalphas: [1, .nan]\n", ["alphas must be finite numbers"]),
+    ("blur-sigma-inf", "00_conv_as_attention", "profile: smoke\nblur_sigma: .inf\n", ["blur_sigma must be a finite"]),
+    ("duplicate-key", "02_quadratic", "profile: smoke\nlr: 0.1\nepochs: 3\nlr: 0.2\n", ["key 'lr' is given twice (lines 2 and 4)"]),
+    ("duplicate-key-in-per-model", "05_resnet",
+     "profile: smoke\nmodels: [resnet18]\nper_model:\n  resnet18:\n    width: 8\n    width: 16\n", ["key 'width' is given twice"]),
+    ("empty-file", "02_quadratic", "", ["is empty", "profile: smoke", "paper's settings"]),
+    ("only-comments", "02_quadratic", "# settings to come\n", ["is empty"]),
+    ("empty-mapping", "02_quadratic", "{}\n", ["is empty"]),
+    ("not-utf8", "02_quadratic", b"profile: smoke\nlr: 0.1 \xff\xfe\n", ["not UTF-8 text", "save it as UTF-8"]),
+    ("a-folder", "02_quadratic", _folder, ["is a folder, not a parameter file"]),
+    ("a-list", "02_quadratic", "- profile: smoke\n- lr: 0.1\n", ["expected a mapping"]),
+    ("tab-indented", "02_quadratic", "profile: smoke\nper_model:\n\tresnet18: {}\n", ["not valid YAML at line"]),
+    ("viz-experiment-misspelled", "07_visualizations", "profile: smoke\nexperiments: [01_learned_2d, 02_quadratc]\n",
+     ["experiments names '02_quadratc', which is not a training notebook", "did you mean '02_quadratic'?"]),
+    ("viz-experiment-not-a-notebook", "07_visualizations", "profile: smoke\nexperiments: [09_extra]\n",
+     ["experiments names '09_extra', which is not a training notebook under notebooks/"]),
+    ("viz-centers-experiment-misspelled", "07_visualizations", "profile: smoke\ncenters_experiment: quadratic\n",
+     ["centers_experiment names 'quadratic'"]),
+]
+
+
+def write_param_file(tmp_path: Path, notebook: str, content) -> Path:
+    path = tmp_path / "params" / "smoke" / f"{notebook}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if callable(content):
+        content(path)
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    return path
+
+
+@pytest.mark.parametrize("name, notebook, content, words", PARAM_FAULTS, ids=[f"stop-params-{f[0]}" for f in PARAM_FAULTS])
+def test_bad_parameter_file_stops_with_one_line_naming_file_and_key(tmp_path, capsys, name, notebook, content, words):
+    path = write_param_file(tmp_path, notebook, content)
+    assert params.main([str(path)]) == 2
+    out = capsys.readouterr()
+    line = one_line(out.err)
+    assert out.out == "" and line.startswith(f"error: {path}: ")
+    for w in words:
+        assert w in line, line
+
+
+RUNNER_PARAM_FAULTS = ["lr-inf", "duplicate-key", "empty-file", "not-utf8", "a-folder"]
+
+
+@pytest.mark.parametrize("name", RUNNER_PARAM_FAULTS, ids=[f"stop-runner-params-{n}" for n in RUNNER_PARAM_FAULTS])
+def test_runner_stops_before_anything_runs(tmp_path, capsys, name):
+    """The same faults under `make reproduce`: exit 2, one line, nothing written under results/."""
+    _, notebook, content, words = next(f for f in PARAM_FAULTS if f[0] == name)
+    path = write_param_file(tmp_path, notebook, content)
+    code = run.main(["--profile", "smoke", "--only", notebook[:2], "--params-dir", str(tmp_path / "params"),
+                     "--results-dir", str(tmp_path / "results")])
+    out = capsys.readouterr()
+    assert code == 2 and str(path) in one_line(out.err) and words[0] in out.err
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("name", ["not-utf8", "a-folder"], ids=["stop-cli-params-not-utf8", "stop-cli-params-a-folder"])
+def test_params_command_line_stops_with_one_line(tmp_path, name):
+    _, notebook, content, words = next(f for f in PARAM_FAULTS if f[0] == name)
+    path = write_param_file(tmp_path, notebook, content)
+    out = subprocess.run([sys.executable, "-m", "attnlib.params", str(path)], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 2 and out.stdout == ""
+    assert str(path) in one_line(out.stderr) and words[0] in out.stderr
+
+
+def test_a_good_file_still_passes_and_an_explicit_profile_only_file_is_not_empty(tmp_path, capsys):
+    """The checks above can tell a fault from a good file (each of them can fail)."""
+    good = write_param_file(tmp_path, "05_resnet", (ROOT / "params" / "smoke" / "05_resnet.yaml").read_text())
+    assert params.main([str(good)]) == 0
+    assert params.load(write_param_file(tmp_path, "08_report", "profile: smoke\n")).profile == "smoke"
+    assert params.load(write_param_file(tmp_path, "02_quadratic", "profile: smoke\nper_model: {}\n")).per_model == {}
+
+
+# -- notebook 07's parameters against what was trained ------------------------------------------------------------
+VIZ_FAULTS = {  # the runs of SMALL_02: one layer, 8x8 images, 32 test images
+    "trajectory-layer-beyond-the-layers": ({"trajectory_layer": 99}, "trajectory_layer is 99, but the runs of 02_quadratic "
+                                           "recorded the centers of 1 layer(s)"),
+    "trajectory-layer-2-of-1": ({"trajectory_layer": 2}, "trajectory_layer is 2"),
+    "query-row-beyond-the-image": ({"query_row": 500}, "query_row is 500, outside the 8x8 test images"),
+    "query-col-beyond-the-image": ({"query_col": 8}, "query_col is 8, outside the 8x8 test images"),
+    "image-index-beyond-the-test-set": ({"image_index": 32}, "image_index is 32, but"),
+}
+
+
+def viz_params(trained, results_dir: Path, **values):
+    return params.from_mapping(params.VizParams, {"profile": "smoke", "experiments": ["02_quadratic"],
+                                                  "params_dir": str(trained.params_file.parent.parent),
+                                                  "results_dir": str(results_dir), **values})
+
+
+@pytest.mark.parametrize("name", list(VIZ_FAULTS), ids=[f"stop-viz-{n}" for n in VIZ_FAULTS])
+def test_visualization_parameters_beyond_what_was_trained_stop_with_one_line(trained, name):
+    from attnlib import explorer
+
+    values, words = VIZ_FAULTS[name]
+    p = viz_params(trained, trained.results_dir, **values)
+    runs, missing = explorer.trained_runs(p.experiments, p.profile, p.results_dir, p.params_dir)
+    assert len(runs) == 2 and not missing
+    with pytest.raises(params.ParamsError) as err:
+        explorer.check_params(p, runs)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(str(trained.params_file.parent / "07_visualizations.yaml") + ": ")
+    assert words in msg
+    explorer.check_params(viz_params(trained, trained.results_dir, query_row=7, query_col=0, image_index=31), runs)
+
+
+# -- checkpoints: moved aside, the run starts again, the CSVs end as an undisturbed run's -------------------
+def _edit_state(change):
+    def damage(ckpt: Path, other: Path):
+        state = torch.load(ckpt, weights_only=True)
+        change(state)
+        torch.save(state, ckpt)
+    return damage
+
+
+def _folder_instead(ckpt: Path, other: Path):
+    ckpt.unlink()
+    ckpt.mkdir()
+    (ckpt / "data.pkl").write_bytes(b"x")
+
+
+CHECKPOINT_FAULTS = {
+    "truncated": lambda ckpt, other: ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2]),
+    "random-bytes": lambda ckpt, other: ckpt.write_bytes(np.random.default_rng(0).bytes(ckpt.stat().st_size)),
+    "zero-bytes": lambda ckpt, other: ckpt.write_bytes(b""),
+    "a-tensor": lambda ckpt, other: torch.save(torch.zeros(3), ckpt),
+    "foreign-pickle": lambda ckpt, other: torch.save({"model": Path("x")}, ckpt),  # weights_only refuses it
+    "plain-pickle": lambda ckpt, other: ckpt.write_bytes(pickle.dumps({"epoch": 2})),
+    "lacks-history": _edit_state(lambda s: s.pop("history")),
+    "history-short": _edit_state(lambda s: s.update(history=s["history"][:1])),
+    "epoch-not-int": _edit_state(lambda s: s.update(epoch="2")),
+    "weights-of-another-shape": _edit_state(lambda s: s["model"].update({k: torch.zeros(1) for k in list(s["model"])[:1]})),
+    "rng-state-malformed": _edit_state(lambda s: s.update(rng=torch.zeros(3, dtype=torch.uint8))),
+    "another-runs-checkpoint": lambda ckpt, other: shutil.copyfile(other, ckpt),
+    "a-folder": _folder_instead,
+}
+
+
+@pytest.mark.parametrize("name", list(CHECKPOINT_FAULTS), ids=[f"heal-checkpoint-{n}" for n in CHECKPOINT_FAULTS])
+def test_damaged_checkpoint_is_moved_aside_and_its_run_starts_again(trained, tmp_path, capsys, name):
+    c = trained.copy(tmp_path)
+    ckpt = c.checkpoint(0)
+    CHECKPOINT_FAULTS[name](ckpt, c.checkpoint(1))
+    c.train()
+    line = one_line(capsys.readouterr().out)
+    assert line.startswith(f"{ckpt} is damaged (") and f"moved aside to {ckpt.name}.damaged" in line
+    assert "starts again from epoch 1" in line
+    assert (ckpt.parent / f"{ckpt.name}.damaged").exists()
+    assert results.load_checkpoint(ckpt, c.runs[0].run_id)["epoch"] == 2  # whole again
+    same_rows(pd.read_csv(c.metrics), trained.metrics, ["run_id", "epoch"])  # replaced, not duplicated
+    same_rows(pd.read_csv(c.centers), trained.centers, ["run_id", "epoch", "layer", "head"])
+    c.train()  # and from then on it is a finished run, read back
+    assert capsys.readouterr().out == ""
+
+
+def test_a_good_checkpoint_is_not_taken_for_a_damaged_one(trained, tmp_path, capsys):
+    c = trained.copy(tmp_path)
+    before = c.checkpoint(0).read_bytes()
+    c.train()
+    assert capsys.readouterr().out == "" and c.checkpoint(0).read_bytes() == before
+    assert not list(c.checkpoint(0).parent.glob("*.damaged"))
+
+
+def test_stop_damaged_checkpoint_read_for_the_figures_is_one_line_and_a_rerun_trains_it(trained, tmp_path):
+    """Notebook 07 loads checkpoints that 02 trained: a damaged one stops it with one line, is moved aside, and the
+    stamp of the notebook that trains it is dropped, so running the same command again retrains it."""
+    c = trained.copy(tmp_path)
+    stamps = c.root / ".cache" / "stamps.json"
+    stamps.parent.mkdir(parents=True, exist_ok=True)
+    entry = {"digest": "d", "seconds": 1.0, "finished": "2026-01-01T00:00:00"}
+    stamps.write_text(json.dumps({"02_quadratic": entry, "05_resnet": entry}))
+    ckpt = c.checkpoint(0)
+    ckpt.write_bytes(b"")
+    with pytest.raises(TrainingError) as err:
+        experiment.load_trained(c.p, c.runs[0])
+    assert "\n" not in str(err.value) and str(err.value).startswith(f"{ckpt} is damaged")
+    assert (ckpt.parent / f"{ckpt.name}.damaged").exists()
+    assert set(json.loads(stamps.read_text())) == {"05_resnet"}
+
+
+# -- metric and centers CSVs: rebuilt from the checkpoints' histories ---------------------------------------
+def _cut_mid_line(path: Path):
+    text = path.read_text()
+    path.write_text(text[: len(text) - 40])
+
+
+def _drop_header(path: Path):
+    path.write_text("".join(path.read_text().splitlines(keepends=True)[1:]))
+
+
+def _drop_column(path: Path):
+    df = pd.read_csv(path)
+    df.drop(columns=[df.columns[-1]]).to_csv(path, index=False)
+
+
+def _empty_a_field(path: Path):
+    lines = path.read_text().splitlines(keepends=True)
+    fields = lines[1].split(",")
+    fields[0] = ""
+    lines[1] = ",".join(fields)
+    path.write_text("".join(lines))
+
+
+def _text_in_numbers(path: Path):
+    df = pd.read_csv(path, dtype=str)
+    df.loc[0, "epoch"] = "two"
+    df.to_csv(path, index=False)
+
+
+def _header_twice(path: Path):
+    text = path.read_text()
+    path.write_text(text + text.splitlines(keepends=True)[0])
+
+
+def _merge_conflict(path: Path):
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join([lines[0], "<<<<<<< HEAD\n", *lines[1:], "=======\n", lines[-1], ">>>>>>> other\n"]))
+
+
+def _non_utf8(path: Path):
+    path.write_bytes(path.read_bytes().replace(b"sa_quadratic", b"sa_qu\xffadratic", 1))
+
+
+def _folder_csv(path: Path):
+    path.unlink()
+    path.mkdir()
+
+
+CSV_FAULTS = {
+    "cut-mid-line": _cut_mid_line,
+    "header-deleted": _drop_header,
+    "zero-bytes": lambda path: path.write_bytes(b""),
+    "random-bytes": lambda path: path.write_bytes(np.random.default_rng(1).bytes(500)),
+    "not-utf8": _non_utf8,
+    "a-column-missing": _drop_column,
+    "a-field-emptied": _empty_a_field,
+    "text-in-a-number-column": _text_in_numbers,
+    "header-again-at-the-end": _header_twice,
+    "merge-conflict-markers": _merge_conflict,
+    "a-folder": _folder_csv,
+}
+CENTER_FAULTS = ["cut-mid-line", "header-deleted", "zero-bytes"]
+
+
+@pytest.mark.parametrize("kind, name", [("metrics", n) for n in CSV_FAULTS] + [("centers", n) for n in CENTER_FAULTS],
+                         ids=[f"heal-metrics-csv-{n}" for n in CSV_FAULTS] + [f"heal-centers-csv-{n}" for n in CENTER_FAULTS])
+def test_damaged_csv_is_rebuilt_from_the_checkpoints(trained, tmp_path, capsys, kind, name):
+    c = trained.copy(tmp_path)
+    path, columns = (c.metrics, METRIC_COLUMNS) if kind == "metrics" else (c.centers, CENTER_COLUMNS)
+    original = pd.read_csv(path)
+    keys = ["run_id", "epoch"] + (["layer", "head"] if kind == "centers" else [])
+    CSV_FAULTS[name](path)
+    df = results.read_metrics(path, columns)
+    line = one_line(capsys.readouterr().out)
+    assert line.startswith(f"{path} was damaged (") and "rebuilt from the 2 run(s)" in line
+    assert (path.parent / f"{path.name}.damaged").exists()  # the damaged file is kept, not lost
+    same_rows(df, original, keys, ignore=[])
+    same_rows(pd.read_csv(path), original, keys, ignore=[])  # on disk too
+    assert results.read_metrics(path, columns).shape == original.shape and capsys.readouterr().out == ""
+
+
+def test_heal_damaged_csv_no_longer_stops_the_notebooks_later_runs(trained, tmp_path, capsys):
+    """The issue's case: a cut metrics CSV made every later run of the notebook fail (ParserError)."""
+    c = trained.copy(tmp_path)
+    _cut_mid_line(c.metrics)
+    c.train()
+    assert "rebuilt from the 2 run(s)" in one_line(capsys.readouterr().out)
+    same_rows(pd.read_csv(c.metrics), trained.metrics, ["run_id", "epoch"], ignore=[])
+
+
+def test_heal_damaged_csv_without_checkpoints_is_moved_aside_and_its_runs_trained_again(trained, tmp_path, capsys):
+    c = trained.copy(tmp_path)
+    shutil.rmtree(c.root / "checkpoints")
+    _drop_header(c.metrics)
+    assert results.read_metrics(c.metrics).empty
+    line = one_line(capsys.readouterr().out)
+    assert "no checkpoint" in line and "trained again" in line and (c.metrics.parent / "02_quadratic.csv.damaged").exists()
+    c.train()
+    same_rows(pd.read_csv(c.metrics), trained.metrics, ["run_id", "epoch"])
+
+
+def test_a_good_csv_is_read_as_it_is(trained, tmp_path, capsys):
+    c = trained.copy(tmp_path)
+    before = c.metrics.read_bytes()
+    assert len(results.read_metrics(c.metrics)) == 4 and len(results.read_metrics(c.centers, CENTER_COLUMNS)) > 0
+    assert capsys.readouterr().out == "" and c.metrics.read_bytes() == before
+
+
+def test_heal_damaged_summary_is_left_out_of_the_report_and_written_again(trained, tmp_path, capsys):
+    c = trained.copy(tmp_path)
+    summary = c.root / "metrics" / "02_quadratic_summary.csv"
+    summary.write_text("run_id,model\n\"sa_quadratic,oops\n")
+    stamps = c.root / ".cache" / "stamps.json"
+    stamps.parent.mkdir(parents=True, exist_ok=True)
+    stamps.write_text(json.dumps({"02_quadratic": {"digest": "d", "seconds": 1.0, "finished": "x"}}))
+    res = report.load_results(c.results_dir, "smoke")
+    line = one_line(capsys.readouterr().out)
+    assert line.startswith(f"note: {summary} is damaged") and res["metrics"].empty
+    assert json.loads(stamps.read_text()) == {}  # 02 runs again next time and writes it anew
+
+
+def test_heal_damaged_timing_csv_is_moved_aside_and_timed_again(tmp_path, capsys):
+    path = tmp_path / "06_timing.csv"
+    path.write_text("model,variant\nresnet18,stan")
+    assert timing._read_rows(path) == []
+    assert "every model is timed again" in one_line(capsys.readouterr().out)
+    assert (tmp_path / "06_timing.csv.damaged").exists() and not path.exists()
+
+
+# -- the runner's stamps: damaged ones cost a rerun -----------------------------------------------------------
+GOOD_ENTRY = {"digest": "abc", "seconds": 3.0, "finished": "2026-01-01T00:00:00"}
+STAMP_FAULTS = {  # (content, entries that survive)
+    "truncated": (json.dumps({"00_conv_as_attention": GOOD_ENTRY})[:25], set()),
+    "a-list": (json.dumps([GOOD_ENTRY]), set()),
+    "an-entry-that-is-a-string": (json.dumps({"00_conv_as_attention": "abc", "02_quadratic": GOOD_ENTRY}), {"02_quadratic"}),
+    "an-entry-without-digest": (json.dumps({"02_quadratic": {"seconds": 1.0, "finished": "x"}}), set()),
+    "seconds-as-text": (json.dumps({"02_quadratic": {**GOOD_ENTRY, "seconds": "3"}}), set()),
+    "not-utf8": (b"{\"02_quadratic\": \xff}", set()),
+    "zero-bytes": ("", set()),
+    "a-folder": (None, set()),
+}
+
+
+def _write_stamps(path: Path, content):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if content is None:
+        path.mkdir()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+
+
+@pytest.mark.parametrize("name", list(STAMP_FAULTS), ids=[f"heal-stamps-{n}" for n in STAMP_FAULTS])
+def test_damaged_stamps_only_cost_a_rerun(tmp_path, capsys, name):
+    content, kept = STAMP_FAULTS[name]
+    path = tmp_path / ".cache" / "stamps.json"
+    _write_stamps(path, content)
+    stamps = run.Stamps(path)
+    assert set(stamps.data) == kept
+    assert one_line(capsys.readouterr().out).startswith(f"note: {path} is damaged")
+    assert stamps.upstream("08_report") is not None
+    stamps.record("00_conv_as_attention", "d0", 1.0)  # and the next success writes a whole file again
+    assert "00_conv_as_attention" in json.loads(path.read_text())
+    assert run.Stamps(path).data.keys() == {"00_conv_as_attention", *kept} and capsys.readouterr().out == ""
+
+
+def test_heal_damaged_stamps_leave_the_report_whole(trained, tmp_path, capsys):
+    c = trained.copy(tmp_path)
+    path = c.root / ".cache" / "stamps.json"
+    _write_stamps(path, json.dumps({"02_quadratic": "oops", "01_learned_2d": GOOD_ENTRY}))
+    res = report.load_results(c.results_dir, "smoke")
+    assert list(res["stamps"]) == ["01_learned_2d"]
+    assert one_line(capsys.readouterr().out).startswith(f"note: {path} is damaged")
+    assert list(report.series_time(res["stamps"], res["metrics"])["notebook"]) == ["01_learned_2d"]
+
+
+# -- data files -----------------------------------------------------------------------------------------------
+def _fake_fashion_mnist(folder: Path, n: int = 12):
+    from test_data import write_fake_fashion_mnist
+    write_fake_fashion_mnist(folder, n_train=n, n_test=n)
+
+
+def _gz(path: Path, payload: bytes):
+    with gzip.open(path, "wb") as fh:
+        fh.write(payload)
+
+
+def _idx(path: Path) -> bytes:
+    with gzip.open(path, "rb") as fh:
+        return fh.read()
+
+
+TRAIN_IMAGES, TRAIN_LABELS = data.FASHION_MNIST_FILES["train"]
+FASHION_FAULTS = {  # (file, damage)
+    "truncated-gz": (TRAIN_IMAGES, lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])),
+    "zero-byte-file": (TRAIN_IMAGES, lambda p: p.write_bytes(b"")),
+    "empty-idx": (TRAIN_LABELS, lambda p: _gz(p, b"")),
+    "short-idx": (TRAIN_IMAGES, lambda p: _gz(p, _idx(p)[:16 + 28 * 28 + 100])),
+    "header-only": (TRAIN_LABELS, lambda p: _gz(p, _idx(p)[:8])),
+    "not-gzip": (TRAIN_IMAGES, lambda p: p.write_bytes(_idx(p))),
+    "labels-in-place-of-images": (TRAIN_IMAGES, lambda p: shutil.copyfile(p.parent / TRAIN_LABELS, p)),
+    "label-out-of-range": (TRAIN_LABELS, lambda p: _gz(p, _idx(p)[:8] + bytes([200]) + _idx(p)[9:])),
+    "images-not-28x28": (TRAIN_IMAGES, lambda p: _gz(p, _idx(p)[:8] + np.array([32, 32], ">i4").tobytes() + _idx(p)[16:])),
+    "a-folder": (TRAIN_LABELS, lambda p: (p.unlink(), p.mkdir())),
+}
+
+
+@pytest.fixture
+def fashion_dir(tmp_path, monkeypatch):
+    monkeypatch.delenv("FASHION_MNIST_DIR", raising=False)
+    monkeypatch.setattr(data, "FASHION_MNIST_DIRS", ())
+    _fake_fashion_mnist(tmp_path / "fashion-mnist")
+    return tmp_path / "fashion-mnist"
+
+
+@pytest.mark.parametrize("name", list(FASHION_FAULTS), ids=[f"stop-fashion-mnist-{n}" for n in FASHION_FAULTS])
+def test_damaged_fashion_mnist_file_is_one_line_naming_it(fashion_dir, name):
+    file, damage = FASHION_FAULTS[name]
+    damage(fashion_dir / file)
+    with pytest.raises(DataError) as err:
+        data.load_dataset("fashion_mnist", root=fashion_dir.parent, verbose=False)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(f"{fashion_dir / file} is damaged (") and "replace it" in msg
+
+
+def test_stop_dataset_auto_with_damaged_fashion_mnist_says_no_data_set_is_available(fashion_dir):
+    FASHION_FAULTS["truncated-gz"][1](fashion_dir / TRAIN_IMAGES)
+    with pytest.raises(DataError) as err:
+        data.load_dataset("auto", root=fashion_dir.parent, download=False, verbose=False)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("no data set available") and str(fashion_dir / TRAIN_IMAGES) in msg
+    assert data.load_dataset("synthetic", verbose=False).name == "synthetic"
+
+
+def test_whole_fashion_mnist_files_still_load(fashion_dir):
+    assert len(data.load_dataset("fashion_mnist", root=fashion_dir.parent, verbose=False).x_train) == 12
+
+
+@pytest.fixture
+def cifar(tmp_path, monkeypatch):
+    """A fake CIFAR-10 archive whose MD5s torchvision is told, so its integrity checks run for real."""
+    import hashlib
+
+    from torchvision.datasets import CIFAR10
+    from test_data import write_fake_cifar10
+
+    src = tmp_path / "src"
+    write_fake_cifar10(src)
+    folder = src / "cifar-10-batches-py"
+
+    def md5(name):
+        return hashlib.md5((folder / name).read_bytes()).hexdigest()
+    monkeypatch.setattr(CIFAR10, "train_list", [[n, md5(n)] for n, _ in CIFAR10.train_list])
+    monkeypatch.setattr(CIFAR10, "test_list", [[n, md5(n)] for n, _ in CIFAR10.test_list])
+    monkeypatch.setattr(CIFAR10, "meta", {**CIFAR10.meta, "md5": md5("batches.meta")})
+    root = tmp_path / "data"
+    root.mkdir()
+    with tarfile.open(root / data.CIFAR10_ARCHIVE, "w:gz") as tar:
+        tar.add(folder, arcname="cifar-10-batches-py")
+    return root
+
+
+def _half_extracted(root: Path):
+    """What an extraction cut short leaves: the first batch whole, the second cut, the rest missing."""
+    with tarfile.open(root / data.CIFAR10_ARCHIVE) as tar:
+        tar.extractall(root, members=[m for m in tar.getmembers() if m.name.endswith(("py", "data_batch_1", "data_batch_2"))],
+                       filter="data")
+    second = root / "cifar-10-batches-py" / "data_batch_2"
+    second.write_bytes(second.read_bytes()[:1000])
+
+
+@pytest.mark.parametrize("damage", ["half-extracted", "a-batch-overwritten"],
+                         ids=["heal-cifar10-half-extracted", "heal-cifar10-a-batch-overwritten"])
+def test_incomplete_cifar10_folder_is_extracted_again_from_the_archive(cifar, capsys, damage):
+    if damage == "half-extracted":
+        _half_extracted(cifar)
+    else:
+        with tarfile.open(cifar / data.CIFAR10_ARCHIVE) as tar:
+            tar.extractall(cifar, filter="data")
+        (cifar / "cifar-10-batches-py" / "test_batch").write_bytes(b"\0" * 100)
+    ds = data.load_dataset("cifar10", root=cifar, download=False, verbose=False)
+    assert ds.name == "cifar10" and len(ds.x_test) == 20
+    line = one_line(capsys.readouterr().out)
+    assert line.startswith(f"{cifar / 'cifar-10-batches-py'}/ is incomplete or damaged") and "extracting" in line
+    assert data.cifar10_damaged(cifar / "cifar-10-batches-py") == []
+
+
+CIFAR_STOPS = {
+    "half-extracted-no-archive": lambda root: (_half_extracted(root), (root / data.CIFAR10_ARCHIVE).unlink()),
+    "truncated-archive": lambda root: (root / data.CIFAR10_ARCHIVE).write_bytes(
+        (root / data.CIFAR10_ARCHIVE).read_bytes()[:2000]),
+    "half-extracted-truncated-archive": lambda root: (_half_extracted(root), (root / data.CIFAR10_ARCHIVE).write_bytes(
+        (root / data.CIFAR10_ARCHIVE).read_bytes()[:2000])),
+    "archive-of-something-else": lambda root: (root / data.CIFAR10_ARCHIVE).write_bytes(b"not an archive" * 100),
+}
+
+
+@pytest.mark.parametrize("name", list(CIFAR_STOPS), ids=[f"stop-cifar10-{n}" for n in CIFAR_STOPS])
+def test_unusable_cifar10_is_one_line_naming_what_to_replace(cifar, capsys, name):
+    CIFAR_STOPS[name](cifar)
+    with pytest.raises(DataError) as err:
+        data.load_dataset("cifar10", root=cifar, download=False, verbose=False)
+    msg = str(err.value)
+    assert "\n" not in msg and str(cifar) in msg and data.CIFAR10_ARCHIVE in msg
+
+
+# -- files written by an interrupted process, and who may read the files written -----------------------------
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+TEMP_FAULTS = {  # (folder, name of a temporary file left behind)
+    "checkpoint-write-killed": ("checkpoints", lambda: f".run.pt.{results._host()}-{_dead_pid()}.0123abcd.tmp"),
+    "csv-write-killed": ("metrics", lambda: f".02_quadratic.csv.{results._host()}-{_dead_pid()}.0123abcd.tmp"),
+    "executed-notebook-killed": ("notebooks", lambda: f".02_quadratic.ipynb.{results._host()}-{_dead_pid()}.0123abcd.tmp.ipynb"),
+    "written-by-an-older-version": ("checkpoints", lambda: ".run.pt.k3j2_x9a.tmp"),
+}
+
+
+@pytest.mark.parametrize("name", list(TEMP_FAULTS), ids=[f"heal-temp-file-{n}" for n in TEMP_FAULTS])
+def test_temporary_files_of_a_killed_writer_are_removed_on_the_next_start(trained, tmp_path, capsys, name):
+    c = trained.copy(tmp_path)
+    folder, make_name = TEMP_FAULTS[name]
+    stale = c.root / folder / make_name()
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_bytes(b"half a file")
+    if name == "written-by-an-older-version":
+        os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    live = c.root / "metrics" / f".x.csv.{results._host()}-{os.getpid()}.89abcdef.tmp"  # a writer still at work
+    live.write_bytes(b"being written")
+    c.train()
+    line = one_line(capsys.readouterr().out)
+    assert line.startswith("removed 1 temporary file(s) left by interrupted writes") and stale.name in line
+    assert not stale.exists() and live.exists()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002], ids=["heal-file-mode-umask-022", "heal-file-mode-umask-002"])
+def test_files_written_atomically_get_the_mode_a_plain_open_gives(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        results.atomic_write_text(tmp_path / "report.html", "<p>hi</p>")
+        results.atomic_torch_save({"a": torch.zeros(1)}, tmp_path / "c.pt")
+        with open(tmp_path / "plain.txt", "w") as fh:
+            fh.write("x")
+    finally:
+        os.umask(old)
+    plain = (tmp_path / "plain.txt").stat().st_mode & 0o777
+    assert plain == 0o666 & ~umask
+    for name in ("report.html", "c.pt"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == plain, name
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+# -- the runner itself: a damaged checkpoint, a failing rerun, Ctrl-C, kill -9 --------------------------------
+def runner_args(params_dir: Path, results_dir: Path) -> list[str]:
+    return ["--only", "02", "--params-dir", str(params_dir), "--results-dir", str(results_dir)]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted `make reproduce` of the small 02 (two runs of two epochs), its params and results."""
+    root = tmp_path_factory.mktemp("reference")
+    small_params(root / "params")
+    out = run_runner(*runner_args(root / "params", root / "results"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    return root
+
+
+def _metrics(results_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    m = results_dir / "smoke" / "metrics"
+    return pd.read_csv(m / "02_quadratic.csv"), pd.read_csv(m / "02_quadratic_centers.csv")
+
+
+@pytest.mark.notebook
+def test_heal_runner_damaged_checkpoint_the_rerun_ends_green(reference, tmp_path):
+    shutil.copytree(reference / "results", tmp_path / "results")
+    ckpt = sorted((tmp_path / "results" / "smoke" / "checkpoints").glob("*.pt"))[0]
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])
+    out = run_runner(*runner_args(reference / "params", tmp_path / "results"), "--force")
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    root = tmp_path / "results" / "smoke"
+    line = f"{ckpt} is damaged ("
+    assert line in (root / "logs" / "02_quadratic.log").read_text()
+    assert line in (root / "notebooks" / "02_quadratic.ipynb").read_text()
+    for got, want in zip(_metrics(tmp_path / "results"), _metrics(reference / "results")):
+        same_rows(got, want, [c for c in ("run_id", "epoch", "layer", "head") if c in got])
+
+
+@pytest.mark.notebook
+def test_stop_runner_failing_rerun_keeps_the_last_good_executed_notebook(reference, tmp_path):
+    shutil.copytree(reference / "results", tmp_path / "results")
+    small_params(tmp_path / "params", dataset="cifar10", download=False, data_root=str(tmp_path / "nodata"))
+    executed = tmp_path / "results" / "smoke" / "notebooks" / "02_quadratic.ipynb"
+    good = executed.read_bytes()
+    out = run_runner(*runner_args(tmp_path / "params", tmp_path / "results"), "--force")
+    assert out.returncode == 1
+    line = one_line(out.stderr)
+    failed = executed.with_name("02_quadratic.failed.ipynb")
+    assert "02_quadratic.ipynb failed in cell" in line and "DataError" in line and f"executed notebook: {failed}" in line
+    assert "(log: " in line and executed.read_bytes() == good and failed.exists()
+    for got, want in zip(_metrics(tmp_path / "results"), _metrics(reference / "results")):
+        pd.testing.assert_frame_equal(got, want)  # results unchanged
+    assert not list((tmp_path / "results").rglob(".*.tmp*"))
+
+
+def _start_runner(params_dir: Path, results_dir: Path) -> subprocess.Popen:
+    """The runner in its own process group (so a signal to the group reaches it and the kernel it started),
+    with Ctrl-C's default disposition whatever the test process inherited."""
+    return subprocess.Popen([sys.executable, "-m", "attnlib.run", "--profile", "smoke", *runner_args(params_dir, results_dir)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def _descendants(pid: int) -> list[int]:
+    """The processes started by `pid`, and by those, from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _wait_for(condition, proc: subprocess.Popen, timeout: float = 120):
+    t0 = time.monotonic()
+    while not condition():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() - t0 < timeout
+        time.sleep(0.05)
+
+
+@pytest.mark.notebook
+def test_stop_runner_ctrl_c_mid_notebook_is_one_line(reference, tmp_path):
+    proc = _start_runner(reference / "params", tmp_path / "results")
+    progress = tmp_path / "results" / "smoke" / ".cache" / "progress.jsonl"
+    _wait_for(lambda: progress.exists() and progress.stat().st_size > 0, proc)  # training has started
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert one_line(err).startswith("interrupted in 02_quadratic.ipynb: run the same command again")
+    assert not list((tmp_path / "results" / "smoke" / "notebooks").iterdir())  # its half-executed copy removed
+
+
+@pytest.mark.notebook
+def test_stop_runner_ctrl_c_while_starting_is_one_line(reference, tmp_path):
+    proc = _start_runner(reference / "params", tmp_path / "results")
+    maps = Path(f"/proc/{proc.pid}/maps")
+    _wait_for(lambda: "libtorch" in maps.read_text(), proc, timeout=60)  # torch is loading, torchvision and papermill next
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and out == ""
+    assert one_line(err).startswith("interrupted before any notebook started")
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.notebook
+def test_heal_runner_killed_mid_notebook_the_rerun_gives_identical_csvs(reference, tmp_path):
+    """`make reproduce` killed with SIGKILL (runner and kernel) while a notebook trains: the same command again
+    resumes, leaves no temporary file, and ends with the uninterrupted run's numbers."""
+    results_dir = tmp_path / "results"
+    proc = _start_runner(reference / "params", results_dir)
+    ckpts = results_dir / "smoke" / "checkpoints"
+    _wait_for(lambda: ckpts.is_dir() and any(p.suffix == ".pt" for p in ckpts.iterdir()), proc)
+    kernels = _descendants(proc.pid)  # the kernel runs in a session of its own: kill it by its pid
+    assert kernels
+    os.killpg(proc.pid, signal.SIGKILL)
+    for pid in kernels:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    executed = results_dir / "smoke" / "notebooks" / "02_quadratic.ipynb"
+    assert not executed.exists()  # killed mid-notebook: only its temporary copy was there
+    left = list(results_dir.rglob(".*.tmp*"))
+    assert left  # that temporary copy (and maybe a checkpoint being written)
+    again = run_runner(*runner_args(reference / "params", results_dir))
+    assert again.returncode == 0 and again.stderr == "", again.stderr[-2000:]
+    assert "1 of 1 notebooks run" in again.stdout and executed.exists()
+    assert f"removed {len(left)} temporary file(s) left by interrupted writes" in again.stdout
+    assert not list(results_dir.rglob(".*.tmp*"))
+    for got, want in zip(_metrics(results_dir), _metrics(reference / "results")):
+        same_rows(got, want, [c for c in ("run_id", "epoch", "layer", "head") if c in got])
+
+
+@pytest.mark.notebook
+def test_stop_runner_visualization_query_beyond_the_image_is_one_line(reference, tmp_path):
+    """Notebook 07 under the runner: a query pixel outside the trained runs' images stops it in its first cell
+    with one line naming the parameter file and the key, instead of a silently moved pixel."""
+    shutil.copytree(reference / "params", tmp_path / "params")
+    viz = tmp_path / "params" / "smoke" / "07_visualizations.yaml"
+    viz.write_text("profile: smoke\nexperiments: [02_quadratic]\naverage_images: 4\nquery_row: 500\n")
+    shutil.copytree(reference / "results", tmp_path / "results")
+    out = run_runner("--only", "07", "--params-dir", str(tmp_path / "params"), "--results-dir", str(tmp_path / "results"))
+    assert out.returncode == 1
+    line = one_line(out.stderr)
+    assert "07_visualizations.ipynb failed in cell" in line and f"ParamsError: {viz}: query_row is 500" in line
+    for got, want in zip(_metrics(tmp_path / "results"), _metrics(reference / "results")):
+        pd.testing.assert_frame_equal(got, want)
+
+
+@pytest.mark.notebook
+def test_heal_runner_damaged_stamps_rerun_the_notebook(reference, tmp_path):
+    shutil.copytree(reference / "results", tmp_path / "results")
+    stamps = tmp_path / "results" / "smoke" / ".cache" / "stamps.json"
+    stamps.write_text(json.dumps(["not", "a", "mapping"]))
+    out = run_runner(*runner_args(reference / "params", tmp_path / "results"))
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    notes = [line for line in out.stdout.splitlines() if "stamps.json" in line]
+    assert len(notes) == 1 and notes[0].startswith(f"note: {stamps} is damaged")
+    assert "1 of 1 notebooks run" in out.stdout and set(json.loads(stamps.read_text())) == {"02_quadratic"}
+    for got, want in zip(_metrics(tmp_path / "results"), _metrics(reference / "results")):
+        pd.testing.assert_frame_equal(got, want)  # finished runs read back, not retrained
