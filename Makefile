@@ -79,15 +79,17 @@ endef
 
 # JupyterLab settings of this environment: no news or update checks (the pop-up asking, and requests
 # to the internet). jupyter/overrides.json is copied where JupyterLab reads overrides.
+# In an outside environment an overrides.json of its own is kept.
 lab-settings:
 	@settings="$$($(PY) -c 'import sys; print(sys.prefix)')/share/jupyter/lab/settings" && \
-	  mkdir -p "$$settings" && cp jupyter/overrides.json "$$settings/overrides.json"
+	  if [ -n "$(OWN_VENV)" ] || [ ! -e "$$settings/overrides.json" ]; then \
+	    mkdir -p "$$settings" && cp jupyter/overrides.json "$$settings/overrides.json"; fi
 
 lock: setup
 	@{ echo "# Exact versions of the environment behind the committed results ($$($(PY) -c 'import platform, sys; print(f"Python {sys.version.split()[0]}, {platform.system()} {platform.machine()}")')),"; \
 	   echo "# written by make lock; make setup installs them into .venv where this platform has them."; \
-	   $(PY) -m pip freeze --exclude-editable --disable-pip-version-check | grep -v '^attnlib'; } > $(LOCK)
-	@echo "wrote $(LOCK) ($$(wc -l < $(LOCK)) packages) from $(PY)"
+	   $(PY) -m pip list --format=freeze --exclude-editable --exclude pip --exclude setuptools --exclude wheel --disable-pip-version-check | grep -v '^attnlib='; } > $(LOCK)
+	@echo "wrote $(LOCK) ($$(grep -vc '^#' $(LOCK)) packages) from $(PY)"
 
 reproduce: setup
 	@$(PY) -m attnlib.run --profile $(PROFILE) $(if $(DATASET),--dataset $(DATASET)) $(if $(filter 1 yes true,$(FORCE)),--force)

@@ -12,6 +12,7 @@ are removed by `remove_stale_temp_files`; damaged runner stamps are dropped (`re
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -198,6 +199,8 @@ class DamagedCheckpoint(ValueError):
 
 
 CHECKPOINT_KEYS = ("model", "optimizer", "epoch", "rng", "history")
+# errors in reading a checkpoint that say nothing about the file itself
+NOT_THE_FILES_FAULT = {errno.EIO, errno.EACCES, errno.EPERM, errno.EMFILE, errno.ENFILE, errno.ENOMEM}
 
 
 def load_checkpoint(path: str | Path, run_id: str | None = None, mmap: bool = False) -> dict:
@@ -208,7 +211,11 @@ def load_checkpoint(path: str | Path, run_id: str | None = None, mmap: bool = Fa
         with warnings.catch_warnings():  # torch's remarks on a foreign pickle: the reason below says enough
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception as err:  # truncated, random bytes, empty, a folder, a foreign pickle: all one kind of fault
+    except OSError as err:
+        if err.errno in NOT_THE_FILES_FAULT:
+            raise  # the disk, the permissions or the system: nothing to heal by moving the file
+        raise DamagedCheckpoint(path, f"unreadable: {error_line(err)}") from None
+    except Exception as err:  # truncated, random bytes, empty, a foreign pickle: all one kind of fault
         raise DamagedCheckpoint(path, f"unreadable: {error_line(err)}") from None
     if not isinstance(state, dict):
         raise DamagedCheckpoint(path, f"holds a {type(state).__name__}, not a training checkpoint")

@@ -49,8 +49,12 @@ from attnlib.progress import ProgressView
 from attnlib.report import export_report
 from attnlib.results import atomic_write_text, device_name, read_stamps, remove_stale_temp_files, temp_file
 
+if __name__ == "__main__":  # loaded: Ctrl-C is a KeyboardInterrupt again, which main() turns into one line
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 ROOT = REPO_ROOT
 REPORT = "08_report"
+TIMING = "06_timing"
 READS_RESULTS = ("07_visualizations", REPORT)  # notebooks that show what earlier notebooks computed
 
 
@@ -73,10 +77,12 @@ def _portable(values: dict) -> dict:
     return out
 
 
-def environment(values: dict) -> dict:
-    """What the parameters do not say but the results depend on: the device, and for `dataset: auto`
-    whether CIFAR-10 is there to be taken (otherwise Fashion-MNIST is)."""
-    env = {"device": device_name(torch.device("cuda" if torch.cuda.is_available() else "cpu"))}
+def environment(values: dict, stem: str = "") -> dict:
+    """What the parameters do not say but the results depend on: the kind of device (for the timing notebook,
+    the device itself: its measurements belong to this CPU model, flags and threads, or this GPU), and for
+    `dataset: auto` whether CIFAR-10 is there to be taken (otherwise Fashion-MNIST is)."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    env = {"device": device_name(device) if stem == TIMING else device.type}
     if values.get("dataset") == "auto" and "data_root" in values:
         env["cifar10_present"] = _cifar10_present(Path(values["data_root"]))
     return env
@@ -103,20 +109,28 @@ class Stamps:
         entry = self.data.get(stem)
         return entry if entry and entry.get("digest") == digest and out.exists() else None
 
-    def _write(self):
+    def _change(self, stem: str, entry: dict | None):
+        """Set (or with None drop) one notebook's stamp in the file as it is now: a notebook may have dropped
+        other stamps meanwhile (notebook 08 does, for results it found damaged), and so may a second runner."""
         if self.path.is_dir() and not self.path.is_symlink():  # a folder in its place: nothing to keep there
             shutil.rmtree(self.path)
+        on_disk = read_stamps(self.path, verbose=False)
+        if entry is None and stem not in on_disk:
+            self.data.pop(stem, None)
+            return
+        on_disk.pop(stem, None)
+        if entry is not None:
+            on_disk[stem] = entry
+        self.data = on_disk
         atomic_write_text(self.path, json.dumps(self.data, indent=1, sort_keys=True) + "\n")
 
     def record(self, stem: str, digest: str, seconds: float):
-        self.data[stem] = {"digest": digest, "seconds": round(seconds, 1),
-                           "finished": datetime.datetime.now().isoformat(timespec="seconds")}
-        self._write()
+        self._change(stem, {"digest": digest, "seconds": round(seconds, 1),
+                            "finished": datetime.datetime.now().isoformat(timespec="seconds")})
 
     def forget(self, stem: str):
         """Before a notebook runs: on disk at once, so a failure or an interruption leaves no stamp."""
-        if self.data.pop(stem, None) is not None:
-            self._write()
+        self._change(stem, None)
 
 
 @contextlib.contextmanager
@@ -125,11 +139,12 @@ def output_to(log: Path, append: bool = False):
     to `log` at the level of file descriptors; yields a stream that still writes to the console."""
     sys.stdout.flush()
     sys.stderr.flush()
+    log_file = open(log, "a" if append else "w")  # first: if it cannot be opened, nothing is redirected yet
     saved = os.dup(1), os.dup(2)
     console = os.fdopen(os.dup(saved[0]), "w", buffering=1)
-    with open(log, "a" if append else "w") as f:
-        os.dup2(f.fileno(), 1)
-        os.dup2(f.fileno(), 2)
+    with log_file:
+        os.dup2(log_file.fileno(), 1)
+        os.dup2(log_file.fileno(), 2)
     try:
         yield console
     finally:
@@ -261,7 +276,7 @@ def _main(argv: list[str] | None) -> int:
     for i, (nb, values) in enumerate(plans, 1):
         out, log = out_dir / nb.name, logs_dir / f"{nb.stem}.log"
         upstream = stamps.upstream(nb.stem) if nb.stem in READS_RESULTS else {}
-        digest = notebook_digest(nb, values, library, upstream, environment(values))
+        digest = notebook_digest(nb, values, library, upstream, environment(values, nb.stem))
         done = stamps.unchanged(nb.stem, digest, out)
         if done and not (args.force or args.report):
             print(f"[{i}/{len(plans)}] {nb.name}: unchanged since its run of {done['finished']} "

@@ -53,3 +53,25 @@ def test_environment_says_whether_cifar10_is_there_for_dataset_auto(tmp_path):
     (tmp_path / "cifar-10-batches-py" / "data_batch_1").write_bytes(b"")
     after = run.environment({"dataset": "auto", "data_root": str(tmp_path)})
     assert before["cifar10_present"] is False and after["cifar10_present"] is True and after["device"]
+
+
+def test_recording_a_stamp_keeps_what_a_notebook_dropped_meanwhile(tmp_path):
+    """Notebook 08 drops the stamp of a notebook whose results it found damaged, while the runner holds the
+    stamps in memory; the runner's next record must not write the dropped one back."""
+    from attnlib.results import forget_stamps
+
+    path = tmp_path / "stamps.json"
+    stamps = run.Stamps(path)
+    stamps.record("02_quadratic", "d2", 1.0)
+    stamps.record("05_resnet", "d5", 1.0)
+    forget_stamps(path, ["02_quadratic"])  # what notebook 08 does from inside its kernel
+    stamps.record("08_report", "d8", 1.0)
+    assert set(run.Stamps(path).data) == {"05_resnet", "08_report"}
+
+
+def test_only_the_timing_notebook_reruns_on_another_cpu(monkeypatch):
+    """The timing notebook's results belong to this CPU (model, flags, threads); the others' only to the kind."""
+    base = {n: run.environment({}, n) for n in ("02_quadratic", "06_timing")}
+    monkeypatch.setattr(run, "device_name", lambda device: "cpu: Another CPU (avx2; 2 threads)")
+    assert run.environment({}, "02_quadratic") == base["02_quadratic"]
+    assert run.environment({}, "06_timing") != base["06_timing"]
