@@ -34,12 +34,15 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from matplotlib import colormaps
 
 from attnlib import results
 from attnlib.attention_maps import LayerMaps, attention_maps
-from attnlib.data import normalize
+from attnlib.data import DataError, normalize
 from attnlib.explore_image import NotAnImage, open_image, prepare_image, query_on_object
 from attnlib.explorer import TrainedRun, first_view, mean_attention, trained_runs
+from attnlib.models.sa_net import SelfAttentionNet
+from attnlib.params import ParamsError
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS = ("01_learned_2d", "02_quadratic", "03_san", "04_vit")
@@ -49,8 +52,6 @@ EXPERIMENTS = ("01_learned_2d", "02_quadratic", "03_san", "04_vit")
 def is_positional(model: torch.nn.Module) -> bool:
     """Whether the model's attention depends on positions only (a self-attention network without the
     content term): then it is the same for every image and is stored once."""
-    from attnlib.models.sa_net import SelfAttentionNet
-
     return isinstance(model, SelfAttentionNet) and not model.cfg.content
 
 
@@ -202,7 +203,6 @@ def page_data(runs: Sequence[TrainedRun], test_images: Sequence[int] = (0,), own
 
 
 def _colormap_hex(name: str = "inferno") -> str:
-    from matplotlib import colormaps
 
     rgb = (colormaps[name](np.linspace(0, 1, 256))[:, :3] * 255).round().astype(np.uint8)
     return rgb.tobytes().hex()
@@ -298,8 +298,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
 
-    from attnlib.data import DataError
-    from attnlib.params import ParamsError
 
     try:
         pictures = [(Path(p).name, open_image(p)) for p in args.images]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 
 class NotAnImage(ValueError):
@@ -23,8 +24,6 @@ class NotAnImage(ValueError):
 def open_image(source, name: str | None = None):
     """The picture in `source` (path, bytes or a binary file) as a loaded PIL image, upright per its EXIF
     orientation. Raises NotAnImage (one line) for a missing file or one PIL cannot read."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
     if isinstance(source, (bytes, bytearray, memoryview)):
         name, handle = name or "the uploaded file", io.BytesIO(bytes(source))
     elif isinstance(source, (str, Path)):
@@ -48,8 +47,6 @@ def prepare_image(img, size: int, channels: int) -> torch.Tensor:
     """(channels, size, size) uint8: `img` (a PIL image) scaled so its shorter side is `size`, the middle
     square cropped, in grey (1 channel) or RGB (3). Transparent pixels count as black, the background of
     Fashion-MNIST."""
-    from PIL import Image
-
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))

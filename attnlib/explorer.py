@@ -20,12 +20,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 from torch import nn
 
 from attnlib import experiment, params, results
 from attnlib.attention_maps import LayerMaps, attention_maps
 from attnlib.data import Dataset, normalize
 from attnlib.explore_image import NotAnImage, open_image, prepare_image, query_on_object
+from attnlib.viz import HeadPanel, image_for_display
 
 # The runs the explorers open on, best first: the quadratic heads show the kernel-like grid most clearly;
 # content-based maps depend on the image and say less on one picture.
@@ -158,7 +161,6 @@ class AttentionExplorer:
     object of test image 0 (or at `query`). `set_own_image` adds a picture of yours, explored like a
     test image. `widget()` returns the ipywidgets box; `render()` the current figure as PNG.
     """
-
     def __init__(self, runs: list[TrainedRun], average_images: int = 100, max_heads: int = 16, device: str = "cpu",
                  cache_size: int = 32, query: tuple[int, int] | None = None):
         if not runs:
@@ -260,10 +262,7 @@ class AttentionExplorer:
 
     # -- drawing --------------------------------------------------------------------------------
     def _build_figure(self):
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
 
-        from attnlib.viz import HeadPanel, image_for_display
 
         layer, token, maps = self.current()
         shown = min(layer.heads, self.max_heads)

@@ -66,7 +66,6 @@ def compare(summary: pd.DataFrame) -> pd.DataFrame:
 def parameter_table(runs) -> pd.DataFrame:
     """Parameter counts per (model, variant) of planned runs (experiment.plan): as trained here, at the
     published size (the model's defaults: CIFAR-10, full width and depth) and as published."""
-
     published = published_table().set_index(["model", "heads", "hierarchical"])["paper_params"]
     rows, seen = [], set()
     for r in runs:
@@ -113,8 +112,6 @@ def load_results(results_dir, profile: str) -> dict:
     """What notebooks 00-07 wrote under results/<profile>/ in their latest runs (empty frames for what is
     missing). The metric and center CSVs keep the rows of runs with earlier settings; only the runs in
     each notebook's latest summary (the ones its parameters plan now) are kept."""
-
-
     base = Path(results.profile_dir(results_dir, profile))
     summaries = {name: _read_csv(base / "metrics" / f"{name}_summary.csv") for name in TRAINING}  # each read once
     metrics = []
@@ -141,7 +138,6 @@ def accuracy_table(metrics: pd.DataFrame, timing: pd.DataFrame | None = None) ->
     deviation over seeds), the paper's and [Re]'s (CIFAR-10, full training), our difference to the paper
     (CIFAR-10 only), parameters, and, from notebook 06, GFLOPs per image and fp32 training images/s of the
     model at its published size on the machine that ran 06."""
-
     if metrics.empty:
         return pd.DataFrame()
     runs = summarize(metrics)
@@ -288,8 +284,6 @@ def series_time(stamps: dict, metrics: pd.DataFrame) -> pd.DataFrame:
 def export_report(notebook, out_dir) -> list[str]:
     """The executed report notebook as report.html (code hidden, figures embedded) and, where Debian's
     Chromium is installed, report.pdf printed from that HTML. Returns one line per file written or skipped."""
-
-
     out_dir = Path(out_dir)
     exporter = HTMLExporter(template_name="offline", extra_template_basedirs=[str(TEMPLATES)], exclude_input=True,
                             exclude_input_prompt=True, exclude_output_prompt=True)
@@ -323,5 +317,4 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run
 
 def find_chromium() -> str | None:
     """Debian's Chromium (apt-get install chromium), or another Chromium on PATH; None if there is none."""
-
     return next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)

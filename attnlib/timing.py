@@ -9,17 +9,24 @@ the clock is a pair of CUDA events around each repetition; on a CPU, `time.perf_
 """
 from __future__ import annotations
 
+import io
 import statistics
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
-from attnlib.train import autocast
+from attnlib import results
+from attnlib.data import loaders
+from attnlib.models import count_parameters, create_model, model_config
+from attnlib.progress import Bar
+from attnlib.train import autocast, resolve_device
 
 WHAT = {
     "train": "one training step on a fixed random batch already on the device: forward, cross-entropy, "
@@ -186,8 +193,6 @@ def matmul_rate(n: int = 2048, precision: str = "fp32", device: str = "cpu", war
 def flops_per_image(model: nn.Module, mode: str = "infer", image_shape=None, batch: int = 2) -> float:
     """FLOPs per image counted by torch.utils.flop_counter (matrix products, convolutions, attention;
     a multiply-add counts 2). mode "train" counts forward + backward."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     device = next(model.parameters()).device
     x, y = _inputs(model, batch, device, image_shape)
     counter = FlopCounterMode(display=False)
@@ -215,8 +220,6 @@ def flops_per_image(model: nn.Module, mode: str = "infer", image_shape=None, bat
 def pipeline_throughput(ds, batch: int = 32, device: str = "cpu", epochs: int = 3) -> Timing:
     """Images per second of the training input pipeline alone (attnlib.data.BatchLoader: shuffle,
     gather, crop + flip augmentation, normalisation, move to the device), one epoch per repetition."""
-    from attnlib.data import loaders
-
     device = torch.device(device)
     train, _ = loaders(ds, batch, device)
 
@@ -242,12 +245,6 @@ def machine_peak(precisions, device: str = "cpu") -> dict[str, float]:
 def _read_rows(path) -> list[dict]:
     """The rows already measured; a damaged CSV (cut off, not a CSV, without the key columns) is moved aside as
     NAME.csv.damaged with one line, and every model is timed again."""
-    import io
-
-    import pandas as pd
-
-    from attnlib import results
-
     path = Path(path)
     if not (path.exists() or path.is_symlink()):
         return []
@@ -271,13 +268,6 @@ def time_models(p, path, progress: bool = True):
     FLOPs per image, training and inference throughput, batch-1 latency. Rows are written to the
     CSV at `path` after each model, atomically; rows already there for the same settings are kept
     and not timed again unless p.remeasure, so an interrupted notebook continues where it stopped."""
-    import pandas as pd
-
-    from attnlib import results
-    from attnlib.progress import Bar
-    from attnlib.models import count_parameters, create_model, model_config
-    from attnlib.train import resolve_device
-
     device = resolve_device(p.device)
     dev_name, commit = results.device_name(device), results.git_commit()
     old = _read_rows(path)
