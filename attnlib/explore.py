@@ -156,7 +156,8 @@ def page_data(runs: Sequence[TrainedRun], test_images: Sequence[int] = (0,), own
         if key in sets:
             continue
         items, pixels = [], []
-        for index in test_images:
+        # indices picked on one data set may lie beyond a smaller one's test split: those are left out there
+        for index in [i for i in test_images if i < len(run.data.x_test)] or ([0] if test_images else []):
             x = run.data.x_test[index]
             items.append({"label": f"test image {index} ({run.data.classes[int(run.data.y_test[index])]})"})
             pixels.append(x)

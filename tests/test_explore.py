@@ -65,6 +65,14 @@ def test_quantize_keeps_each_row_within_half_a_step():
     assert np.allclose(back[0, 1], 0.2)  # a flat row comes back exactly (its minimum)
 
 
+def test_test_images_beyond_a_runs_test_split_are_left_out_of_its_image_set(trained):
+    """Indices are picked on one run's data; another data set's test split may be smaller."""
+    _, _, runs = trained
+    beyond = len(runs[0].data.x_test) + 5
+    data = explore.page_data(runs[:1], [1, beyond], average_images=0)
+    assert [item["label"].split(" (")[0] for item in data["imageSets"][0]["images"]] == ["test image 1"]
+
+
 def test_page_data_round_trips_and_stores_positional_maps_once(trained):
     _, _, runs = trained
     images = [0, 3, 5]
