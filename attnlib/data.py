@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from attnlib.results import first_few, one_line
+
 DATASETS = ("auto", "cifar10", "fashion_mnist", "synthetic")
 CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
 CIFAR10_URL_HOST = "www.cs.toronto.edu"
@@ -110,20 +112,20 @@ def load_cifar10(root: str | Path = "data", download: bool = True) -> Dataset:
         if archive.exists():
             from torchvision.datasets.utils import extract_archive
             if damaged:
-                print(f"{folder}/ is incomplete or damaged ({', '.join(damaged[:3])}{', ...' if len(damaged) > 3 else ''}"
-                      f" missing or failing their checksum): extracting {archive} again", flush=True)
+                print(f"{folder}/ is incomplete or damaged ({first_few(damaged)} missing or failing their checksum): "
+                      f"extracting {archive} again", flush=True)
             try:
                 extract_archive(str(archive), str(root))
             except Exception as err:  # a truncated or foreign archive
-                raise DataError(f"{archive} could not be extracted ({type(err).__name__}: {' '.join(str(err).split())}); "
+                raise DataError(f"{archive} could not be extracted ({type(err).__name__}: {one_line(err)}); "
                                 f"replace it with the archive from the CIFAR-10 page") from None
             still = cifar10_damaged(folder) if folder.is_dir() else ["cifar-10-batches-py/"]
             if still:
                 raise DataError(f"{archive} does not hold a whole CIFAR-10 ({', '.join(still[:3])} missing or failing "
                                 "their checksum after extracting it): replace it with the archive from the CIFAR-10 page")
         elif damaged and not (download and _network_reaches(CIFAR10_URL_HOST)):
-            raise DataError(f"{folder}/ is incomplete or damaged ({', '.join(damaged[:3])}"
-                            f"{', ...' if len(damaged) > 3 else ''} missing or failing their checksum): place "
+            raise DataError(f"{folder}/ is incomplete or damaged ({first_few(damaged)} missing or failing their "
+                            "checksum): place "
                             f"{CIFAR10_ARCHIVE} in {root}/ (it is extracted again) or delete the folder")
     if not _cifar10_present(root):
         if not download:
@@ -135,7 +137,7 @@ def load_cifar10(root: str | Path = "data", download: bool = True) -> Dataset:
         train = CIFAR10(str(root), train=True, download=download)
         test = CIFAR10(str(root), train=False, download=download)
     except Exception as err:  # torchvision raises several kinds; one line is what a user needs
-        raise DataError(f"CIFAR-10 could not be loaded from {root}/ ({type(err).__name__}: {' '.join(str(err).split())}); "
+        raise DataError(f"CIFAR-10 could not be loaded from {root}/ ({type(err).__name__}: {one_line(err)}); "
                         f"place {CIFAR10_ARCHIVE} there") from None
 
     def to_tensors(ds):
@@ -176,7 +178,7 @@ def _read_idx(path: Path, kind: str) -> np.ndarray:
         with gzip.open(path, "rb") as fh:
             raw = fh.read()
     except (OSError, EOFError, zlib.error) as err:  # BadGzipFile is an OSError
-        raise damaged(f"{type(err).__name__}: {' '.join(str(err).split()) or 'cut off'}") from None
+        raise damaged(f"{type(err).__name__}: {one_line(err) or 'cut off'}") from None
     header = 16 if kind == "images" else 8
     if len(raw) < header:
         raise damaged(f"{len(raw)} bytes, shorter than an idx header")

@@ -104,7 +104,7 @@ def load_trained(p: TrainParams, run: PlannedRun, device: str = "cpu"):
         aside = results.move_aside(path)
         metrics = results.profile_dir(p.results_dir, p.profile) / "metrics"
         owners = [csv.stem for csv in sorted(metrics.glob("*.csv")) if _mentions(csv, run.run_id)]
-        results.forget_stamps(results.profile_dir(p.results_dir, p.profile) / ".cache" / "stamps.json", owners)
+        results.forget_stamps(results.stamps_path(results.profile_dir(p.results_dir, p.profile)), owners)
         raise TrainingError(f"{path} is damaged ({err.reason}): moved aside to {aside.name}; run the same command "
                             f"again (make reproduce) to train run {run.run_id} again") from None
     return model.to(device).eval()

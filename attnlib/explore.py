@@ -319,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
                                       device=args.device, title="Attention on your image",
                                       source="Written by python -m attnlib.explore.")
     except (ValueError, ParamsError, DataError, OSError) as err:
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        print(f"error: {results.one_line(err)}", file=sys.stderr)
         return 2
     print(f"wrote {path} ({human_size(size)}): {what}")
     return 0

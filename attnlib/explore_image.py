@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from attnlib.results import one_line
+
 
 class NotAnImage(ValueError):
     """A file that is not an image PIL can read; the message is one line naming it."""
@@ -39,7 +41,7 @@ def open_image(source, name: str | None = None):
     except UnidentifiedImageError:
         raise NotAnImage(f"{name} is not an image (PIL cannot identify its format)") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
-        why = " ".join(str(err).split()) or type(err).__name__
+        why = one_line(err) or type(err).__name__
         raise NotAnImage(f"{name} is not an image ({why})") from None
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from attnlib.data import DATASETS
+from attnlib.results import one_line
 from attnlib.train import TrainConfig
 
 PRECISIONS = ("fp32", "bf16")
@@ -545,7 +546,7 @@ def read_yaml(path: str | Path):
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""
-        problem = " ".join(str(getattr(err, "problem", None) or err).split())
+        problem = one_line(getattr(err, "problem", None) or err)
         raise ParamsError(f"{path}: not valid YAML{at}: {problem}") from None
 
 

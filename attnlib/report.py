@@ -100,7 +100,7 @@ def _read_csv(path) -> pd.DataFrame:
             raise ValueError("cut off in its last line")
         return pd.read_csv(io.StringIO(text)) if text.strip() else pd.DataFrame()
     except (OSError, ValueError) as err:  # ParserError and UnicodeDecodeError are ValueErrors
-        stamps = path.parent.parent / ".cache" / "stamps.json"
+        stamps = results.stamps_path(path.parent.parent)
         owners = [k for k in results.read_stamps(stamps, verbose=False) if path.stem.startswith(k)]
         results.forget_stamps(stamps, owners)
         print(f"note: {path} is damaged ({results.error_line(err)}): left out of this report; run the same "
@@ -122,7 +122,7 @@ def load_results(results_dir, profile: str) -> dict:
             metrics.append(m[m["run_id"].isin(current["run_id"])])
     centers = results.read_metrics(results.centers_path(results_dir, profile, "02_quadratic"), results.CENTER_COLUMNS)
     quadratic = summaries["02_quadratic"]
-    stamps = base / ".cache" / "stamps.json"
+    stamps = results.stamps_path(base)
     return dict(
         metrics=pd.concat(metrics, ignore_index=True) if metrics else pd.DataFrame(),
         conv=_read_csv(results.metrics_path(results_dir, profile, "00_conv_as_attention")),

@@ -162,8 +162,7 @@ def remove_stale_temp_files(folder: str | Path, verbose: bool = True) -> list[Pa
             continue
     if removed and verbose:
         print(f"removed {len(removed)} temporary file(s) left by interrupted writes under {folder}/ "
-              f"({', '.join(sorted({p.parent.name + '/' + p.name for p in removed})[:3])}"
-              f"{', ...' if len(removed) > 3 else ''})", flush=True)
+              f"({first_few(sorted({p.parent.name + '/' + p.name for p in removed}))})", flush=True)
     return removed
 
 
@@ -180,6 +179,22 @@ def move_aside(path: str | Path) -> Path:
     except FileNotFoundError:  # another process (a second runner) moved it aside first
         pass
     return dest
+
+
+def one_line(text) -> str:
+    """A message on one line: its white space, line breaks included, folded to single spaces."""
+    return " ".join(str(text).split())
+
+
+def first_few(names, n: int = 3) -> str:
+    """"a, b, c, ...": the first `n` names, and an ellipsis when there are more."""
+    names = list(names)
+    return ", ".join(names[:n]) + (", ..." if len(names) > n else "")
+
+
+def stamps_path(profile_dir: str | Path) -> Path:
+    """The runner's stamps of a profile: which notebooks ran, with which inputs (see attnlib.run)."""
+    return Path(profile_dir) / ".cache" / "stamps.json"
 
 
 def error_line(err: BaseException, limit: int = 160) -> str:

@@ -47,7 +47,8 @@ from attnlib.params import PROFILES, REPO_ROOT, ParamsError, load_with
 from attnlib.progress import ENV as PROGRESS_ENV
 from attnlib.progress import ProgressView
 from attnlib.report import export_report
-from attnlib.results import atomic_write_text, device_name, read_stamps, remove_stale_temp_files, temp_file
+from attnlib.results import (atomic_write_text, device_name, one_line, read_stamps, remove_stale_temp_files,
+                             stamps_path, temp_file)
 
 if __name__ == "__main__":  # loaded: Ctrl-C is a KeyboardInterrupt again, which main() turns into one line
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -270,7 +271,7 @@ def _main(argv: list[str] | None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     logs_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temp_files(profile_dir)  # half-written files of a run that was killed
-    stamps = Stamps(profile_dir / ".cache" / "stamps.json")
+    stamps = Stamps(stamps_path(profile_dir))
     library = library_digest()
     total, ran, report_ran = time.perf_counter(), 0, False
     for i, (nb, values) in enumerate(plans, 1):
@@ -295,8 +296,7 @@ def _main(argv: list[str] | None) -> int:
             os.replace(tmp, out)
         except pm.PapermillExecutionError as err:
             failed = _keep_failed(tmp, out)
-            evalue = " ".join(str(err.evalue).split())
-            print(f"error: {nb.name} failed in cell {err.exec_count}: {err.ename}: {evalue} "
+            print(f"error: {nb.name} failed in cell {err.exec_count}: {err.ename}: {one_line(err.evalue)} "
                   f"(log: {log}; executed notebook: {failed or out})", file=sys.stderr)
             return 1
         except KeyboardInterrupt:
@@ -307,7 +307,7 @@ def _main(argv: list[str] | None) -> int:
         except Exception as err:  # kernel missing, notebook unreadable, ...: still one line
             failed = _keep_failed(tmp, out)
             where = f"; executed notebook: {failed}" if failed else ""
-            print(f"error: {nb.name} could not be run: {type(err).__name__}: {' '.join(str(err).split())} "
+            print(f"error: {nb.name} could not be run: {type(err).__name__}: {one_line(err)} "
                   f"(log: {log}{where})", file=sys.stderr)
             return 1
         finally:
