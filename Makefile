@@ -24,7 +24,7 @@ STAMP := $(if $(OWN_VENV),$(VENV)/.installed,build/setup-$(shell printf '%s' '$(
 .PHONY: setup packages lab-settings lock reproduce report test bench lab clean-smoke help
 
 help:
-	@echo "make reproduce [PROFILE=auto|smoke|quick|paper] [DATASET=auto|cifar10|fashion_mnist|synthetic] [FORCE=1]"
+	@echo "make reproduce [PROFILE=auto|smoke|quick|evidence|paper] [DATASET=auto|cifar10|fashion_mnist|synthetic] [FORCE=1]"
 	@echo "              run notebooks 00-08 (unchanged ones are skipped; FORCE=1 reruns all), then the report"
 	@echo "make report   rebuild only the report (notebook 08, results/<profile>/report.html and .pdf)"
 	@echo "make test      run the test suite (unit + notebooks on the smoke profile + browser)"

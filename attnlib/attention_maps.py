@@ -178,7 +178,10 @@ def conv_likeness(layers: list[LayerMaps], margin: int = 0) -> pd.DataFrame:
     like one kernel tap, 1/T for uniform attention (`uniform_mass`). SAN's windows: the mean weight of
     the top tap; for patchwise weights, which are not probabilities, |w_top| / sum |w| over the window.
     `distinct_offsets`: how many different top offsets the layer's heads cover (K^2 for the heads of a
-    K x K convolution). `layer` counts from 0; `layer_name` is the LayerMaps name.
+    K x K convolution). `mean_distance`: how far from its query a head attends, the attention-weighted
+    Euclidean distance to the keys in tokens, averaged over images and queries (at least `margin` from
+    every edge); `uniform_distance` is the same for uniform attention. `layer` counts from 0;
+    `layer_name` is the LayerMaps name.
     """
     rows = []
     for number, layer in enumerate(layers):
@@ -196,6 +199,9 @@ def conv_likeness(layers: list[LayerMaps], margin: int = 0) -> pd.DataFrame:
             valid = inner[None].expand(heads, -1)  # reflection padding: every tap is on the image
             offsets = torch.as_tensor(_window_offsets(layer.window))[top]
             uniform = 1.0 / layer.window ** 2
+            tap_distance = torch.as_tensor(_window_offsets(layer.window), dtype=torch.float64).norm(dim=-1)  # (K*K,)
+            distance = per_query @ tap_distance  # (heads, T)
+            uniform_distance = float(tap_distance.mean())
         else:
             index = offset_index(h, w)  # (T, T)
             summed = weights.sum(0)  # (heads, T, T)
@@ -207,10 +213,15 @@ def conv_likeness(layers: list[LayerMaps], margin: int = 0) -> pd.DataFrame:
             share = (summed * on_top).sum(-1) / weights.shape[0]
             offsets = torch.stack([top // (2 * w - 1) - (h - 1), top % (2 * w - 1) - (w - 1)], -1)
             uniform = 1.0 / (h * w)
+            key_distance = relative_offsets(h, w).double().norm(dim=-1)  # (T, T): query to key, in tokens
+            distance = (summed * key_distance).sum(-1) / weights.shape[0]  # (heads, T)
+            uniform_distance = float(key_distance.mean(-1)[inner].mean()) if inner.any() else 0.0
         top_mass = (share * valid).sum(-1) / valid.sum(-1).clamp(min=1)
+        mean_distance = (distance * inner).sum(-1) / inner.sum().clamp(min=1)
         distinct = len({tuple(o) for o in offsets.tolist()})
         for head in range(heads):
             rows.append(dict(layer=number, head=head, top_row=int(offsets[head, 0]), top_col=int(offsets[head, 1]),
                              top_mass=float(top_mass[head]), queries=int(valid[head].sum()),
-                             distinct_offsets=distinct, heads=heads, layer_name=layer.name, uniform_mass=uniform))
+                             distinct_offsets=distinct, heads=heads, layer_name=layer.name, uniform_mass=uniform,
+                             mean_distance=float(mean_distance[head]), uniform_distance=uniform_distance))
     return pd.DataFrame(rows)

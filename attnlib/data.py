@@ -342,8 +342,10 @@ class BatchLoader:
             yield normalize(xb, self.mean, self.std), self.y[idx].to(self.device, non_blocking=True)
 
 
-def loaders(ds: Dataset, batch_size: int, device="cpu", seed: int = 0, eval_batch_size: int = 500):
-    """(train_loader, test_loader) for a data set; training batches are shuffled and augmented."""
-    train = BatchLoader(ds.x_train, ds.y_train, ds.mean, ds.std, batch_size, True, device, seed, ds.augment)
+def loaders(ds: Dataset, batch_size: int, device="cpu", seed: int = 0, eval_batch_size: int = 500,
+            augment: bool = True):
+    """(train_loader, test_loader) for a data set; training batches are shuffled, and augmented where the data
+    set takes the paper's augmentation and `augment` asks for it."""
+    train = BatchLoader(ds.x_train, ds.y_train, ds.mean, ds.std, batch_size, True, device, seed, ds.augment and augment)
     test = BatchLoader(ds.x_test, ds.y_test, ds.mean, ds.std, eval_batch_size, False, device, seed)
     return train, test

@@ -26,7 +26,7 @@ from attnlib.train import TrainConfig
 
 PRECISIONS = ("fp32", "bf16")
 SCHEDULES = ("cosine", "step", "constant")
-PROFILES = ("smoke", "quick", "paper")
+PROFILES = ("smoke", "quick", "evidence", "paper")
 REPO_ROOT = Path(__file__).resolve().parent.parent  # params/, results/ and data/ are found from here
 PATH_FIELDS = ("data_root", "params_dir", "results_dir")
 # Training fields a model may set for itself under per_model; the data set decides the DATA_OPTIONS.
@@ -117,6 +117,7 @@ class TrainParams:
     milestones: list[int] = field(default_factory=list)  # epochs, for schedule=step
     gamma: float = 0.1
     label_smoothing: float = 0.0
+    augment: bool = True  # the paper's random crop (padding 4) and horizontal flip of training images
     precision: str = "fp32"  # fp32 | bf16 (autocast)
     seeds: list[int] = field(default_factory=lambda: [42])
     device: str = "auto"  # auto | cpu | cuda | cuda:N

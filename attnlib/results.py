@@ -42,6 +42,14 @@ TEXT_COLUMNS = ["run_id", "experiment", "model", "variant", "dataset", "profile"
 # at initialisation). (row, col): the head's center, an offset in tokens; inv_cov_*: its Sigma^-1.
 CENTER_COLUMNS = ["run_id", "experiment", "model", "variant", "dataset", "profile", "seed", "epoch", "layer", "head",
                   "row", "col", "inv_cov_rr", "inv_cov_rc", "inv_cov_cc"]
+# Per epoch (0: at initialisation) and head of an attention model: how it attends on a fixed set of test images
+# (attention_maps.conv_likeness's measures; layer counts from 0).
+ATTENTION_COLUMNS = ["run_id", "experiment", "model", "variant", "dataset", "profile", "seed", "epoch", "layer", "head",
+                     "heads", "top_row", "top_col", "top_mass", "uniform_mass", "distinct_offsets", "mean_distance",
+                     "uniform_distance"]
+# What a checkpoint keeps besides the weights, each written to its own CSV: key -> (file suffix, columns).
+RECORDS = {"history": ("", METRIC_COLUMNS), "centers": ("_centers", CENTER_COLUMNS),
+           "attention": ("_attention", ATTENTION_COLUMNS)}
 
 
 def digest(obj) -> str:
@@ -249,10 +257,11 @@ def load_checkpoint(path: str | Path, run_id: str | None = None, mmap: bool = Fa
             isinstance(r, dict) and r.get("epoch") == i and not (set(METRIC_COLUMNS) - set(r))
             for i, r in enumerate(history, 1)):
         raise DamagedCheckpoint(path, f"its history does not hold one metric row for each of its {epoch} epochs")
-    centers = state.get("centers", [])
-    if not isinstance(centers, list) or not all(isinstance(r, dict) and not (set(CENTER_COLUMNS) - set(r))
-                                                for r in centers):
-        raise DamagedCheckpoint(path, "its centers are not a list of rows")
+    for key in ("centers", "attention"):
+        rows = state.get(key, [])
+        if not isinstance(rows, list) or not all(isinstance(r, dict) and not (set(RECORDS[key][1]) - set(r))
+                                                 for r in rows):
+            raise DamagedCheckpoint(path, f"its {key} are not a list of rows")
     owner = state.get("run_id", history[0].get("run_id"))
     if run_id is not None and (owner != run_id or any(r.get("run_id") != run_id for r in history)):
         raise DamagedCheckpoint(path, f"it belongs to run {owner!r}, not {run_id!r}")
@@ -261,6 +270,10 @@ def load_checkpoint(path: str | Path, run_id: str | None = None, mmap: bool = Fa
 
 def centers_path(results_dir: str | Path, profile: str, experiment: str) -> Path:
     return profile_dir(results_dir, profile) / "metrics" / f"{experiment}_centers.csv"
+
+
+def attention_path(results_dir: str | Path, profile: str, experiment: str) -> Path:
+    return profile_dir(results_dir, profile) / "metrics" / f"{experiment}_attention.csv"
 
 
 class DamagedCSV(ValueError):
@@ -293,7 +306,7 @@ def _read_checked(path: Path, columns: list[str]) -> pd.DataFrame:
 
 
 def _checkpoint_rows(checkpoints: Path, experiment: str, key: str) -> tuple[list[dict], int]:
-    """The rows under `key` (history or centers) of `experiment` in every readable checkpoint, oldest first."""
+    """The rows under `key` (one of RECORDS) of `experiment` in every readable checkpoint, oldest first."""
     rows, runs = [], 0
     files = []
     for ckpt in checkpoints.glob("*.pt") if checkpoints.is_dir() else []:
@@ -314,13 +327,13 @@ def _checkpoint_rows(checkpoints: Path, experiment: str, key: str) -> tuple[list
 
 
 def rebuild_from_checkpoints(path: str | Path, columns: list[str], reason: str) -> pd.DataFrame:
-    """Move a damaged metrics (or centers) CSV aside as NAME.csv.damaged and write it again from the histories
-    (or centers) that the checkpoints in ../checkpoints/ hold; one line says so. Returns the rebuilt rows."""
+    """Move a damaged metrics (centers, attention) CSV aside as NAME.csv.damaged and write it again from the rows
+    the checkpoints in ../checkpoints/ hold (RECORDS); one line says so. Returns the rebuilt rows."""
     path = Path(path)
-    centers = list(columns) == CENTER_COLUMNS
-    experiment = path.stem[:-len("_centers")] if centers and path.stem.endswith("_centers") else path.stem
+    key, suffix = next((k, suffix) for k, (suffix, cols) in RECORDS.items() if list(cols) == list(columns))
+    experiment = path.stem[:-len(suffix)] if suffix and path.stem.endswith(suffix) else path.stem
     checkpoints = path.parent.parent / "checkpoints"
-    rows, runs = _checkpoint_rows(checkpoints, experiment, "centers" if centers else "history")
+    rows, runs = _checkpoint_rows(checkpoints, experiment, key)
     aside = move_aside(path)
     if rows:
         atomic_write_text(path, pd.DataFrame(rows, columns=columns).to_csv(index=False))
@@ -334,8 +347,8 @@ def rebuild_from_checkpoints(path: str | Path, columns: list[str], reason: str) 
 
 
 def read_metrics(path: str | Path, columns: list[str] = METRIC_COLUMNS) -> pd.DataFrame:
-    """The rows of a metrics (or, with CENTER_COLUMNS, centers) CSV; empty when there is none. A damaged one is
-    rebuilt from the checkpoints' histories (`rebuild_from_checkpoints`) instead of stopping every later run."""
+    """The rows of a metrics CSV (with RECORDS' other columns: a centers or attention CSV); empty when there is none.
+    A damaged one is rebuilt from the checkpoints (`rebuild_from_checkpoints`) instead of stopping every later run."""
     path = Path(path)
     if not (path.exists() or path.is_symlink()):
         return pd.DataFrame(columns=columns)

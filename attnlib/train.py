@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from attnlib import results
-from attnlib.data import Dataset, loaders
+from attnlib.attention_maps import attention_maps, conv_likeness
+from attnlib.data import Dataset, loaders, normalize
 from attnlib.progress import Bar
 
 
@@ -41,6 +42,7 @@ class TrainConfig:
     milestones: list[int] = field(default_factory=list)
     gamma: float = 0.1
     label_smoothing: float = 0.0
+    augment: bool = True  # the paper's random crop (padding 4) and horizontal flip, where the data set takes them
     precision: str = "fp32"  # fp32 | bf16
     seed: int = 42
 
@@ -120,6 +122,24 @@ def center_rows(model: nn.Module, meta: dict, epoch: int) -> list[dict]:
             for layer in range(centers.shape[0]) for head in range(centers.shape[1])]
 
 
+PROBE_IMAGES = 64  # test images on which attention_rows measures every epoch
+
+
+def probe_images(data: Dataset, device: torch.device, n: int = PROBE_IMAGES) -> torch.Tensor:
+    """The first `n` test images, normalised, on `device`: the same images for every epoch and run."""
+    return normalize(data.x_test[:n].to(device), data.mean, data.std)
+
+
+def attention_rows(model: nn.Module, images: torch.Tensor, meta: dict, epoch: int) -> list[dict]:
+    """One row per (layer, head) of a self-attention network (results.ATTENTION_COLUMNS): where and how sharply
+    each head attends on `images` (attention_maps.conv_likeness); [] for a model without attention_probs."""
+    if not hasattr(model, "attention_probs"):
+        return []
+    likeness = conv_likeness(attention_maps(model, images))
+    keep = [c for c in results.ATTENTION_COLUMNS if c in likeness.columns]
+    return [dict(meta, epoch=epoch, **row) for row in likeness[keep].to_dict("records")]
+
+
 def fit(model: nn.Module, data: Dataset, cfg: TrainConfig, run: RunInfo, results_dir: str | Path = "results",
         device: str | torch.device = "auto", progress: bool = True, stop_after_epoch: int | None = None) -> list[dict]:
     """Train (or resume, or just return a finished run's rows) and record a metric row per epoch.
@@ -129,17 +149,17 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainConfig, run: RunInfo, results
     device = resolve_device(device) if isinstance(device, str) else device
     model.to(device)
     ckpt_path = results.checkpoint_path(results_dir, run.profile, run.run_id)
-    csv_path = results.metrics_path(results_dir, run.profile, run.experiment)
-    centers_csv = results.centers_path(results_dir, run.profile, run.experiment)
     center_meta = dict(asdict(run), seed=cfg.seed)
-    train_loader, test_loader = loaders(data, cfg.batch_size, device, seed=cfg.seed)
+    train_loader, test_loader = loaders(data, cfg.batch_size, device, seed=cfg.seed, augment=cfg.augment)
     opt = make_optimizer(model, cfg)
     steps_per_epoch = len(train_loader)
     total_steps = cfg.epochs * steps_per_epoch
     n_params = sum(p.numel() for p in model.parameters())
 
     history: list[dict] = []
+    probe = probe_images(data, device)
     centers = center_rows(model, center_meta, 0)  # at initialisation; a checkpoint replaces them
+    attention = attention_rows(model, probe, center_meta, 0)
     start_epoch = 1
     if ckpt_path.exists() or ckpt_path.is_symlink():
         initial = copy.deepcopy(model.state_dict())  # to start afresh if the checkpoint turns out damaged
@@ -163,14 +183,13 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainConfig, run: RunInfo, results
                 torch.cuda.set_rng_state(state["cuda_rng"], device)
             history = state["history"]
             centers = state.get("centers", [])
+            attention = state.get("attention", [])
             start_epoch = state["epoch"] + 1
             if start_epoch <= cfg.epochs:
                 print(f"{run.run_id}: resuming after epoch {state['epoch']} from {ckpt_path}", flush=True)
         del initial
     if start_epoch > cfg.epochs:
-        results.write_run_rows(csv_path, run.run_id, history)
-        if centers:
-            results.write_run_rows(centers_csv, run.run_id, centers, results.CENTER_COLUMNS)
+        _write_records(results_dir, run, history=history, centers=centers, attention=attention)
         return history
 
     meta = dict(asdict(run), seed=cfg.seed, epochs=cfg.epochs, params=n_params, precision=cfg.precision,
@@ -210,13 +229,12 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainConfig, run: RunInfo, results
                    test_loss=test_loss, test_acc=test_acc, lr=lr, seconds=round(train_seconds, 3))
         history.append(row)
         centers += center_rows(model, center_meta, epoch)
+        attention += attention_rows(model, probe, center_meta, epoch)
         cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
         results.atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
                                    "rng": torch.get_rng_state(), "cuda_rng": cuda_rng, "history": history,
-                                   "centers": centers, "run_id": run.run_id}, ckpt_path)
-        results.write_run_rows(csv_path, run.run_id, history)
-        if centers:
-            results.write_run_rows(centers_csv, run.run_id, centers, results.CENTER_COLUMNS)
+                                   "centers": centers, "attention": attention, "run_id": run.run_id}, ckpt_path)
+        _write_records(results_dir, run, history=history, centers=centers, attention=attention)
         last_test = f", test acc {test_acc:.3f}"
         bar.update(epoch * steps_per_epoch, f"epoch {epoch}/{cfg.epochs}, loss {row['train_loss']:.3f}, "
                                             f"acc {row['train_acc']:.3f}{last_test}")
@@ -228,3 +246,13 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainConfig, run: RunInfo, results
             break
     bar.close()
     return history
+
+
+def _write_records(results_dir, run: RunInfo, **records: list[dict]):
+    """Each record of the run (results.RECORDS: its metric rows, centers, attention) into its CSV, replacing the
+    run's earlier rows; a record a model does not keep (no centers, say) writes nothing."""
+    for key, rows in records.items():
+        suffix, columns = results.RECORDS[key]
+        if rows or key == "history":
+            path = results.profile_dir(results_dir, run.profile) / "metrics" / f"{run.experiment}{suffix}.csv"
+            results.write_run_rows(path, run.run_id, rows, columns)

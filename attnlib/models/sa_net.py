@@ -19,6 +19,8 @@ from torch import nn
 from attnlib.attention import POSITIONAL, MultiHeadSelfAttention
 from attnlib.models.common import eval_mode
 
+INITS = ("original", "bert")
+
 
 @dataclass
 class SAConfig:
@@ -39,10 +41,16 @@ class SAConfig:
     layer_norm_eps: float = 1e-12
     hierarchical: bool = False  # [Re]: one block applied `layers` times, keys computed once
     fused: bool = True
+    # "original": PyTorch's default initialisation of every linear map and embedding, as the original
+    # code leaves them (its BertImage applies no initialiser; docs/paper.md section 3.1); "bert": BERT's
+    # normal(0, 0.02) weights and zero biases. The Gaussian centers and spreads keep their own either way.
+    init: str = "original"
 
     def __post_init__(self):
         if self.positional not in POSITIONAL:
             raise ValueError(f"positional must be one of {POSITIONAL}, got {self.positional!r}")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
         for name in ("layers", "heads", "hidden", "ff", "image_size", "in_channels", "num_classes", "downsample"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -84,11 +92,11 @@ class SelfAttentionNet(nn.Module):
         n_blocks = 1 if cfg.hierarchical else cfg.layers
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(n_blocks))
         self.classifier = nn.Linear(cfg.hidden, cfg.num_classes)
-        self.apply(self._init_weights)
+        if cfg.init == "bert":
+            self.apply(self._bert_init)
 
     @staticmethod
-    def _init_weights(m: nn.Module):
-        # BERT initialisation, as in the original code; the Gaussian centers/spreads keep their own.
+    def _bert_init(m: nn.Module):
         if isinstance(m, (nn.Linear, nn.Embedding)):
             nn.init.normal_(m.weight, std=0.02)
         if isinstance(m, nn.Linear) and m.bias is not None:
