@@ -96,10 +96,12 @@ def offset_index(height: int, width: int) -> torch.Tensor:
 
 def _san_blocks(model: nn.Module):
     """(name, SAM module, image pixels per token) at every depth of every stage, in the order the forward
-    pass runs them; every stage after the first halves the resolution."""
+    pass runs them; every stage after the first halves the resolution (and the first too with [Re]'s
+    `pool_first`)."""
+    first = 1 if model.cfg.pool_first else 0
     for i in range(len(model.stages)):
         for j, block in enumerate(model.stage_blocks(i)):
-            yield f"stage {i + 1}, block {j + 1}", block.sam, 2 ** i
+            yield f"stage {i + 1}, block {j + 1}", block.sam, 2 ** (i + first)
 
 
 @torch.no_grad()

@@ -150,3 +150,11 @@ def test_san_stages_keep_their_stride_when_pooling_rounds_down():
     assert [(l.grid, l.stride) for l in layers] == [((28, 28), 1), ((14, 14), 2), ((7, 7), 4), ((3, 3), 8)]
     assert [layers[3].pixel_to_token(p, p) for p in (7, 8, 17, 23, 24, 27)] == [(0, 0), (1, 1), (2, 2), (2, 2), (2, 2), (2, 2)]
     assert layers[3].key_token((2, 2), 8) == (3, 3) and layers[3].key_token((2, 2), 0) == (1, 1)
+
+
+def test_re_san_pools_before_its_first_stage_so_its_tokens_start_at_two_pixels():
+    torch.manual_seed(0)
+    model = create_model("san_pairwise_re", widths=[8, 8], blocks=[1, 1], stem=8, rel_ratio=4, mid_ratio=2,
+                         share_planes=2, image_size=16, in_channels=1).eval()
+    layers = am.attention_maps(model, torch.randn(1, 1, 16, 16))
+    assert [(l.grid, l.stride) for l in layers] == [((8, 8), 2), ((4, 4), 4)]

@@ -1,6 +1,7 @@
 """The registry: published parameter counts, and every model's forward, backward and shapes."""
 import pytest
 import torch
+import torch.nn.functional as F
 
 from attnlib.models import count_parameters, create_model, list_models, model_config
 
@@ -14,6 +15,13 @@ SMALL_BY_FAMILY = {"sa_": SMALL, "vit": dict(SMALL, stem_channels=8, patch_size=
                                 image_size=8)}
 SA_MODELS = [n for n in list_models() if n.startswith("sa_")]
 ATTENTION_MODELS = SA_MODELS + ["vit", "vit_plain"]  # those with attention_probs(images) over tokens
+# [Re]'s networks, counted from its code at the published size (docs/paper.md 6.2): ours must be exact.
+RE_PARAMS = {"vit_re": 37_394_506, "san_pairwise_re": 606_874, "san_patchwise_re": 621_002,
+             "sa_quadratic_re": 11_124_444, "sa_learned_re": 11_316_390}
+RE_LEARNED_CONTENT = 28_478_682  # [Re]'s learned + content network, which sa_learned_content_re only approaches
+# Parameters [Re]'s network holds in use but never trains: its SAN Bottleneck computes bn1 and discards it.
+UNTRAINED = {"san_pairwise_re": ".bn1.", "san_patchwise_re": ".bn1."}
+RANDOM_IN_EVAL = {"vit_re"}  # [Re]'s ViT draws its "cls" token at random on every pass, eval included
 
 
 def small(name: str, **kw):
@@ -27,9 +35,21 @@ def test_default_models_have_the_published_parameter_counts(name):
     assert abs(n - PUBLISHED_PARAMS[name]) / PUBLISHED_PARAMS[name] < 0.005, n
 
 
+@pytest.mark.parametrize("name", sorted(RE_PARAMS))
+def test_re_variants_have_re_parameter_counts_exactly(name):
+    assert count_parameters(create_model(name)) == RE_PARAMS[name]
+
+
+def test_sa_learned_content_re_count_differs_by_the_score_attention_py_lacks():
+    # per layer: 400- instead of 200-wide row and column embeddings (31 shifts each), the 9-head maps of
+    # the query-independent term, and the query and key biases (sa_net.py's module docstring)
+    per_layer = 2 * 31 * (400 - 200) + 2 * 400 * 9 + 2 * 9 * 400
+    assert count_parameters(create_model("sa_learned_content_re")) == RE_LEARNED_CONTENT + 6 * per_layer == 28_639_482
+
+
 def test_required_models_are_registered():
     assert {"sa_quadratic", "sa_quadratic_aniso", "sa_learned", "sa_learned_content", "resnet18", "san_pairwise",
-            "san_patchwise", "vit", "vit_plain"} <= set(list_models())
+            "san_patchwise", "vit", "vit_plain", *RE_PARAMS, "sa_learned_content_re"} <= set(list_models())
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -41,16 +61,29 @@ def test_every_registered_model_trains_a_step(name, channels):
     logits = model(x)
     assert logits.shape == (3, 7)
     logits.logsumexp(1).sum().backward()
-    grads = [p.grad for p in model.parameters()]
-    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    for pname, p in model.named_parameters():
+        if name in UNTRAINED and UNTRAINED[name] in pname:
+            assert p.grad is None, pname
+        else:
+            assert p.grad is not None and torch.isfinite(p.grad).all(), pname
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", sorted(set(list_models()) - RANDOM_IN_EVAL))
 def test_every_model_is_deterministic_in_eval_mode(name):
-    # Nothing is drawn at random in a forward pass outside dropout (the [Re] ViT redrew its class token).
+    # Nothing is drawn at random in a forward pass outside dropout, except in [Re]'s ViT (RANDOM_IN_EVAL).
     model = small(name).eval()
     x = torch.randn(2, 3, 8, 8)
     assert torch.equal(model(x), model(x))
+
+
+def test_vit_re_redraws_its_cls_token_in_eval_mode_too():
+    model = small("vit_re").eval()
+    x = torch.randn(2, 3, 8, 8)
+    assert not torch.equal(model(x), model(x))
+    torch.manual_seed(7)
+    first = model(x)
+    torch.manual_seed(7)
+    assert torch.equal(model(x), first)  # the only randomness is the token, drawn from torch's generator
 
 
 @pytest.mark.parametrize("name", ATTENTION_MODELS)
@@ -62,6 +95,15 @@ def test_attention_probs_one_per_layer_rows_sum_to_one(name):
     for p in probs:
         assert p.shape == (2, SMALL["heads"], 16, 16)
         assert torch.allclose(p.sum(-1), torch.ones(2, SMALL["heads"], 16), atol=1e-5)
+
+
+def test_vit_re_attention_probs_cover_the_patch_tokens():
+    model = small("vit_re")
+    probs = model.attention_probs(torch.randn(2, 3, 8, 8))
+    assert len(probs) == SMALL["layers"]
+    for p in probs:  # the random token is neither query nor key here; rows lose what went to it
+        assert p.shape == (2, SMALL["heads"], 16, 16)
+        assert (p.sum(-1) < 1).all() and (p.sum(-1) > 0).all()
 
 
 @pytest.mark.parametrize("name", ["sa_quadratic", "sa_quadratic_aniso"])
@@ -134,6 +176,34 @@ def test_hierarchical_content_reuses_the_first_pass_keys():
     key.register_forward_hook(lambda *a: calls.append(1))
     model(torch.randn(2, 3, 8, 8))
     assert len(calls) == 1  # computed once, used at both depths
+
+
+@pytest.mark.parametrize("name", ["sa_quadratic_re", "sa_learned_re", "sa_learned_content_re"])
+def test_sa_re_blocks_are_re_blocks(name):
+    """[Re]'s EncoderBlock (main/models/): LN(x + attention), then LN(x + ReLU feed-forward); no dense layer
+    after the attention, no hidden dropout, PyTorch's LayerNorm eps."""
+    torch.manual_seed(10)
+    model = small(name).eval()
+    block = model.blocks[0]
+    x = torch.randn(2, 16, SMALL["hidden"])
+    h = block.norm1(x + block.attn(x))
+    assert torch.allclose(block(x), block.norm2(h + block.ff_out(F.relu(block.ff_in(h)))), atol=1e-6)
+    assert isinstance(block.attn_out, torch.nn.Identity) and block.dropout.p == 0 and block.norm1.eps == 1e-5
+    assert block.attn.relative_query == (name == "sa_learned_content_re")
+
+
+def test_sa_learned_re_head_map_biases_change_no_output():
+    torch.manual_seed(11)
+    model = small("sa_learned_re").eval()
+    x = torch.randn(2, 3, 8, 8)
+    before = model(x)
+    with torch.no_grad():
+        for block in model.blocks:
+            block.attn.positional.head_keys_row.bias.normal_(0, 5)
+            block.attn.positional.head_keys_col.bias.normal_(0, 5)
+    assert torch.allclose(model(x), before, atol=1e-5)  # one number added to every key's score
+    with pytest.raises(ValueError, match="positional_bias needs positional='learned'"):
+        create_model("sa_quadratic_re", positional_bias=True)
 
 
 def test_overrides_are_checked():
@@ -224,6 +294,64 @@ def test_vit_hierarchical_shares_one_block_across_depth(name):
     assert len(blocks) == 6 and all(b is blocks[0] for b in blocks)
 
 
+def test_vit_re_has_re_configuration():
+    model = create_model("vit_re")
+    assert model.position.shape == (1, 257, 400)  # 256 patches and the random token
+    attn = model.blocks[0].attn
+    assert (attn.heads, attn.head_dim, attn.qkv.bias) == (9, 400, None)
+    assert isinstance(model.norm, torch.nn.Identity)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert len(norms) == 12 and all(m.eps == 1e-5 for m in norms)
+    assert model.cfg.dropout == 0.0 and attn.attn_dropout == 0.1  # dropout on attention probabilities only
+
+
+def re_vit_forward(model, images: torch.Tensor) -> torch.Tensor:
+    """[Re]'s ViT forward (ViT/models/networks.py) written out with the model's weights, in eval mode."""
+    cfg, p = model.cfg, model.cfg.patch_size
+    features = model.stem(images)
+    patches = F.unfold(features, p, stride=p)  # (B, C*p*p, N), as [Re]'s nn.Unfold
+    cls = torch.rand(features.shape[0], features.shape[1], p, p).flatten(1)[..., None]  # uniform [0, 1)
+    x = torch.cat([cls, patches], -1).transpose(1, 2) @ model.patch.weight.flatten(1).t() + model.patch.bias
+    x = x + model.position
+    b, t, _ = x.shape
+    for block in model.blocks:
+        h = block.norm1(x)  # [Re]: x = LN(x), then out(attention) + x
+        weights = block.attn.qkv.weight.view(3, cfg.heads * cfg.head_dim, cfg.hidden)  # no bias
+        q, k, v = ((h @ w.t()).view(b, t, cfg.heads, cfg.head_dim).transpose(1, 2) for w in weights)
+        a = torch.softmax(q @ k.transpose(-2, -1) / cfg.head_dim ** 0.5, -1)
+        x = block.attn.out((a @ v).transpose(1, 2).reshape(b, t, -1)) + h
+        h = block.norm2(x)
+        x = block.ff[3](F.gelu(block.ff[0](h))) + h
+    return model.classifier(x.mean(1))  # all 257 tokens, no final LayerNorm
+
+
+def test_vit_re_computes_re_forward():
+    torch.manual_seed(8)
+    model = small("vit_re", head_dim=6).eval()
+    x = torch.randn(3, 3, 8, 8)
+    torch.manual_seed(9)
+    ours = model(x)
+    torch.manual_seed(9)  # the same random token: both draw it after the stem, one uniform per feature
+    with torch.no_grad():
+        assert torch.allclose(ours, re_vit_forward(model, x), atol=1e-5)
+
+
 def test_vit_patch_size_must_divide_the_image():
     with pytest.raises(ValueError, match="patch_size 3 does not divide image_size 32"):
         create_model("vit", patch_size=3)
+
+
+def test_self_attention_networks_start_as_the_original_code_leaves_them():
+    """The original applies no initialiser to its image model: embeddings N(0, 1), linear maps PyTorch's uniform
+    +-1/sqrt(fan-in). With BERT's N(0, 0.02) on both factors the learned positional score starts near 0."""
+    torch.manual_seed(0)
+    original = create_model("sa_learned", layers=1, hidden=64, ff=32, image_size=16, downsample=2)
+    pos = original.blocks[0].attn.positional
+    assert 0.9 < pos.row_embeddings.weight.std().item() < 1.1
+    assert pos.head_keys_row.weight.abs().max().item() <= 64 ** -0.5
+    bert = create_model("sa_learned", layers=1, hidden=64, ff=32, image_size=16, downsample=2, init="bert")
+    assert abs(bert.blocks[0].attn.positional.row_embeddings.weight.std().item() - 0.02) < 0.003
+    scores = [m.blocks[0].attn.positional(8, 8).std().item() for m in (original, bert)]
+    assert scores[0] > 100 * scores[1]  # the learned heads start uneven, not uniform
+    with pytest.raises(ValueError, match="init must be one of"):
+        create_model("sa_learned", init="xavier")

@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from attnlib.models import create_model
 from attnlib.models.san import (SAM, SAN, SANConfig, aggregation, neighbours, position, subtraction,
                                 subtraction2)
 
@@ -222,6 +223,37 @@ def test_hierarchical_shares_one_block_per_stage():
     assert count(hier) == count(flat) - duplicated
 
 
+def re_san_forward(model: SAN, x: torch.Tensor) -> torch.Tensor:
+    """[Re]'s Encoder.forward, non-hierarchical path (its SAN/models/networks.py), with the model's modules."""
+    x = model.conv_in(x)  # 1x1 conv, BN, ReLU
+    for stage in model.stages:
+        x = stage.transition(F.max_pool2d(x, 2))  # a pool before every stage, the first too
+        for block in stage.blocks:  # [Re]'s Bottleneck: relu(bn1(x)) is computed, then SAM is given x
+            x = block.conv(F.relu(block.bn2(block.sam(x)))) + x
+        x = F.relu(stage.bn(x))
+    return model.fc(x.mean((2, 3)))
+
+
+@pytest.mark.parametrize("sa_type", ["pairwise", "patchwise"])
+def test_san_re_computes_re_forward(sa_type):
+    torch.manual_seed(6)
+    model = create_model(f"san_{sa_type}_re", **TINY).eval()
+    assert all(conv.bias is None for b in model.modules() if isinstance(b, SAM) for conv in (b.conv1, b.conv2, b.conv3))
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), re_san_forward(model, x))
+        features = torch.nn.Sequential(model.conv_in, *model.stages)(x)
+    assert features.shape[-2:] == (2, 2)  # 8 -> 4 -> 2: both stages pool
+
+
+def test_san_re_bn1_counts_but_is_not_computed():
+    model = create_model("san_pairwise_re", **TINY)
+    model(torch.randn(2, 3, 8, 8)).sum().backward()
+    for name, p in model.named_parameters():
+        assert (p.grad is None) == (".bn1." in name), name
+    assert all(m.bn1.num_batches_tracked == 0 for stage in model.stages for m in stage.blocks)
+
+
 def test_config():
     cfg = SANConfig(**TINY)
     assert SAN(cfg).config() == dataclasses.asdict(cfg)
@@ -231,6 +263,7 @@ def test_config():
 @pytest.mark.parametrize("bad", [
     dict(sa_type="axial"),
     dict(image_size=4, widths=[16, 32, 64], blocks=[1, 1, 1]),  # 4 -> 2 -> 1 pixel: no room to reflect
+    dict(image_size=4, pool_first=True),  # [Re]'s pooling: 4 -> 2 -> 1 pixel
     dict(widths=[16, 32], blocks=[1]),
     dict(kernel_size=4),
     dict(share_planes=3),

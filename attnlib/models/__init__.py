@@ -11,7 +11,7 @@ from typing import Callable
 from torch import nn
 
 from attnlib.models.resnet import CifarResNet, ResNetConfig
-from attnlib.models.sa_net import SAConfig, SelfAttentionNet
+from attnlib.models.sa_net import ReSAConfig, SAConfig, SelfAttentionNet
 from attnlib.models.san import SAN, SANConfig
 from attnlib.models.vit import ViT, ViTConfig
 
@@ -88,9 +88,32 @@ register("san_pairwise", SAN, SANConfig,
 register("san_patchwise", SAN, SANConfig,
          "SAN patchwise self-attention (Zhao et al. 2020), stages widened as in the original SAN", sa_type="patchwise")
 register("vit", ViT, ViTConfig,
-         "ViT from scratch as [Re] configured it: conv stem + one ResNet18 stage, 2x2 patches", stem=True)
+         "ViT from scratch in [Re]'s shape (conv stem + one ResNet18 stage, 2x2 patches, hidden 400, 9 heads) "
+         "with the usual ViT internals (heads of width hidden // heads); vit_re is [Re]'s own network", stem=True)
 register("vit_plain", ViT, ViTConfig, "ViT on 2x2 patches of the image, no convolutional stem", stem=False)
 
+# [Re]'s own networks (docs/paper.md 6.2), so that [Re]'s accuracies are compared with the networks that
+# earned them; the models above follow the original paper and code, or are sized as 6.3 says.
+register("sa_quadratic_re", SelfAttentionNet, ReSAConfig,
+         "[Re]'s quadratic network: no post-attention dense layer, no hidden dropout, ReLU feed-forward",
+         positional="quadratic")
+register("sa_learned_re", SelfAttentionNet, ReSAConfig,
+         "[Re]'s learned 2-D network: as sa_quadratic_re, per-head embedding maps with bias",
+         positional="learned", positional_bias=True)
+register("sa_learned_content_re", SelfAttentionNet, ReSAConfig,
+         "close to [Re]'s learned 2-D + content network: as sa_learned_re, with our query-dependent "
+         "positional term (full-width embeddings, plus the query-independent term; sa_net.py)",
+         positional="learned", content=True, relative_query=True)
+_SAN_RE = dict(widths=[256] * 4, stem=256, sam_bias=False, preact=False, pool_first=True)
+register("san_pairwise_re", SAN, SANConfig,
+         "[Re]'s SAN, pairwise: 256 channels throughout, a pool before every stage", sa_type="pairwise", **_SAN_RE)
+register("san_patchwise_re", SAN, SANConfig,
+         "[Re]'s SAN, patchwise: 256 channels throughout, a pool before every stage", sa_type="patchwise", **_SAN_RE)
+register("vit_re", ViT, ViTConfig,
+         "[Re]'s ViT: heads 400 wide, residuals from LN(x), a random 'cls' token averaged in",
+         stem=True, head_dim=400, qkv_bias=False, residual_from_norm=True, random_cls=True, final_norm=False,
+         layer_norm_eps=1e-5, dropout=0.0, init="torch")
+
 __all__ = ["create_model", "list_models", "describe", "model_config", "count_parameters", "register",
-           "config_fields", "SAConfig", "SelfAttentionNet", "ResNetConfig", "CifarResNet", "ViTConfig", "ViT",
+           "config_fields", "SAConfig", "ReSAConfig", "SelfAttentionNet", "ResNetConfig", "CifarResNet", "ViTConfig", "ViT",
            "SANConfig", "SAN"]

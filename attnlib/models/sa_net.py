@@ -7,6 +7,20 @@ image (B, C, H, W) -> 2x2 invertible downsampling (B, H/2 * W/2, 4C) -> linear 4
 With the defaults this is the CIFAR-10 network of the original code: 12,086,844 parameters with
 quadratic attention, 12,278,682 with learned relative embeddings and 29,601,882 with learned
 embeddings plus content (tests/test_models.py checks these).
+
+The `_re` models are [Re]'s networks (its main/models/), so that [Re]'s accuracies are compared with
+the same networks: no dense layer after the attention (`attn_dense=False`), no hidden-state dropout,
+ReLU in the feed-forward block, LayerNorm eps 1e-5 (PyTorch's default, which [Re] keeps). The learned
+model's per-head maps carry a bias (`positional_bias`). 11,124,444 (quadratic) and 11,316,390
+(learned) parameters, [Re]'s counts.
+
+`sa_learned_content_re` is only close to [Re]'s: [Re] scores q.k plus q.r, where a head's first 200
+query features meet a 200-wide row embedding and its last 200 a 200-wide column embedding, with no
+query-independent positional term and no query/key biases. attention.py's learned score has no such
+form (its `relative_query` term is q . (e_row + e_col) with 400-wide embeddings, added to the
+query-independent w . r, and its query/key maps have biases), and attention.py is shared by every
+model, so this model uses that: 28,639,482 parameters where [Re]'s has 28,478,682 (6 layers x (12,400
+wider embeddings + 7,200 head maps + 7,200 query/key biases) = 160,800 more).
 """
 from __future__ import annotations
 
@@ -16,10 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attnlib.attention import POSITIONAL, MultiHeadSelfAttention
+from attnlib.attention import POSITIONAL, LearnedRelativeScore, MultiHeadSelfAttention
 from attnlib.models.common import eval_mode
 
 INITS = ("original", "bert")
+ACTIVATIONS = {"gelu": F.gelu, "relu": F.relu}
 
 
 @dataclass
@@ -45,6 +60,11 @@ class SAConfig:
     # code leaves them (its BertImage applies no initialiser; docs/paper.md section 3.1); "bert": BERT's
     # normal(0, 0.02) weights and zero biases. The Gaussian centers and spreads keep their own either way.
     init: str = "original"
+    # The paper's choices where [Re]'s code differs. Plain class attributes, not fields: ReSAConfig makes
+    # them options, and the fields of SAConfig (which fingerprint every run) stay those of the paper's model.
+    attn_dense = True  # BERT's dense layer after the attention
+    activation = "gelu"  # the feed-forward's nonlinearity, one of ACTIVATIONS
+    positional_bias = False  # a bias in the learned embeddings' per-head maps
 
     def __post_init__(self):
         if self.positional not in POSITIONAL:
@@ -63,8 +83,38 @@ class SAConfig:
         return side, side
 
 
+@dataclass
+class ReSAConfig(SAConfig):
+    """[Re]'s self-attention networks (the `_re` models): SAConfig with [Re]'s choices as options."""
+    attn_dense: bool = False  # no dense layer after the attention: W_out feeds the residual
+    activation: str = "relu"
+    positional_bias: bool = False  # [Re]'s learned model: True (see _bias_head_maps)
+    layer_norm_eps: float = 1e-5  # PyTorch's default, which [Re] keeps
+    dropout: float = 0.0  # no hidden-state dropout; attention dropout stays 0.1
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got {self.activation!r}")
+        if self.positional_bias and self.positional != "learned":
+            raise ValueError(f"positional_bias needs positional='learned', got {self.positional!r}")
+
+
+def _bias_head_maps(score: LearnedRelativeScore):
+    """Give the per-head maps of the learned embeddings a bias, as [Re]'s have. A bias adds one number
+    to a head's score for every key, which the softmax removes: it changes no output and gets no
+    gradient (up to rounding), but it is part of [Re]'s parameter count."""
+    for name in ("head_keys_row", "head_keys_col"):
+        plain = getattr(score, name)
+        setattr(score, name, nn.Linear(plain.in_features, plain.out_features))
+
+
 class Block(nn.Module):
-    """Attention -> dense -> dropout -> residual -> LayerNorm -> GELU feed-forward -> residual -> LayerNorm."""
+    """Attention -> dense -> dropout -> residual -> LayerNorm -> GELU feed-forward -> residual -> LayerNorm.
+
+    `attn_dense=False` ([Re]) leaves the dense layer out: the attention's own output map W_out feeds the
+    residual. `activation` picks the feed-forward's nonlinearity.
+    """
 
     def __init__(self, cfg: SAConfig):
         super().__init__()
@@ -72,16 +122,19 @@ class Block(nn.Module):
             cfg.hidden, cfg.heads, cfg.grid, positional=cfg.positional, content=cfg.content,
             head_dim=cfg.head_dim or cfg.hidden, relative_query=cfg.relative_query,
             attn_dropout=cfg.attn_dropout, fused=cfg.fused)
-        self.attn_out = nn.Linear(cfg.hidden, cfg.hidden)
+        if cfg.positional_bias:
+            _bias_head_maps(self.attn.positional)
+        self.attn_out = nn.Linear(cfg.hidden, cfg.hidden) if cfg.attn_dense else nn.Identity()
         self.norm1 = nn.LayerNorm(cfg.hidden, eps=cfg.layer_norm_eps)
         self.ff_in = nn.Linear(cfg.hidden, cfg.ff)
+        self.act = ACTIVATIONS[cfg.activation]
         self.ff_out = nn.Linear(cfg.ff, cfg.hidden)
         self.norm2 = nn.LayerNorm(cfg.hidden, eps=cfg.layer_norm_eps)
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, keys: torch.Tensor | None = None) -> torch.Tensor:
         x = self.norm1(x + self.dropout(self.attn_out(self.attn(x, keys))))
-        return self.norm2(x + self.dropout(self.ff_out(F.gelu(self.ff_in(x)))))
+        return self.norm2(x + self.dropout(self.ff_out(self.act(self.ff_in(x)))))
 
 
 class SelfAttentionNet(nn.Module):

@@ -23,6 +23,16 @@ gradients for the slices.
 A SAM computes attention weights w from conv1(x), conv2(x) (and, pairwise, a learned position
 encoding) and returns aggregation(conv3(x), w). The (B, C, K*K, H*W) tensors are fed to the 1x1
 convolutions and BatchNorms of conv_w as 4-D images, as in the original.
+
+`san_pairwise_re`, `san_patchwise_re` are [Re]'s network (its SAN/models/networks.py, non-hierarchical
+path), so that its accuracy is compared with the same network: a 1x1 stem of 256 channels, 256 channels
+in every stage, a max-pool before every stage (the first too: 32 -> 16 -> 8 -> 4 -> 2), SAM
+convolutions without bias, and a Bottleneck that gives the attention x itself (`preact=False`).
+606,874 (pairwise) and 621,002 (patchwise) parameters, [Re]'s count of those in use: its Encoder also
+holds an `enc_layer` of two bottlenecks that only its hierarchical path runs, left out here. The
+operators are ours (above), which [Re] took from the original SAN unchanged. [Re]'s file says its
+non-hierarchical runs used "the original code from the official repository with small changes"; that
+code is not published, so this is the network its published file defines.
 """
 from __future__ import annotations
 
@@ -128,7 +138,7 @@ class SAM(nn.Module):
     """Self-attention module: aggregation(conv3(x), weights(x)); out_planes channels, same H x W."""
 
     def __init__(self, sa_type: str, in_planes: int, rel_planes: int, out_planes: int, share_planes: int,
-                 kernel_size: int = 3):
+                 kernel_size: int = 3, bias: bool = True):
         super().__init__()
         if sa_type not in SA_TYPES:
             raise ValueError(f"sa_type must be one of {SA_TYPES}, got {sa_type!r}")
@@ -137,9 +147,10 @@ class SAM(nn.Module):
             raise ValueError(f"out_planes {out_planes} is not divisible by share_planes {share_planes}")
         self.sa_type, self.kernel_size = sa_type, kernel_size
         kk, groups = kernel_size * kernel_size, out_planes // share_planes
-        self.conv1 = nn.Conv2d(in_planes, rel_planes, 1)
-        self.conv2 = nn.Conv2d(in_planes, rel_planes, 1)
-        self.conv3 = nn.Conv2d(in_planes, out_planes, 1)
+        # bias: the original's query, key and value convolutions have one, [Re]'s do not
+        self.conv1 = nn.Conv2d(in_planes, rel_planes, 1, bias=bias)
+        self.conv2 = nn.Conv2d(in_planes, rel_planes, 1, bias=bias)
+        self.conv3 = nn.Conv2d(in_planes, out_planes, 1, bias=bias)
         if sa_type == "pairwise":
             self.conv_w = nn.Sequential(
                 nn.BatchNorm2d(rel_planes + 2), nn.ReLU(inplace=True),
@@ -172,21 +183,27 @@ class SAM(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """x + conv(relu(bn2(SAM(relu(bn1(x)))))), with in_planes == out_planes."""
+    """x + conv(relu(bn2(SAM(relu(bn1(x)))))), with in_planes == out_planes.
+
+    `preact=False` ([Re]): x + conv(relu(bn2(SAM(x)))). [Re] still computes relu(bn1(x)) and throws it
+    away, so its bn1 is in use by its count but never gets a gradient; bn1 is kept here for that count
+    (its weights stay at their start, as in [Re]) and not computed.
+    """
 
     def __init__(self, sa_type: str, in_planes: int, rel_planes: int, mid_planes: int, out_planes: int,
-                 share_planes: int, kernel_size: int = 3):
+                 share_planes: int, kernel_size: int = 3, sam_bias: bool = True, preact: bool = True):
         super().__init__()
         if in_planes != out_planes:
             raise ValueError(f"the identity residual needs in_planes == out_planes, got {in_planes}, {out_planes}")
+        self.preact = preact
         self.bn1 = nn.BatchNorm2d(in_planes)
-        self.sam = SAM(sa_type, in_planes, rel_planes, mid_planes, share_planes, kernel_size)
+        self.sam = SAM(sa_type, in_planes, rel_planes, mid_planes, share_planes, kernel_size, bias=sam_bias)
         self.bn2 = nn.BatchNorm2d(mid_planes)
         self.conv = nn.Conv2d(mid_planes, out_planes, 1)
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.bn1(x))
+        out = self.relu(self.bn1(x)) if self.preact else x
         out = self.relu(self.bn2(self.sam(out)))
         return self.conv(out) + x
 
@@ -202,6 +219,9 @@ class SANConfig:
     mid_ratio: int = 4              # middle planes = width // mid_ratio
     share_planes: int = 8           # channels sharing one attention weight
     hierarchical: bool = False      # [Re]: one bottleneck per stage, applied blocks[i] times (shared weights)
+    sam_bias: bool = True           # [Re]: SAM's query, key and value convolutions without bias
+    preact: bool = True             # [Re]: False, the attention gets x rather than relu(bn1(x))
+    pool_first: bool = False        # [Re]: max-pool before the first stage too
     image_size: int = 32
     in_channels: int = 3
     num_classes: int = 10
@@ -225,7 +245,7 @@ class SANConfig:
                                  f"and mid_planes divisible by share_planes {self.share_planes}")
         side = self.image_size
         for i in range(len(self.widths)):
-            side = side // 2 if i else side
+            side = side // 2 if i or self.pool_first else side
             if side <= self.kernel_size // 2:
                 raise ValueError(f"image_size {self.image_size} is {side} pixels wide at stage {i}; reflection "
                                  f"padding for kernel_size {self.kernel_size} needs more than {self.kernel_size // 2}")
@@ -242,7 +262,7 @@ class Stage(nn.Module):
         n_unique = 1 if cfg.hierarchical else depth
         self.blocks = nn.Sequential(*[
             Bottleneck(cfg.sa_type, width, width // cfg.rel_ratio, width // cfg.mid_ratio, width,
-                       cfg.share_planes, cfg.kernel_size) for _ in range(n_unique)])
+                       cfg.share_planes, cfg.kernel_size, cfg.sam_bias, cfg.preact) for _ in range(n_unique)])
         self.bn = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
 
@@ -266,8 +286,8 @@ class SAN(nn.Module):
         self.conv_in = nn.Sequential(nn.Conv2d(cfg.in_channels, cfg.stem, 1, bias=False),
                                      nn.BatchNorm2d(cfg.stem), nn.ReLU(inplace=True))
         ins = [cfg.stem, *cfg.widths[:-1]]
-        # no pool before the first stage: CIFAR images are already small
-        self.stages = nn.ModuleList(Stage(cfg, i, w, d, downsample=n > 0)
+        # no pool before the first stage ([Re]'s `pool_first` has one): CIFAR images are already small
+        self.stages = nn.ModuleList(Stage(cfg, i, w, d, downsample=n > 0 or cfg.pool_first)
                                     for n, (i, w, d) in enumerate(zip(ins, cfg.widths, cfg.blocks)))
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(cfg.widths[-1], cfg.num_classes)

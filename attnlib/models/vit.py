@@ -13,6 +13,13 @@ Heads have width `head_dim` (default hidden // heads = 44 for 400 / 9) with thei
 and value maps and an output map, as in ViT. The fused path is torch's scaled_dot_product_attention;
 the plain path writes the softmax out, and `attention_probs(x)` reads it.
 `hierarchical=True` ([Re]): one block applied `layers` times.
+
+`vit_re` is [Re]'s network itself (its ViT/models/networks.py), so that [Re]'s accuracy is compared
+with the same network: every head 400 wide, query/key/value maps without bias, each residual added to
+LN(x) instead of x, no final LayerNorm, LayerNorm eps 1e-5, no hidden-state dropout, PyTorch's default
+initialisation (`init="torch"`), and a 257th token: a patch of uniform(0, 1) features, drawn anew on
+every forward pass (in eval mode too, as [Re] draws it unconditionally), embedded by the patch map and
+averaged with the 256 patch tokens. 37,394,506 parameters, [Re]'s count.
 """
 from __future__ import annotations
 
@@ -24,6 +31,8 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock
 
 from attnlib.models.common import eval_mode
+
+INITS = ("vit", "torch")
 
 
 @dataclass
@@ -41,6 +50,14 @@ class ViTConfig:
     layer_norm_eps: float = 1e-6
     hierarchical: bool = False  # [Re]: one block applied `layers` times
     fused: bool = True
+    qkv_bias: bool = True  # [Re]: query, key and value maps without bias
+    residual_from_norm: bool = False  # [Re]: each block adds its residual to LN(x), not to x
+    random_cls: bool = False  # [Re]: a uniform-random patch token, redrawn every pass, averaged with the rest
+    final_norm: bool = True  # [Re]: no LayerNorm before pooling
+    # "vit": truncated normal(0.02) linear maps and position embedding, zero biases, Kaiming (fan-out)
+    # convolutions. "torch": [Re]'s, which applies no initialiser: PyTorch's defaults (position embedding
+    # N(0, 1), an nn.Embedding's), except the ResNet18 stage, which torchvision's ResNet initialises.
+    init: str = "vit"
     image_size: int = 32
     in_channels: int = 3
     num_classes: int = 10
@@ -54,6 +71,8 @@ class ViTConfig:
             raise ValueError(f"patch_size {self.patch_size} does not divide image_size {self.image_size}")
         if self.inner_head_dim < 1:
             raise ValueError(f"hidden {self.hidden} is smaller than heads {self.heads}: set head_dim")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
 
     @property
     def inner_head_dim(self) -> int:
@@ -61,6 +80,7 @@ class ViTConfig:
 
     @property
     def tokens(self) -> int:
+        """Patch tokens (the 16x16 grid at the default size), not counting the random "cls" token."""
         return (self.image_size // self.patch_size) ** 2
 
 
@@ -70,7 +90,7 @@ class Attention(nn.Module):
     def __init__(self, cfg: ViTConfig):
         super().__init__()
         self.heads, self.head_dim = cfg.heads, cfg.inner_head_dim
-        self.qkv = nn.Linear(cfg.hidden, 3 * cfg.heads * self.head_dim)
+        self.qkv = nn.Linear(cfg.hidden, 3 * cfg.heads * self.head_dim, bias=cfg.qkv_bias)
         self.out = nn.Linear(cfg.heads * self.head_dim, cfg.hidden)
         self.attn_dropout = cfg.attn_dropout
         self.fused = cfg.fused
@@ -100,7 +120,11 @@ class Attention(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block: x + MHSA(LN(x)), then x + FF(LN(x))."""
+    """Pre-norm transformer block: x + MHSA(LN(x)), then x + FF(LN(x)).
+
+    `residual_from_norm` ([Re]): LN(x) + MHSA(LN(x)), then LN(y) + FF(LN(y)); the residual stream is
+    normalised at every step, as in [Re]'s code.
+    """
 
     def __init__(self, cfg: ViTConfig):
         super().__init__()
@@ -110,10 +134,16 @@ class Block(nn.Module):
         self.ff = nn.Sequential(nn.Linear(cfg.hidden, cfg.ff), nn.GELU(), nn.Dropout(cfg.dropout),
                                 nn.Linear(cfg.ff, cfg.hidden))
         self.dropout = nn.Dropout(cfg.dropout)
+        self.residual_from_norm = cfg.residual_from_norm
+
+    def _residual(self, x: torch.Tensor, normed: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
+        return (normed if self.residual_from_norm else x) + self.dropout(branch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.dropout(self.attn(self.norm1(x)))
-        return x + self.dropout(self.ff(self.norm2(x)))
+        normed = self.norm1(x)
+        x = self._residual(x, normed, self.attn(normed))
+        normed = self.norm2(x)
+        return self._residual(x, normed, self.ff(normed))
 
 
 class ViT(nn.Module):
@@ -128,22 +158,37 @@ class ViT(nn.Module):
         else:
             self.stem = nn.Identity()
             patch_in = cfg.in_channels
+        # a Conv2d with stride = kernel is [Re]'s nn.Unfold + nn.Linear: the same map, the same parameters
         self.patch = nn.Conv2d(patch_in, cfg.hidden, cfg.patch_size, stride=cfg.patch_size)
-        self.position = nn.Parameter(torch.zeros(1, cfg.tokens, cfg.hidden))
+        self.position = nn.Parameter(torch.zeros(1, cfg.tokens + cfg.random_cls, cfg.hidden))
         self.dropout = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(1 if cfg.hierarchical else cfg.layers))
-        self.norm = nn.LayerNorm(cfg.hidden, eps=cfg.layer_norm_eps)
+        self.norm = nn.LayerNorm(cfg.hidden, eps=cfg.layer_norm_eps) if cfg.final_norm else nn.Identity()
         self.classifier = nn.Linear(cfg.hidden, cfg.num_classes)
-        self.apply(self._init_weights)
-        nn.init.trunc_normal_(self.position, std=0.02)
+        if cfg.init == "vit":
+            self.apply(self._init_weights)
+            nn.init.trunc_normal_(self.position, std=0.02)
+        else:
+            self._torch_init()
 
     @staticmethod
     def _init_weights(m: nn.Module):
         if isinstance(m, nn.Linear):
             nn.init.trunc_normal_(m.weight, std=0.02)
-            nn.init.zeros_(m.bias)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def _torch_init(self):
+        """[Re]'s start: its modules keep PyTorch's defaults (the patch Conv2d's default equals its
+        Linear's, same fan-in), its position embedding is an nn.Embedding's N(0, 1), and its ResNet18
+        stage comes from torchvision's resnet18(), which gives convolutions Kaiming (fan-out) weights."""
+        nn.init.normal_(self.position)
+        for m in self.stem.modules():
+            if isinstance(m, BasicBlock):
+                for conv in (m.conv1, m.conv2):
+                    nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
 
     def config(self) -> dict:
         return asdict(self.cfg)
@@ -156,13 +201,25 @@ class ViT(nn.Module):
         return {"position"}
 
     def tokens(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> (B, T, hidden): stem, patch embedding, position embedding."""
+        """(B, C, H, W) -> (B, T, hidden): stem, patch embedding, position embedding; with `random_cls`
+        the random token comes first, T = 1 + patches."""
         b, c, h, w = images.shape
         if (c, h, w) != (self.cfg.in_channels, self.cfg.image_size, self.cfg.image_size):
             raise ValueError(f"expected images of shape (B, {self.cfg.in_channels}, {self.cfg.image_size}, "
                              f"{self.cfg.image_size}), got {tuple(images.shape)}")
-        x = self.patch(self.stem(images)).flatten(2).transpose(1, 2)  # (B, T, hidden), row-major patches
+        features = self.stem(images)
+        x = self.patch(features).flatten(2).transpose(1, 2)  # (B, T, hidden), row-major patches
+        if self.cfg.random_cls:
+            x = torch.cat([self._random_cls(features), x], dim=1)
         return self.dropout(x + self.position)
+
+    def _random_cls(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, 1, hidden): [Re]'s "cls" token, a patch of the stem's output space whose features are
+        uniform in [0, 1), drawn anew for every image and every pass (train and eval alike, as in [Re]'s
+        PatchExtraction), embedded by the patch map. It is not learned; its position embedding is."""
+        p = self.cfg.patch_size
+        patch = torch.rand(features.shape[0], features.shape[1], p, p, device=features.device, dtype=features.dtype)
+        return self.patch(patch).flatten(2).transpose(1, 2)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = self.tokens(images)
@@ -172,10 +229,15 @@ class ViT(nn.Module):
 
     @torch.no_grad()
     def attention_probs(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """One (B, heads, T, T) tensor per layer, rows summing to 1, in eval mode (as for figures)."""
+        """One (B, heads, T, T) tensor per layer over the T patch tokens, in eval mode (as for figures).
+
+        Rows sum to 1, except with `random_cls`: the random token is left out as query and as key, so a
+        row sums to 1 minus what the patch puts on that token, and the maps change from call to call.
+        """
+        first = int(self.cfg.random_cls)
         with eval_mode(self):
             x, probs = self.tokens(images), []
             for block in self.layer_blocks():
-                probs.append(block.attn.probs(block.norm1(x)))
+                probs.append(block.attn.probs(block.norm1(x))[:, :, first:, first:])
                 x = block(x)
             return probs
