@@ -14,24 +14,32 @@ import nbformat
 import pandas as pd
 from nbconvert import HTMLExporter
 
+from attnlib import claims as learning
 from attnlib import results
+from attnlib.claims import _claim
 from attnlib.experiment import summarize
 from attnlib.models import count_parameters, create_model
 from attnlib.results import atomic_write_text
 
-# (model, heads, hierarchical) -> published figures. Paper: Table 1 (accuracy), parameter counts
-# computed from the original code. [Re]: best test accuracy from its run logs.
+# (model, heads, hierarchical) -> published figures. Paper: Table 1 (accuracy), parameter counts computed
+# from the original code; beside the models that follow the paper. [Re]: best test accuracy from its run logs;
+# beside [Re]'s own networks (the _re models: docs/paper.md section 6), so that both sides are one network.
 PUBLISHED = [
-    dict(model="resnet18", heads=0, hierarchical=False, paper_acc=0.938, paper_params=11_173_962, paper_gflops=1.1, re_acc=0.9463),
-    dict(model="sa_quadratic", heads=9, hierarchical=False, paper_acc=0.938, paper_params=12_086_844, paper_gflops=6.2, re_acc=0.9365),
-    dict(model="sa_quadratic", heads=16, hierarchical=False, re_acc=0.9311),
-    dict(model="sa_quadratic", heads=9, hierarchical=True, re_acc=0.9282),
-    dict(model="sa_learned", heads=9, hierarchical=False, paper_acc=0.918, paper_params=12_278_682, paper_gflops=6.2, re_acc=0.9036),
-    dict(model="sa_learned", heads=16, hierarchical=False, re_acc=0.9115),
-    dict(model="sa_learned_content", heads=9, hierarchical=False, paper_acc=0.871, paper_params=29_601_882, paper_gflops=15.0, re_acc=0.8636),
-    dict(model="sa_learned_content", heads=16, hierarchical=False, re_acc=0.8556),
-    dict(model="sa_learned_content", heads=9, hierarchical=True, re_acc=0.9100),
-    dict(model="sa_learned_content", heads=16, hierarchical=True, re_acc=0.8768),
+    dict(model="resnet18", heads=0, hierarchical=False, paper_acc=0.938, paper_params=11_173_962, paper_gflops=1.1,
+         re_acc=0.9463),
+    dict(model="sa_quadratic", heads=9, hierarchical=False, paper_acc=0.938, paper_params=12_086_844, paper_gflops=6.2),
+    dict(model="sa_learned", heads=9, hierarchical=False, paper_acc=0.918, paper_params=12_278_682, paper_gflops=6.2),
+    dict(model="sa_learned_content", heads=9, hierarchical=False, paper_acc=0.871, paper_params=29_601_882,
+         paper_gflops=15.0),
+    dict(model="sa_quadratic_re", heads=9, hierarchical=False, re_acc=0.9365),
+    dict(model="sa_quadratic_re", heads=16, hierarchical=False, re_acc=0.9311),
+    dict(model="sa_quadratic_re", heads=9, hierarchical=True, re_acc=0.9282),
+    dict(model="sa_learned_re", heads=9, hierarchical=False, re_acc=0.9036),
+    dict(model="sa_learned_re", heads=16, hierarchical=False, re_acc=0.9115),
+    dict(model="sa_learned_content_re", heads=9, hierarchical=False, re_acc=0.8636),
+    dict(model="sa_learned_content_re", heads=16, hierarchical=False, re_acc=0.8556),
+    dict(model="sa_learned_content_re", heads=9, hierarchical=True, re_acc=0.9100),
+    dict(model="sa_learned_content_re", heads=16, hierarchical=True, re_acc=0.8768),
 ]
 
 
@@ -85,7 +93,6 @@ def parameter_table(runs) -> pd.DataFrame:
 
 # -- the report (notebook 08) ---------------------------------------------------------------------
 TRAINING = ["01_learned_2d", "02_quadratic", "03_san", "04_vit", "05_resnet"]
-VERDICTS = ("reproduced", "partly", "not reproduced", "not measured")
 
 
 def _read_csv(path) -> pd.DataFrame:
@@ -114,20 +121,22 @@ def load_results(results_dir, profile: str) -> dict:
     each notebook's latest summary (the ones its parameters plan now) are kept."""
     base = Path(results.profile_dir(results_dir, profile))
     summaries = {name: _read_csv(base / "metrics" / f"{name}_summary.csv") for name in TRAINING}  # each read once
-    metrics = []
+    metrics, attention = [], []
     for name in TRAINING:
         m = results.read_metrics(results.metrics_path(results_dir, profile, name))
+        a = results.read_metrics(results.attention_path(results_dir, profile, name), results.ATTENTION_COLUMNS)
         current = summaries[name]
-        if not m.empty and "run_id" in current:
-            metrics.append(m[m["run_id"].isin(current["run_id"])])
+        if "run_id" in current:
+            metrics += [m[m["run_id"].isin(current["run_id"])]] if not m.empty else []
+            attention += [a[a["run_id"].isin(current["run_id"])]] if not a.empty else []
     centers = results.read_metrics(results.centers_path(results_dir, profile, "02_quadratic"), results.CENTER_COLUMNS)
     quadratic = summaries["02_quadratic"]
     stamps = results.stamps_path(base)
     return dict(
         metrics=pd.concat(metrics, ignore_index=True) if metrics else pd.DataFrame(),
+        attention=pd.concat(attention, ignore_index=True) if attention else pd.DataFrame(),  # every epoch, from 0
         conv=_read_csv(results.metrics_path(results_dir, profile, "00_conv_as_attention")),
         timing=_read_csv(base / "metrics" / "06_timing_this_run.csv"),  # 06's latest settings and device only
-        likeness=_read_csv(base / "metrics" / "07_visualizations_likeness.csv"),
         centers=centers[centers["run_id"].isin(quadratic["run_id"])] if "run_id" in quadratic else centers.iloc[:0],
         stamps=results.read_stamps(stamps),  # damaged ones: left out, with one line
     )
@@ -162,11 +171,6 @@ def accuracy_table(metrics: pd.DataFrame, timing: pd.DataFrame | None = None) ->
     return table[[c for c in cols if c in table.columns]]
 
 
-def _claim(claim: str, verdict: str, evidence: str) -> dict:
-    assert verdict in VERDICTS, verdict
-    return dict(claim=claim, verdict=verdict, evidence=evidence)
-
-
 def claim_convolution(conv: pd.DataFrame) -> dict:
     """Theorem 1: a multi-head attention layer with K^2 heads computes any K x K convolution (notebook 00)."""
     name = "Attention can express any convolution (Theorem 1)"
@@ -179,72 +183,6 @@ def claim_convolution(conv: pd.DataFrame) -> dict:
                   f"{', '.join(sorted(conv['positional'].unique()))} encodings) on a {conv['dataset'].iloc[0]} image: "
                   + "; ".join(f"largest relative error {e:.1e} in {d}" for d, e in worst.items())
                   + ("" if ok else "; some construction is outside its dtype's tolerance"))
-
-
-def _first_layer(likeness: pd.DataFrame, model: str, heads: int | None = 9) -> pd.DataFrame:
-    d = likeness[(likeness["model"] == model) & (likeness["layer"] == 0) & ~likeness["variant"].str.contains("hierarchical")]
-    if heads is not None and (d["heads"] == heads).any():
-        d = d[d["heads"] == heads]
-    return d[d["run_id"] == d["run_id"].iloc[0]] if len(d) else d
-
-
-def claim_quadratic_grid(likeness: pd.DataFrame, locality: float = 3.0) -> dict:
-    """Quadratic attention learns local heads at distinct offsets, a grid like a convolution kernel's."""
-    name = "Quadratic attention learns a grid of local heads (Figure 4)"
-    d = _first_layer(likeness, "sa_quadratic") if not likeness.empty else likeness
-    if d.empty:
-        return _claim(name, "not measured", "no sa_quadratic run in results/<profile>/metrics/07_visualizations_likeness.csv")
-    heads, uniform = int(d["heads"].iloc[0]), float(d["uniform_mass"].iloc[0])
-    mass, distinct = float(d["top_mass"].mean()), int(d["distinct_offsets"].iloc[0])
-    near = int(((d["top_row"].abs() <= 2) & (d["top_col"].abs() <= 2)).sum())
-    local, grid = mass >= locality * uniform and near >= 2 * heads / 3, distinct >= 2 * heads / 3
-    verdict = "reproduced" if local and grid else "partly" if local or grid else "not reproduced"
-    return _claim(name, verdict,
-                  f"sa_quadratic ({d['variant'].iloc[0]}), layer 1: mean share on each head's top offset {mass:.2f} "
-                  f"(uniform {uniform:.3f}; local means >= {locality:g}x uniform), {near} of {heads} heads' top offsets "
-                  f"within 2 tokens, {distinct} distinct offsets (a grid means >= 2/3 of the heads)")
-
-
-def claim_learned_locality(likeness: pd.DataFrame, locality: float = 3.0) -> dict:
-    """Learned embeddings attend locally without content; with content, less so (Figures 5, 6)."""
-    name = "Learned embeddings attend locally without content, less so with content (Figures 5-6)"
-    if likeness.empty:
-        return _claim(name, "not measured", "no results/<profile>/metrics/07_visualizations_likeness.csv")
-    plain, content = _first_layer(likeness, "sa_learned"), _first_layer(likeness, "sa_learned_content")
-    if plain.empty or content.empty:
-        return _claim(name, "not measured", "needs both sa_learned and sa_learned_content runs")
-    uniform = float(plain["uniform_mass"].iloc[0])
-    m_plain, m_content = float(plain["top_mass"].mean()), float(content["top_mass"].mean())
-    local = m_plain >= locality * uniform
-    less = m_content < m_plain
-    verdict = "reproduced" if local and less else "partly" if local or less else "not reproduced"
-    return _claim(name, verdict,
-                  f"layer 1, mean share on each head's top offset: {m_plain:.2f} without content, {m_content:.2f} with "
-                  f"content (uniform {uniform:.3f}; local means >= {locality:g}x uniform)")
-
-
-ORDER = [("resnet18", None), ("sa_quadratic", 9), ("sa_learned", 9), ("sa_learned_content", 9)]
-
-
-def claim_accuracy_order(table: pd.DataFrame) -> dict:
-    """Table 1's order: ResNet18 >= quadratic >= learned >= learned + content (9 heads, not hierarchical)."""
-    name = "Accuracy order ResNet18 >= quadratic >= learned >= learned + content (Table 1)"
-    if table.empty:
-        return _claim(name, "not measured", "no training results")
-    accs = []
-    for model, heads in ORDER:
-        d = table[(table["model"] == model) & ~table["variant"].str.contains("hierarchical")]
-        if heads is not None and (d["variant"] == f"{heads} heads").any():
-            d = d[d["variant"] == f"{heads} heads"]
-        if d.empty:
-            return _claim(name, "not measured", f"no {model} run")
-        accs.append((model, float(d["acc"].iloc[0]), float(d["acc_sd"].iloc[0]), int(d["seeds"].iloc[0])))
-    holds = [a[1] >= b[1] for a, b in zip(accs, accs[1:])]
-    verdict = "reproduced" if all(holds) else "partly" if any(holds) else "not reproduced"
-    data = table["dataset"].iloc[0]
-    parts = [f"{m} {acc:.3f}" + (f" (sd {sd:.3f}, {n} seeds)" if n > 1 else "") for m, acc, sd, n in accs]
-    pairs = ", ".join(f"{a[0]} {'>=' if ok else '<'} {b[0]}" for (a, b), ok in zip(zip(accs, accs[1:]), holds))
-    return _claim(name, verdict, f"best test accuracy on {data}: " + "; ".join(parts) + f" ({pairs})")
 
 
 def claim_published_accuracy(table: pd.DataFrame) -> dict:
@@ -264,10 +202,18 @@ def claim_published_accuracy(table: pd.DataFrame) -> dict:
                   "(within 1 counts)")
 
 
+def learning_effects(res: dict) -> pd.DataFrame:
+    """Per run and layer, what training changed in the attention (claims.layer_effects)."""
+    return learning.layer_effects(res["attention"], res["centers"])
+
+
 def claims(res: dict, table: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame([claim_convolution(res["conv"]), claim_quadratic_grid(res["likeness"]),
-                         claim_learned_locality(res["likeness"]), claim_accuracy_order(table),
-                         claim_published_accuracy(table)])
+    """One row per claim of the paper: verdict and evidence. The learning claims compare every trained run with
+    the same run at initialisation (attnlib.claims)."""
+    effects = learning_effects(res)
+    return pd.DataFrame([claim_convolution(res["conv"]), learning.claim_quadratic_grid(effects),
+                         learning.claim_deeper_wider(effects), learning.claim_learned_locality(effects),
+                         learning.claim_accuracy_order(table), claim_published_accuracy(table)])
 
 
 def series_time(stamps: dict, metrics: pd.DataFrame) -> pd.DataFrame:

@@ -268,12 +268,17 @@ def load_checkpoint(path: str | Path, run_id: str | None = None, mmap: bool = Fa
     return state
 
 
+def record_path(results_dir: str | Path, profile: str, experiment: str, record: str) -> Path:
+    """The CSV of one of RECORDS (history, centers, attention) of a notebook's runs."""
+    return profile_dir(results_dir, profile) / "metrics" / f"{experiment}{RECORDS[record][0]}.csv"
+
+
 def centers_path(results_dir: str | Path, profile: str, experiment: str) -> Path:
-    return profile_dir(results_dir, profile) / "metrics" / f"{experiment}_centers.csv"
+    return record_path(results_dir, profile, experiment, "centers")
 
 
 def attention_path(results_dir: str | Path, profile: str, experiment: str) -> Path:
-    return profile_dir(results_dir, profile) / "metrics" / f"{experiment}_attention.csv"
+    return record_path(results_dir, profile, experiment, "attention")
 
 
 class DamagedCSV(ValueError):

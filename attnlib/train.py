@@ -252,7 +252,6 @@ def _write_records(results_dir, run: RunInfo, **records: list[dict]):
     """Each record of the run (results.RECORDS: its metric rows, centers, attention) into its CSV, replacing the
     run's earlier rows; a record a model does not keep (no centers, say) writes nothing."""
     for key, rows in records.items():
-        suffix, columns = results.RECORDS[key]
         if rows or key == "history":
-            path = results.profile_dir(results_dir, run.profile) / "metrics" / f"{run.experiment}{suffix}.csv"
-            results.write_run_rows(path, run.run_id, rows, columns)
+            results.write_run_rows(results.record_path(results_dir, run.profile, run.experiment, key), run.run_id,
+                                   rows, results.RECORDS[key][1])

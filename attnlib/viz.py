@@ -313,3 +313,36 @@ def plot_conv_likeness(df: pd.DataFrame, path: str | Path | None = None, subtitl
     if path is not None:
         fig.savefig(path, dpi=120)
     return fig
+
+
+def plot_attention_development(attention: pd.DataFrame, path: str | Path | None = None, subtitle: str = ""):
+    """How each attention model's heads changed from initialisation (epoch 0) to the last epoch, per layer:
+    the mean share on each head's top offset and the mean attention distance from the query (results.
+    ATTENTION_COLUMNS rows of every run; lines: mean over seeds, bands: their standard deviation). Dotted:
+    uniform attention."""
+    models = list(dict.fromkeys(attention["model"] + " (" + attention["variant"] + ")"))
+    fig, axes = plt.subplots(2, len(models), figsize=(3.6 * len(models), 5.6), squeeze=False, sharex=True, sharey="row")
+    per_layer = attention.assign(run=attention["model"] + " (" + attention["variant"] + ")", layer=attention["layer"] + 1)
+    per_layer = per_layer.groupby(["run", "run_id", "layer", "epoch"], as_index=False).agg(
+        top_mass=("top_mass", "mean"), mean_distance=("mean_distance", "mean"), uniform_mass=("uniform_mass", "first"),
+        uniform_distance=("uniform_distance", "first"))
+    several = per_layer.groupby(["run", "layer", "epoch"]).size().max() > 1
+    for j, run in enumerate(models):
+        d = per_layer[per_layer["run"] == run]
+        for i, (measure, label, uniform) in enumerate([("top_mass", "share on top offset", "uniform_mass"),
+                                                       ("mean_distance", "attention distance (tokens)", "uniform_distance")]):
+            ax = axes[i, j]
+            sns.lineplot(data=d, x="epoch", y=measure, hue="layer", palette="viridis", marker="o", ax=ax,
+                         errorbar="sd" if several else None, legend=(i == 0 and j == len(models) - 1))
+            ax.axhline(d[uniform].iloc[0], ls=":", color="grey", lw=1)
+            ax.set_ylim(bottom=0)
+            ax.set_ylabel(label if j == 0 else "")
+            ax.set_title(run if i == 0 else "", fontsize=9)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.grid(alpha=0.3)
+    fig.suptitle("Attention from initialisation (epoch 0) to the end of training" + (f"\n{subtitle}" if subtitle else ""),
+                 fontsize=10)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig

@@ -29,7 +29,7 @@ from conftest import ROOT, run_runner
 
 from attnlib import data, experiment, params, report, results, run, timing
 from attnlib.data import DataError
-from attnlib.results import CENTER_COLUMNS, METRIC_COLUMNS
+from attnlib.results import ATTENTION_COLUMNS, CENTER_COLUMNS, METRIC_COLUMNS
 from attnlib.train import TrainingError
 
 TIME_COLUMNS = ["seconds"]  # what may differ between two runs of the same settings (besides nothing else)
@@ -101,6 +101,10 @@ class Copy:
     @property
     def centers(self) -> Path:
         return results.centers_path(self.results_dir, "smoke", "02_quadratic")
+
+    @property
+    def attention(self) -> Path:
+        return results.attention_path(self.results_dir, "smoke", "02_quadratic")
 
     def train(self):
         return experiment.run_grid(self.p, "02_quadratic", self.trained.data, progress=False)
@@ -387,15 +391,16 @@ CSV_FAULTS = {
     "a-folder": _folder_csv,
 }
 CENTER_FAULTS = ["cut-mid-line", "header-deleted", "zero-bytes"]
+RECORD_CSVS = [("metrics", n) for n in CSV_FAULTS] + [(k, n) for k in ("centers", "attention") for n in CENTER_FAULTS]
 
 
-@pytest.mark.parametrize("kind, name", [("metrics", n) for n in CSV_FAULTS] + [("centers", n) for n in CENTER_FAULTS],
-                         ids=[f"heal-metrics-csv-{n}" for n in CSV_FAULTS] + [f"heal-centers-csv-{n}" for n in CENTER_FAULTS])
+@pytest.mark.parametrize("kind, name", RECORD_CSVS, ids=[f"heal-{k}-csv-{n}" for k, n in RECORD_CSVS])
 def test_damaged_csv_is_rebuilt_from_the_checkpoints(trained, tmp_path, capsys, kind, name):
     c = trained.copy(tmp_path)
-    path, columns = (c.metrics, METRIC_COLUMNS) if kind == "metrics" else (c.centers, CENTER_COLUMNS)
+    path = getattr(c, kind)
+    columns = {"metrics": METRIC_COLUMNS, "centers": CENTER_COLUMNS, "attention": ATTENTION_COLUMNS}[kind]
     original = pd.read_csv(path)
-    keys = ["run_id", "epoch"] + (["layer", "head"] if kind == "centers" else [])
+    keys = ["run_id", "epoch"] + (["layer", "head"] if kind != "metrics" else [])
     CSV_FAULTS[name](path)
     df = results.read_metrics(path, columns)
     line = one_line(capsys.readouterr().out)

@@ -10,8 +10,8 @@ from conftest import ROOT, assert_every_field_injected, run_runner
 
 from attnlib.models import list_models
 from attnlib.params import TimingParams, TrainParams, VizParams
-from attnlib.report import VERDICTS
-from attnlib.results import METRIC_COLUMNS
+from attnlib.claims import VERDICTS
+from attnlib.results import ATTENTION_COLUMNS, METRIC_COLUMNS
 
 
 @pytest.mark.notebook
@@ -36,14 +36,17 @@ def test_smoke_profile_runs_both_notebooks_then_the_visualizations_and_the_repor
     likeness = pd.read_csv(root / "metrics" / "07_visualizations_likeness.csv")
     assert set(likeness["model"]) == {"sa_learned", "sa_learned_content", "sa_quadratic", "sa_quadratic_aniso"}
     assert likeness["top_mass"].between(0, 1).all()
-    for name in ["centers", "center_paths", "conv_likeness", "query_sa_quadratic-h4-s42",
+    for name in ["centers", "center_paths", "development", "conv_likeness", "query_sa_quadratic-h4-s42",
                  "query_mean_sa_learned_content-h4-s42", "offsets_sa_learned-h4-s42"]:
         assert (root / "figures" / f"07_visualizations_{name}.png").stat().st_size > 1000, name
     printed = notebook_text(root / "notebooks" / "07_visualizations.ipynb")
     assert "4 trained runs found" in printed and "not shown: 03_san: san_pairwise (standard)" in printed
     # 08 reads all of it, gives a verdict per claim and exports the report
     verdicts = pd.read_csv(root / "metrics" / "08_report_verdicts.csv")
-    assert len(verdicts) == 5 and set(verdicts["verdict"]) <= set(VERDICTS)
+    assert len(verdicts) == 6 and set(verdicts["verdict"]) <= set(VERDICTS)
+    assert set(verdicts["verdict"][1:4]) == {"not shown"}  # one seed shows no learning claim
+    attention = pd.read_csv(root / "metrics" / "01_learned_2d_attention.csv")
+    assert list(attention.columns) == ATTENTION_COLUMNS and set(attention["epoch"]) == {0, 1}
     assert verdicts.iloc[0]["verdict"] == "not measured"  # notebook 00 did not run here
     html = (root / "report.html").read_text()
     assert "Verdicts" in html and "data:image/png;base64," in html

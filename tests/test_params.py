@@ -123,8 +123,9 @@ def test_per_model_sets_one_models_options_and_training_fields():
     assert len({r.run_id for r in runs}) == len(runs) == 2 + 4 + 4
 
 
-def test_committed_quick_results_belong_to_the_committed_quick_parameters():
-    """The run ids of results/quick/ are what the quick parameter files plan on Fashion-MNIST, so
+@pytest.mark.parametrize("profile", ["quick", "evidence"])
+def test_committed_results_belong_to_the_committed_parameters(profile):
+    """The run ids of results/<profile>/ are what the profile's parameter files plan on Fashion-MNIST, so
     `make reproduce` reads them back instead of training again, and a change that silently alters
     a run's fingerprint (config, training, data) fails here."""
     from types import SimpleNamespace
@@ -133,12 +134,13 @@ def test_committed_quick_results_belong_to_the_committed_quick_parameters():
 
     from attnlib.experiment import plan
     checked = 0
-    for path in sorted((ROOT / "params" / "quick").glob("*.yaml")):
-        csv = ROOT / "results" / "quick" / "metrics" / f"{path.stem}.csv"
+    for path in sorted((ROOT / "params" / profile).glob("*.yaml")):
+        csv = ROOT / "results" / profile / "metrics" / f"{path.stem}.csv"
         if params.params_class(path.stem) is not TrainParams or not csv.exists():
             continue
-        p = params.load(path)  # Fashion-MNIST has 60,000 / 10,000 images: the subsets are what is used
-        data = SimpleNamespace(name="fashion_mnist", x_train=range(p.train_subset), x_test=range(p.test_subset),
+        p = params.load(path)  # Fashion-MNIST has 60,000 / 10,000 images, or the subsets the file asks for
+        data = SimpleNamespace(name="fashion_mnist", x_train=range(p.train_subset or 60_000),
+                               x_test=range(p.test_subset or 10_000),
                                model_overrides=lambda: {"image_size": 28, "in_channels": 1, "num_classes": 10})
         planned = {r.run_id for r in plan(p, data)}
         assert planned == set(pd.read_csv(csv)["run_id"]), path.name
