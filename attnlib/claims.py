@@ -258,8 +258,8 @@ def claim_accuracy_order(table: pd.DataFrame, c: Criteria = CRITERIA) -> dict:
         clear = abs(a - b) > sa + sb
         held += a >= b
         beyond += clear and a >= b
-        pairs.append(f"{ma} {'>=' if a >= b else '<'} {mb} by {a - b:+.3f} "
-                     f"({'beyond' if clear else 'within'} the spread {sa + sb:.3f})")
+        spread = f" ({'beyond' if clear else 'within'} the spread {sa + sb:.3f})" if seeds >= c.min_seeds else ""
+        pairs.append(f"{ma} {'>=' if a >= b else '<'} {mb} by {a - b:+.3f}{spread}")
     data = table["dataset"].iloc[0]
     head = f"best test accuracy on {data}, mean ± sd over {seeds} seed(s): " + "; ".join(parts) + ". " + "; ".join(pairs)
     if seeds < c.min_seeds:

@@ -179,7 +179,7 @@ def test_a_file_naming_another_profile_than_its_folder_is_refused(tmp_path):
         params.load(path)
 
 
-@pytest.mark.parametrize("profile", ["smoke", "quick", "paper"])
+@pytest.mark.parametrize("profile", list(params.PROFILES))
 def test_a_notebook_takes_every_setting_from_its_profiles_file(profile):
     """The notebook's parameters cell names only the profile; the file is the one source of its settings,
     and relative folders are the repository's whatever the working directory."""
