@@ -3,6 +3,7 @@ import itertools
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -170,7 +171,7 @@ def test_conv_likeness_of_hard_one_tap_heads_is_one_with_nine_offsets():
     model = hard_shift_model()
     df = conv_likeness(model, torch.randn(5, 1, 12, 12), batch_size=2)
     assert list(df.columns) == ["layer", "head", "top_row", "top_col", "top_mass", "queries", "distinct_offsets", "heads",
-                          "layer_name", "uniform_mass"]
+                          "layer_name", "uniform_mass", "mean_distance", "uniform_distance"]
     assert len(df) == 18 and (df["distinct_offsets"] == 9).all() and (df["heads"] == 9).all()
     assert df["top_mass"].min() > 1 - 1e-6
     shifts = kernel_shifts(3).tolist()
@@ -178,7 +179,10 @@ def test_conv_likeness_of_hard_one_tap_heads_is_one_with_nine_offsets():
     # grid 6x6: a head with a diagonal shift has its target on the grid for 5x5 queries, the centre for all 36
     assert df.set_index(["layer", "head"]).loc[(0, 0), "queries"] == 25
     assert df.set_index(["layer", "head"]).loc[(0, 4), "queries"] == 36
-    assert conv_likeness(model, torch.randn(2, 1, 12, 12), margin=1)["queries"].max() == 16
+    inner = conv_likeness(model, torch.randn(2, 1, 12, 12), margin=1)
+    assert inner["queries"].max() == 16
+    # away from the edges each head attends exactly at its shift: its attention distance is the shift's length
+    np.testing.assert_allclose(inner["mean_distance"], np.hypot(inner["top_row"], inner["top_col"]), atol=1e-6)
 
 
 def test_conv_likeness_of_uniform_and_soft_heads():
