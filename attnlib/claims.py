@@ -32,7 +32,8 @@ class Criteria:
 CRITERIA = Criteria()
 
 
-def _claim(claim: str, verdict: str, evidence: str) -> dict:
+def verdict_row(claim: str, verdict: str, evidence: str) -> dict:
+    """One line of the report's verdict table."""
     assert verdict in VERDICTS, verdict
     return dict(claim=claim, verdict=verdict, evidence=evidence)
 
@@ -139,11 +140,11 @@ def _pick(effects: pd.DataFrame, model: str, heads: int = 9) -> pd.DataFrame:
 
 def _too_few(name: str, d: pd.DataFrame, what: str, c: Criteria) -> dict | None:
     if d.empty:
-        return _claim(name, "not measured", f"no {what} run recorded its attention at initialisation and after training")
+        return verdict_row(name, "not measured", f"no {what} run recorded its attention at initialisation and after training")
     seeds = d["seed"].nunique()
     if seeds < c.min_seeds:
         first = d[d["layer"] == d["layer"].min()]
-        return _claim(name, "not shown", f"{what} trained with {seeds} seed(s) (layer 1: share on each head's top offset "
+        return verdict_row(name, "not shown", f"{what} trained with {seeds} seed(s) (layer 1: share on each head's top offset "
                                          f"{first['top_mass_init'].mean():.3f} at initialisation, "
                                          f"{first['top_mass_trained'].mean():.3f} trained); a learning claim needs "
                                          f"{c.min_seeds} seeds (the evidence profile trains them)")
@@ -165,7 +166,7 @@ def claim_quadratic_grid(effects: pd.DataFrame, c: Criteria = CRITERIA) -> dict:
     verdict = "reproduced" if (sharper & grid & local).all() else "partly" if sharper.all() else "not shown"
     moved = f"centers moved {_pm(d['displacement'])} tokens, spread {_pm(d['spread_change'])} tokens; " \
         if "displacement" in d and d["displacement"].notna().all() else ""
-    return _claim(name, verdict,
+    return verdict_row(name, verdict,
                   f"sa_quadratic, layer 1, {len(d)} seeds, trained against the same runs at initialisation: share on "
                   f"each head's top offset {d['top_mass_init'].mean():.3f} untrained, {d['top_mass_trained'].mean():.3f} "
                   f"trained (change {_pm(d['top_mass_change'], 3)}; uniform {d['uniform_mass'].iloc[0]:.3f}); {moved}"
@@ -184,14 +185,14 @@ def claim_deeper_wider(effects: pd.DataFrame, c: Criteria = CRITERIA) -> dict:
     if (early := _too_few(name, d, "sa_quadratic", c)) is not None:
         return early
     if d["layer"].nunique() < 2 or "spread_change" not in d or d["spread_change"].isna().any():
-        return _claim(name, "not measured", "needs sa_quadratic runs of at least 2 layers with recorded centers")
+        return verdict_row(name, "not measured", "needs sa_quadratic runs of at least 2 layers with recorded centers")
     spread = d.pivot_table(index="run_id", columns="layer", values="spread_change")
     distance = d.pivot_table(index="run_id", columns="layer", values="distance_change")
     first, deepest = spread.columns.min(), spread.columns.max()
     gap = spread[deepest] - spread[first]
     shown = gap >= c.wider
     verdict = "reproduced" if shown.all() else "not shown"
-    return _claim(name, verdict,
+    return verdict_row(name, verdict,
                   f"sa_quadratic, {len(gap)} seeds, against the same runs at initialisation: change of the heads' "
                   f"spread, layer 1 {_pm(spread[first])} tokens, layer {deepest + 1} {_pm(spread[deepest])} tokens; "
                   f"the deepest layer's minus the first's {_pm(gap)} (untrained: 0). Change of the attention distance: "
@@ -228,7 +229,7 @@ def claim_learned_locality(effects: pd.DataFrame, c: Criteria = CRITERIA) -> dic
                  f"minus this one's is {gap:+.3f}, their spreads together {spread:.3f}")
     concentrated, local = bool(sharper.all()), bool((sharper & closer).all())
     verdict = "reproduced" if local and less else "partly" if concentrated else "not shown"
-    return _claim(name, verdict, text + f". Reproduced means: without content, in every seed, the share rises by >= "
+    return verdict_row(name, verdict, text + f". Reproduced means: without content, in every seed, the share rises by >= "
                   f"{c.sharper:g} and the heads attend closer to the query than at initialisation; with content the "
                   f"rise is smaller by >= {c.less_with_content:g} and by more than the two spreads together. Partly: "
                   "the heads concentrate in every seed, but not closer or not less so with content.")
@@ -242,14 +243,14 @@ def claim_accuracy_order(table: pd.DataFrame, c: Criteria = CRITERIA) -> dict:
     difference of mean best test accuracies told apart from the spread over seeds."""
     name = "Accuracy order ResNet18 >= quadratic >= learned >= learned + content (Table 1)"
     if table.empty:
-        return _claim(name, "not measured", "no training results")
+        return verdict_row(name, "not measured", "no training results")
     accs = []
     for model, heads in ORDER:
         d = table[(table["model"] == model) & ~table["variant"].str.contains("hierarchical")]
         if heads is not None and (d["variant"] == f"{heads} heads").any():
             d = d[d["variant"] == f"{heads} heads"]
         if d.empty:
-            return _claim(name, "not measured", f"no {model} run")
+            return verdict_row(name, "not measured", f"no {model} run")
         accs.append((model, float(d["acc"].iloc[0]), float(d["acc_sd"].iloc[0]), int(d["seeds"].iloc[0])))
     seeds = min(a[3] for a in accs)
     parts = [f"{m} {acc:.3f} ± {sd:.3f}" for m, acc, sd, _ in accs]
@@ -263,8 +264,8 @@ def claim_accuracy_order(table: pd.DataFrame, c: Criteria = CRITERIA) -> dict:
     data = table["dataset"].iloc[0]
     head = f"best test accuracy on {data}, mean ± sd over {seeds} seed(s): " + "; ".join(parts) + ". " + "; ".join(pairs)
     if seeds < c.min_seeds:
-        return _claim(name, "not shown", head + f". With fewer than {c.min_seeds} seeds a difference cannot be told "
+        return verdict_row(name, "not shown", head + f". With fewer than {c.min_seeds} seeds a difference cannot be told "
                                                 "from the spread between seeds.")
     verdict = "reproduced" if beyond == len(pairs) else "partly" if held else "not reproduced"
-    return _claim(name, verdict, head + ". Reproduced means every pair in the published order by more than the two "
+    return verdict_row(name, verdict, head + ". Reproduced means every pair in the published order by more than the two "
                                         f"standard deviations together; {beyond} of {len(pairs)} are.")

@@ -16,7 +16,7 @@ from nbconvert import HTMLExporter
 
 from attnlib import claims as learning
 from attnlib import results
-from attnlib.claims import _claim
+from attnlib.claims import verdict_row
 from attnlib.experiment import summarize
 from attnlib.models import count_parameters, create_model
 from attnlib.results import atomic_write_text
@@ -175,10 +175,10 @@ def claim_convolution(conv: pd.DataFrame) -> dict:
     """Theorem 1: a multi-head attention layer with K^2 heads computes any K x K convolution (notebook 00)."""
     name = "Attention can express any convolution (Theorem 1)"
     if conv.empty:
-        return _claim(name, "not measured", "no results/<profile>/metrics/00_conv_as_attention.csv")
+        return verdict_row(name, "not measured", "no results/<profile>/metrics/00_conv_as_attention.csv")
     worst = conv.groupby("dtype")["rel_error"].max()
     ok = bool(conv["within_tolerance"].all())
-    return _claim(name, "reproduced" if ok else "not reproduced",
+    return verdict_row(name, "reproduced" if ok else "not reproduced",
                   f"{len(conv)} constructions ({', '.join(sorted(conv['case'].unique()))}; "
                   f"{', '.join(sorted(conv['positional'].unique()))} encodings) on a {conv['dataset'].iloc[0]} image: "
                   + "; ".join(f"largest relative error {e:.1e} in {d}" for d, e in worst.items())
@@ -193,10 +193,10 @@ def claim_published_accuracy(table: pd.DataFrame) -> dict:
     if d.empty:
         where = ", ".join(f"{p} profile on {ds}" for p, ds in sorted(set(zip(table["profile"], table["dataset"])))) \
             if not table.empty else "no training results"
-        return _claim(name, "not measured", f"needs models of Table 1 trained at the paper profile on CIFAR-10; "
+        return verdict_row(name, "not measured", f"needs models of Table 1 trained at the paper profile on CIFAR-10; "
                                             f"this report has {where}")
     gaps = (d["acc"] - d["paper_acc"]).abs()
-    return _claim(name, "reproduced" if gaps.max() <= 0.01 else "not reproduced",
+    return verdict_row(name, "reproduced" if gaps.max() <= 0.01 else "not reproduced",
                   f"largest gap to the paper over {len(d)} models ({', '.join(d['model'])}; epochs "
                   f"{', '.join(map(str, sorted(set(d['epochs']))))}): {gaps.max() * 100:.1f} percentage points "
                   "(within 1 counts)")
