@@ -130,12 +130,15 @@ def _pm(values, digits: int = 2) -> str:
     return f"{np.mean(values):+.{digits}f} ± {_sd(values):.{digits}f}"
 
 
-def _pick(effects: pd.DataFrame, model: str, heads: int = 9) -> pd.DataFrame:
-    """The runs of `model` with `heads` heads (any head count if none has that many), not hierarchical."""
+def _pick(effects: pd.DataFrame, model: str, layer: int | None = None, heads: int = 9) -> pd.DataFrame:
+    """The rows of `model` with `heads` heads (any head count if none has that many), not hierarchical, at
+    `layer` (every layer if None); empty when there are no effects at all."""
+    if effects.empty:
+        return effects
     d = effects[(effects["model"] == model) & ~effects["variant"].str.contains("hierarchical")]
     if (d["heads"] == heads).any():
         d = d[d["heads"] == heads]
-    return d
+    return d if layer is None else d[d["layer"] == layer]
 
 
 def _too_few(name: str, d: pd.DataFrame, what: str, c: Criteria) -> dict | None:
@@ -155,8 +158,7 @@ def _too_few(name: str, d: pd.DataFrame, what: str, c: Criteria) -> dict | None:
 def claim_quadratic_grid(effects: pd.DataFrame, c: Criteria = CRITERIA) -> dict:
     """Figure 4: the first layer's quadratic heads sharpen into local heads at distinct offsets, a grid."""
     name = "Quadratic attention learns a grid of local heads in the first layer (Figure 4)"
-    d = _pick(effects, "sa_quadratic") if not effects.empty else effects
-    d = d[d["layer"] == 0] if not d.empty else d
+    d = _pick(effects, "sa_quadratic", layer=0)
     if (early := _too_few(name, d, "sa_quadratic", c)) is not None:
         return early
     heads = int(d["heads"].iloc[0])
@@ -167,21 +169,21 @@ def claim_quadratic_grid(effects: pd.DataFrame, c: Criteria = CRITERIA) -> dict:
     moved = f"centers moved {_pm(d['displacement'])} tokens, spread {_pm(d['spread_change'])} tokens; " \
         if "displacement" in d and d["displacement"].notna().all() else ""
     return verdict_row(name, verdict,
-                  f"sa_quadratic, layer 1, {len(d)} seeds, trained against the same runs at initialisation: share on "
-                  f"each head's top offset {d['top_mass_init'].mean():.3f} untrained, {d['top_mass_trained'].mean():.3f} "
-                  f"trained (change {_pm(d['top_mass_change'], 3)}; uniform {d['uniform_mass'].iloc[0]:.3f}); {moved}"
-                  f"distinct offsets {d['distinct_init'].mean():.1f} -> {d['distinct_trained'].mean():.1f} of {heads}; "
-                  f"attention distance {d['distance_trained'].mean():.2f} tokens (uniform "
-                  f"{d['uniform_distance'].iloc[0]:.2f}). Reproduced means, in every seed: the share rises by >= "
-                  f"{c.sharper:g}, >= {c.grid_fraction:.0%} of the heads end at distinct offsets, and the heads attend "
-                  f"closer than uniform attention; {int(sharper.sum())}, {int(grid.sum())} and {int(local.sum())} of "
-                  f"{len(d)} seeds do.")
+                       f"sa_quadratic, layer 1, {len(d)} seeds, trained against the same runs at initialisation: share on "
+                       f"each head's top offset {d['top_mass_init'].mean():.3f} untrained, {d['top_mass_trained'].mean():.3f} "
+                       f"trained (change {_pm(d['top_mass_change'], 3)}; uniform {d['uniform_mass'].iloc[0]:.3f}); {moved}"
+                       f"distinct offsets {d['distinct_init'].mean():.1f} -> {d['distinct_trained'].mean():.1f} of {heads}; "
+                       f"attention distance {d['distance_trained'].mean():.2f} tokens (uniform "
+                       f"{d['uniform_distance'].iloc[0]:.2f}). Reproduced means, in every seed: the share rises by >= "
+                       f"{c.sharper:g}, >= {c.grid_fraction:.0%} of the heads end at distinct offsets, and the heads attend "
+                       f"closer than uniform attention; {int(sharper.sum())}, {int(grid.sum())} and {int(local.sum())} of "
+                       f"{len(d)} seeds do.")
 
 
 def claim_deeper_wider(effects: pd.DataFrame, c: Criteria = CRITERIA) -> dict:
     """Figure 4: the first layer's quadratic heads narrow down; deeper layers' heads stay wider."""
     name = "Deeper quadratic layers attend more widely than the first (Figure 4)"
-    d = _pick(effects, "sa_quadratic") if not effects.empty else effects
+    d = _pick(effects, "sa_quadratic")
     if (early := _too_few(name, d, "sa_quadratic", c)) is not None:
         return early
     if d["layer"].nunique() < 2 or "spread_change" not in d or d["spread_change"].isna().any():
@@ -193,22 +195,20 @@ def claim_deeper_wider(effects: pd.DataFrame, c: Criteria = CRITERIA) -> dict:
     shown = gap >= c.wider
     verdict = "reproduced" if shown.all() else "not shown"
     return verdict_row(name, verdict,
-                  f"sa_quadratic, {len(gap)} seeds, against the same runs at initialisation: change of the heads' "
-                  f"spread, layer 1 {_pm(spread[first])} tokens, layer {deepest + 1} {_pm(spread[deepest])} tokens; "
-                  f"the deepest layer's minus the first's {_pm(gap)} (untrained: 0). Change of the attention distance: "
-                  f"layer 1 {_pm(distance[first])}, layer {deepest + 1} {_pm(distance[deepest])} tokens. Reproduced "
-                  f"means a gap >= {c.wider:g} tokens in every seed; {int(shown.sum())} of {len(gap)} seeds.")
+                       f"sa_quadratic, {len(gap)} seeds, against the same runs at initialisation: change of the heads' "
+                       f"spread, layer 1 {_pm(spread[first])} tokens, layer {deepest + 1} {_pm(spread[deepest])} tokens; "
+                       f"the deepest layer's minus the first's {_pm(gap)} (untrained: 0). Change of the attention distance: "
+                       f"layer 1 {_pm(distance[first])}, layer {deepest + 1} {_pm(distance[deepest])} tokens. Reproduced "
+                       f"means a gap >= {c.wider:g} tokens in every seed; {int(shown.sum())} of {len(gap)} seeds.")
 
 
 def claim_learned_locality(effects: pd.DataFrame, c: Criteria = CRITERIA) -> dict:
     """Figures 5-6: learned embeddings come to attend locally without content; with content, less so."""
     name = "Learned embeddings attend locally without content, less so with content (Figures 5-6)"
-    plain = _pick(effects, "sa_learned") if not effects.empty else effects
-    plain = plain[plain["layer"] == 0] if not plain.empty else plain
+    plain = _pick(effects, "sa_learned", layer=0)
     if (early := _too_few(name, plain, "sa_learned", c)) is not None:
         return early
-    content = _pick(effects, "sa_learned_content")
-    content = content[content["layer"] == 0]
+    content = _pick(effects, "sa_learned_content", layer=0)
     sharper = plain["top_mass_change"] >= c.sharper
     closer = plain["distance_change"] < 0
     text = (f"layer 1, {len(plain)} seeds, against the same runs at initialisation. Without content the share on "
@@ -230,9 +230,9 @@ def claim_learned_locality(effects: pd.DataFrame, c: Criteria = CRITERIA) -> dic
     concentrated, local = bool(sharper.all()), bool((sharper & closer).all())
     verdict = "reproduced" if local and less else "partly" if concentrated else "not shown"
     return verdict_row(name, verdict, text + f". Reproduced means: without content, in every seed, the share rises by >= "
-                  f"{c.sharper:g} and the heads attend closer to the query than at initialisation; with content the "
-                  f"rise is smaller by >= {c.less_with_content:g} and by more than the two spreads together. Partly: "
-                  "the heads concentrate in every seed, but not closer or not less so with content.")
+                       f"{c.sharper:g} and the heads attend closer to the query than at initialisation; with content the "
+                       f"rise is smaller by >= {c.less_with_content:g} and by more than the two spreads together. Partly: "
+                       "the heads concentrate in every seed, but not closer or not less so with content.")
 
 
 ORDER = [("resnet18", None), ("sa_quadratic", 9), ("sa_learned", 9), ("sa_learned_content", 9)]

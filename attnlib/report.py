@@ -179,10 +179,10 @@ def claim_convolution(conv: pd.DataFrame) -> dict:
     worst = conv.groupby("dtype")["rel_error"].max()
     ok = bool(conv["within_tolerance"].all())
     return verdict_row(name, "reproduced" if ok else "not reproduced",
-                  f"{len(conv)} constructions ({', '.join(sorted(conv['case'].unique()))}; "
-                  f"{', '.join(sorted(conv['positional'].unique()))} encodings) on a {conv['dataset'].iloc[0]} image: "
-                  + "; ".join(f"largest relative error {e:.1e} in {d}" for d, e in worst.items())
-                  + ("" if ok else "; some construction is outside its dtype's tolerance"))
+                       f"{len(conv)} constructions ({', '.join(sorted(conv['case'].unique()))}; "
+                       f"{', '.join(sorted(conv['positional'].unique()))} encodings) on a {conv['dataset'].iloc[0]} image: "
+                       + "; ".join(f"largest relative error {e:.1e} in {d}" for d, e in worst.items())
+                       + ("" if ok else "; some construction is outside its dtype's tolerance"))
 
 
 def claim_published_accuracy(table: pd.DataFrame) -> dict:
@@ -197,9 +197,9 @@ def claim_published_accuracy(table: pd.DataFrame) -> dict:
                                             f"this report has {where}")
     gaps = (d["acc"] - d["paper_acc"]).abs()
     return verdict_row(name, "reproduced" if gaps.max() <= 0.01 else "not reproduced",
-                  f"largest gap to the paper over {len(d)} models ({', '.join(d['model'])}; epochs "
-                  f"{', '.join(map(str, sorted(set(d['epochs']))))}): {gaps.max() * 100:.1f} percentage points "
-                  "(within 1 counts)")
+                       f"largest gap to the paper over {len(d)} models ({', '.join(d['model'])}; epochs "
+                       f"{', '.join(map(str, sorted(set(d['epochs']))))}): {gaps.max() * 100:.1f} percentage points "
+                       "(within 1 counts)")
 
 
 def learning_effects(res: dict) -> pd.DataFrame:
