@@ -65,6 +65,11 @@ def metrics_path(results_dir: str | Path, profile: str, experiment: str) -> Path
     return profile_dir(results_dir, profile) / "metrics" / f"{experiment}.csv"
 
 
+def summary_path(results_dir: str | Path, profile: str, notebook: str) -> Path:
+    """The per-run (or per-model) summary table a notebook writes for the report."""
+    return profile_dir(results_dir, profile) / "metrics" / f"{notebook}_summary.csv"
+
+
 def figures_dir(results_dir: str | Path, profile: str) -> Path:
     d = profile_dir(results_dir, profile) / "figures"
     d.mkdir(parents=True, exist_ok=True)
