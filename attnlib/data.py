@@ -26,10 +26,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torchvision.datasets import CIFAR10
+from torchvision.datasets import cifar as tv_cifar
+from torchvision.datasets.utils import extract_archive
 
 from attnlib.results import first_few, one_line
 
 DATASETS = ("auto", "cifar10", "fashion_mnist", "synthetic")
+
+
+def image_shapes(name: str, synthetic_image_size: int = 16) -> list[tuple[int, int]]:
+    """The (side in pixels, channels) of the images data set `name` may give, before it is loaded (auto:
+    either real data set's)."""
+    real = {"cifar10": [(32, 3)], "fashion_mnist": [(28, 1)]}
+    return {**real, "auto": real["cifar10"] + real["fashion_mnist"], "synthetic": [(synthetic_image_size, 3)]}[name]
 CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
 CIFAR10_URL_HOST = "www.cs.toronto.edu"
 FASHION_MNIST_DIRS = (Path("/usr/share/datasets/fashion-mnist"),)
@@ -93,9 +103,6 @@ def _network_reaches(host: str, port: int = 443, timeout: float = 3.0) -> bool:
 
 def cifar10_damaged(folder: Path) -> list[str]:
     """The files of an extracted CIFAR-10 (torchvision's layout) that are missing or fail their MD5 check."""
-    from torchvision.datasets import CIFAR10
-    from torchvision.datasets import cifar as tv_cifar
-
     files = [*CIFAR10.train_list, *CIFAR10.test_list, [CIFAR10.meta["filename"], CIFAR10.meta["md5"]]]
     return [name for name, md5 in files if not tv_cifar.check_integrity(str(folder / name), md5)]
 
@@ -103,14 +110,11 @@ def cifar10_damaged(folder: Path) -> list[str]:
 def load_cifar10(root: str | Path = "data", download: bool = True) -> Dataset:
     """CIFAR-10 from `root` (torchvision layout); downloads only if allowed and the host answers. A folder that
     is incomplete or damaged (an extraction that was cut short) is extracted again from the archive beside it."""
-    from torchvision.datasets import CIFAR10
-
     root = Path(root)
     folder, archive = root / "cifar-10-batches-py", root / CIFAR10_ARCHIVE
     damaged = cifar10_damaged(folder) if folder.is_dir() else None  # None: no folder at all
     if damaged is None or damaged:
         if archive.exists():
-            from torchvision.datasets.utils import extract_archive
             if damaged:
                 print(f"{folder}/ is incomplete or damaged ({first_few(damaged)} missing or failing their checksum): "
                       f"extracting {archive} again", flush=True)

@@ -2,68 +2,35 @@
 
 A parameter file may set any field of the notebook's dataclass and nothing else. An unknown key, a
 wrong type or an impossible value (NaN or infinity anywhere, a key given twice, a schedule that cannot
-work, a run too long to be meant) raises ParamsError with one line naming the file and the key; so does
-a file that is empty, not UTF-8 or not a file. `python -m attnlib.params FILE...` checks files from the
-shell (exit status 2 on the first error).
+work, a run too long to be meant, a model that cannot be built) raises ParamsError with one line naming
+the file and the key; so does a file that is empty, not UTF-8 or not a file. Keys and types are checked
+by attnlib.schema, which checks the models' options too; each dataclass's `validate` checks its values.
+`python -m attnlib.params FILE...` checks files from the shell (exit status 2 on the first error).
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
 import functools
-import itertools
-import math
 import sys
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
+from attnlib import experiment, schema
 from attnlib.data import DATASETS
-from attnlib.results import one_line
-from attnlib.train import TrainConfig
+from attnlib.models import config_class, config_fields, list_models, model_config
+from attnlib.schema import ParamsError, read_yaml
+from attnlib.train import PRECISIONS, TrainSettings
 
-PRECISIONS = ("fp32", "bf16")
-SCHEDULES = ("cosine", "step", "constant")
 PROFILES = ("smoke", "quick", "evidence", "paper")
 REPO_ROOT = Path(__file__).resolve().parent.parent  # params/, results/ and data/ are found from here
 PATH_FIELDS = ("data_root", "params_dir", "results_dir")
-# Training fields a model may set for itself under per_model; the data set decides the DATA_OPTIONS.
-TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name != "seed")
-DATA_OPTIONS = ("image_size", "in_channels", "num_classes")
-MAX_EPOCHS = 10_000  # the paper trains 300; more is a typo, not a run
 MAX_SEED = 2**32  # seeds are in [0, 2**32): torch's generators take them, times the loader's epoch stride
 MAX_IMAGE_SIZE = 1024  # generated images (synthetic_image_size)
 
 
-class ParamsError(ValueError):
-    """Bad parameters; the message is one line naming the key and what to fix."""
-
-
 def _fail(where: str, key: str, why: str):
     raise ParamsError(f"{where}: {key} {why}")
-
-
-def _finite(value) -> bool:
-    """False for a NaN or an infinity, also inside lists and mappings (YAML's .nan and .inf)."""
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if isinstance(value, (list, tuple)):
-        return all(_finite(v) for v in value)
-    if isinstance(value, dict):
-        return all(_finite(v) for v in value.values())
-    return True
-
-
-def _check_model_option(bad, key: str, name: str, value):
-    """Checks a model's config does not make itself: list items' types, dropout ranges, finite numbers."""
-    if not _finite(value):
-        bad(key, f"must be a finite number, got {value!r}")
-    if isinstance(value, list) and any(isinstance(v, (str, bool)) or not isinstance(v, (int, float)) for v in value):
-        bad(key, f"must be a list of numbers, got {value!r}")
-    if name.endswith("dropout") and isinstance(value, (int, float)) and not 0 <= value < 1:
-        bad(key, f"must be in [0, 1), got {value}")
 
 
 def _check_device(bad, device: str):
@@ -78,9 +45,17 @@ def _check_common(p, where: str):
             _fail(where, key, f"must be one of {', '.join(choices)}, got {getattr(p, key)!r}")
 
 
+def _check_models(bad, key: str, names: list[str]):
+    for m in names:
+        if m not in list_models():
+            bad(key, f"names unknown model {m!r}; choose from {', '.join(list_models())}")
+
+
 @dataclass
-class TrainParams:
-    """Parameters of a training notebook (01_learned_2d, 02_quadratic, ...). Defaults: the paper's."""
+class TrainParams(TrainSettings):
+    """Parameters of a training notebook (01_learned_2d, 02_quadratic, ...): the training settings
+    (attnlib.train.TrainSettings: epochs, lr, schedule, ...), the data, and the grid of runs. Defaults: the
+    paper's. How the grid resolves into runs is attnlib.experiment's (one place)."""
 
     profile: str = "paper"
     # data
@@ -105,20 +80,6 @@ class TrainParams:
     # {model: {key: value}}: that model's own options (e.g. widths for SAN, width for ResNet) and the
     # training fields it trains with instead of the ones above (e.g. lr, milestones).
     per_model: dict = field(default_factory=dict)
-    # training (docs/paper.md section 3)
-    epochs: int = 300
-    batch_size: int = 100
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 1e-4
-    schedule: str = "cosine"  # cosine: linear warm-up then cosine to 0; step: x gamma at milestones
-    warmup: float = 0.05  # fraction of all steps spent in linear warm-up
-    milestones: list[int] = field(default_factory=list)  # epochs, for schedule=step
-    gamma: float = 0.1
-    label_smoothing: float = 0.0
-    augment: bool = True  # the paper's random crop (padding 4) and horizontal flip of training images
-    precision: str = "fp32"  # fp32 | bf16 (autocast)
     seeds: list[int] = field(default_factory=lambda: [42])
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     results_dir: str = "results"
@@ -126,10 +87,7 @@ class TrainParams:
     def validate(self, where: str = "parameters") -> "TrainParams":
         bad = functools.partial(_fail, where)
         _check_common(self, where)
-        from attnlib.models import config_fields, list_models, model_config
-        for m in self.models:
-            if m not in list_models():
-                bad("models", f"names unknown model {m!r}; choose from {', '.join(list_models())}")
+        _check_models(bad, "models", self.models)
         if not self.models:
             bad("models", "is empty: name at least one model")
         for key in ("heads", "hierarchical", "seeds"):
@@ -149,108 +107,9 @@ class TrainParams:
                 bad(key, f"must not be negative, got {getattr(self, key)}")
         if not 0 <= self.dropout < 1:
             bad("dropout", f"must be in [0, 1), got {self.dropout}")
-        self._check_training(bad)
-        sizes = {"cifar10": [32], "fashion_mnist": [28], "auto": [32, 28],
-                 "synthetic": [self.synthetic_image_size]}[self.dataset]
-        if any({"downsample", "patch_size"} & config_fields(m) for m in self.models):
-            for size in sizes:
-                if size % self.downsample:
-                    bad("downsample", f"{self.downsample} does not divide the {size}-pixel images of dataset={self.dataset}")
         _check_device(bad, self.device)
-        self._check_per_model(bad)
-        channels = {"cifar10": [3], "fashion_mnist": [1], "auto": [3, 1], "synthetic": [3]}[self.dataset]
-        for name in self.models:  # every model can be built for every image size the data set may have
-            for size in sizes:
-                for c in channels:
-                    for heads, shared in itertools.product(self.heads_for(name), self.hierarchical_for(name)):
-                        try:
-                            model_config(name, **self.model_overrides(name, heads, shared), image_size=size,
-                                         in_channels=c)
-                        except (ValueError, TypeError) as err:
-                            key = f"per_model.{name}" if name in self.per_model else "models"
-                            bad(key, f"gives {name} an invalid configuration for {size}x{size}x{c} images: {err}")
+        experiment.check_grid(self, where)
         return self
-
-    def _check_training(self, bad):
-        for key in ("epochs", "batch_size"):
-            if getattr(self, key) < 1:
-                bad(key, f"must be at least 1, got {getattr(self, key)}")
-        if self.epochs > MAX_EPOCHS:
-            bad("epochs", f"must be at most {MAX_EPOCHS:,} (the paper trains 300), got {self.epochs:,}")
-        for key in ("lr", "momentum", "weight_decay", "warmup", "gamma", "label_smoothing"):
-            if not _finite(getattr(self, key)):
-                bad(key, f"must be a finite number, got {getattr(self, key)}")
-        for key in ("weight_decay", "momentum", "label_smoothing"):
-            if getattr(self, key) < 0:
-                bad(key, f"must not be negative, got {getattr(self, key)}")
-        if self.momentum >= 1:
-            bad("momentum", f"must be below 1 (SGD diverges otherwise), got {self.momentum}")
-        if self.nesterov and self.momentum == 0:
-            bad("nesterov", "needs a momentum above 0")
-        if not 0 <= self.warmup < 1:
-            bad("warmup", f"must be a fraction of the steps in [0, 1), got {self.warmup}")
-        if not self.lr > 0:
-            bad("lr", f"must be positive, got {self.lr}")
-        if self.label_smoothing >= 1:
-            bad("label_smoothing", f"must be below 1, got {self.label_smoothing}")
-        if self.precision not in PRECISIONS:
-            bad("precision", f"must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.schedule not in SCHEDULES:
-            bad("schedule", f"must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
-        if not 0 < self.gamma <= 1:
-            bad("gamma", f"must be in (0, 1], the factor of the lr at each milestone, got {self.gamma}")
-        if any(m < 1 for m in self.milestones):
-            bad("milestones", f"must be epochs, at least 1, got {self.milestones}")
-        if any(a >= b for a, b in zip(self.milestones, self.milestones[1:])):
-            bad("milestones", f"must be increasing epochs, each once, got {self.milestones}")
-        if self.schedule == "step" and not self.milestones:
-            bad("milestones", "must list epochs when schedule is step")
-
-    def _check_per_model(self, bad):
-        from attnlib.models import config_fields
-        hints = typing.get_type_hints(TrainParams)
-        for name, options in self.per_model.items():
-            if name not in self.models:
-                bad("per_model", f"names {name!r}, which is not in models {self.models}")
-            if not isinstance(options, dict):
-                bad(f"per_model.{name}", f"must be a mapping of option: value, got {options!r}")
-            # heads and hierarchical are the grid's axes, set at the top level for every model
-            allowed = sorted((config_fields(name) - {"heads", "hierarchical", *DATA_OPTIONS}) | set(TRAIN_FIELDS))
-            for key, value in options.items():
-                if key not in allowed:
-                    close = difflib.get_close_matches(str(key), allowed, n=1)
-                    hint = f" (did you mean {close[0]!r}?)" if close else ""
-                    bad(f"per_model.{name}", f"has unknown option {key!r}{hint}; options: {', '.join(allowed)}")
-                if key in TRAIN_FIELDS and not _check_type(value, hints[key]):
-                    bad(f"per_model.{name}.{key}", f"must be {_type_name(hints[key])}, got {value!r}")
-                _check_model_option(bad, f"per_model.{name}.{key}", key, value)
-            self.for_model(name)._check_training(lambda key, why: bad(f"per_model.{name}.{key}", why))
-
-    def for_model(self, name: str) -> "TrainParams":
-        """These parameters with the training fields per_model sets for `name` (lr, epochs, ...)."""
-        train = {k: v for k, v in self.per_model.get(name, {}).items() if k in TRAIN_FIELDS}
-        return dataclasses.replace(self, **train) if train else self
-
-    def heads_for(self, name: str) -> list[int | None]:
-        """The head counts to train `name` with: `heads`, or [None] for a model without heads."""
-        from attnlib.models import config_fields
-        return list(self.heads) if "heads" in config_fields(name) else [None]
-
-    def hierarchical_for(self, name: str) -> list[bool]:
-        """The weight-sharing settings to train `name` with: `hierarchical`, or [False] where it has none."""
-        from attnlib.models import config_fields
-        return list(dict.fromkeys(self.hierarchical)) if "hierarchical" in config_fields(name) else [False]
-
-    def model_overrides(self, name: str, heads: int | None, hierarchical: bool = False) -> dict:
-        """The options `name` is built with: the architecture fields its config has, then per_model's."""
-        from attnlib.models import config_fields
-        have = config_fields(name)
-        common = dict(heads=heads, layers=self.layers, hidden=self.hidden, head_dim=self.head_dim, ff=self.ff,
-                      downsample=self.downsample, patch_size=self.downsample, dropout=self.dropout,
-                      attn_dropout=self.dropout, hierarchical=hierarchical)
-        out = {k: v for k, v in common.items() if k in have and v is not None}
-        out.update({k: v for k, v in self.per_model.get(name, {}).items() if k not in TRAIN_FIELDS})
-        return out
 
 
 # Which dataclass each notebook's parameters cell follows. Notebooks not named here take TrainParams.
@@ -330,11 +189,8 @@ class TimingParams:
     def validate(self, where: str = "parameters") -> "TimingParams":
         bad = functools.partial(_fail, where)
         _check_common(self, where)
-        from attnlib.models import list_models, model_config
         for key in ("models", "hierarchical_models"):
-            for m in getattr(self, key):
-                if m not in list_models():
-                    bad(key, f"names unknown model {m!r}; choose from {', '.join(list_models())}")
+            _check_models(bad, key, getattr(self, key))
         for key in ("train_batches", "infer_batches"):
             if any(b < 1 for b in getattr(self, key)):
                 bad(key, f"must all be at least 1, got {getattr(self, key)}")
@@ -345,23 +201,19 @@ class TimingParams:
             bad("precisions", f"must name {' or '.join(PRECISIONS)}, got {self.precisions}")
         _check_device(bad, self.device)
         for name, options in self.per_model.items():
-            if name not in list_models():
-                bad("per_model", f"names unknown model {name!r}")
-            if not isinstance(options, dict):
-                bad(f"per_model.{name}", f"must be a mapping of option: value, got {options!r}")
-            for key, value in options.items():
-                _check_model_option(bad, f"per_model.{name}.{key}", key, value)
+            _check_models(bad, "per_model", [name])
+            schema.check_options(where, f"per_model.{name}", options,
+                                 dict.fromkeys(sorted(config_fields(name)), config_class(name)))
         for name in self.timed_models():
             for shared in ([False, True] if name in self.hierarchical_models else [False]):
                 try:
                     model_config(name, **self.model_overrides(name, shared))
-                except (ValueError, TypeError) as err:
+                except ValueError as err:
                     bad(f"per_model.{name}" if name in self.per_model else "models", f"gives {name} an invalid "
                         f"configuration: {err}")
         return self
 
     def timed_models(self) -> list[str]:
-        from attnlib.models import list_models
         return list(self.models) or list_models()
 
     def model_overrides(self, name: str, hierarchical: bool = False) -> dict:
@@ -453,102 +305,16 @@ def training_notebooks() -> list[str]:
                   if params_class(nb.stem) is TrainParams)
 
 
-def _check_type(value, hint) -> bool:
-    origin = typing.get_origin(hint)
-    if origin is list:
-        (item,) = typing.get_args(hint)
-        return isinstance(value, list) and all(_check_type(v, item) for v in value)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, hint)
-
-
-def _type_name(hint) -> str:
-    if typing.get_origin(hint) is list:
-        return f"a list of {typing.get_args(hint)[0].__name__}"
-    return hint.__name__
-
-
 def from_mapping(cls: type, values: dict, where: str = "parameters"):
-    """Build and validate `cls` from a mapping; unknown keys and wrong types raise ParamsError."""
-    if not isinstance(values, dict):
-        raise ParamsError(f"{where}: expected a mapping of key: value, got {type(values).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
-    for key, value in values.items():
-        if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ParamsError(f"{where}: unknown key {key!r}{hint}")
-        if not _check_type(value, hints[key]):
-            raise ParamsError(f"{where}: {key} must be {_type_name(hints[key])}, got {value!r}")
-        if not _finite(value) and key != "per_model":  # per_model's options are checked one by one
-            raise ParamsError(f"{where}: {key} must be {'finite numbers' if isinstance(value, list) else 'a finite number'}"
-                              f", got {value!r}")
-        kwargs[key] = float(value) if hints[key] is float else value
-    obj = cls(**kwargs)
+    """Build and validate `cls` from a mapping; unknown keys, wrong types and impossible values raise
+    ParamsError."""
+    try:
+        obj = schema.build(cls, values, where)
+    except ParamsError:
+        raise
+    except ValueError as err:  # a training setting's own check (attnlib.train.TrainSettings)
+        raise ParamsError(f"{where}: {err}") from None
     return obj.validate(where) if hasattr(obj, "validate") else obj
-
-
-class _DuplicateKey(Exception):
-    def __init__(self, key, first: int, again: int):
-        super().__init__(key)
-        self.key, self.first, self.again = key, first, again
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML's safe loader, except that a key given twice in one mapping is an error instead of the last one
-    silently winning."""
-
-
-def _construct_unique_mapping(loader, node, deep=False):
-    seen = {}
-    for key_node, _ in node.value:
-        if key_node.tag == "tag:yaml.org,2002:merge":
-            continue
-        key = loader.construct_object(key_node, deep=True)
-        try:
-            hash(key)
-        except TypeError:
-            continue  # the safe loader reports unhashable keys itself
-        line = key_node.start_mark.line + 1
-        if key in seen:
-            raise _DuplicateKey(key, seen[key], line)
-        seen[key] = line
-    return yaml.SafeLoader.construct_mapping(loader, node, deep)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
-
-
-def read_yaml(path: str | Path):
-    """The YAML in a parameter file; anything that keeps it from being one (no file, a folder, not UTF-8, not
-    YAML, a key given twice) raises ParamsError in one line naming the file."""
-    path = Path(path)
-    if path.is_dir():
-        raise ParamsError(f"{path}: is a folder, not a parameter file (name a .yaml file)")
-    if not path.exists():
-        raise ParamsError(f"{path}: no such parameter file")
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise ParamsError(f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start}); "
-                          "save it as UTF-8") from None
-    except OSError as err:
-        raise ParamsError(f"{path}: cannot be read ({err.strerror or err})") from None
-    try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)
-    except _DuplicateKey as err:
-        raise ParamsError(f"{path}: key {err.key!r} is given twice (lines {err.first} and {err.again}); "
-                          "keep one") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark else ""
-        problem = one_line(getattr(err, "problem", None) or err)
-        raise ParamsError(f"{path}: not valid YAML{at}: {problem}") from None
 
 
 def load(path: str | Path, cls: type | None = None):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -29,21 +29,74 @@ class TrainingError(RuntimeError):
     """Training cannot go on (a NaN loss, say); the message says what happened and what to try."""
 
 
+PRECISIONS = ("fp32", "bf16")  # bf16: autocast
+SCHEDULES = ("cosine", "step", "constant")
+MAX_EPOCHS = 10_000  # the paper trains 300; more is a typo, not a run
+
+
 @dataclass
-class TrainConfig:
+class TrainSettings:
+    """How a run trains: SGD, the learning-rate schedule, augmentation, precision. Defaults: the paper's
+    (docs/paper.md section 3). The one source of these fields: a notebook's TrainParams and each run's
+    TrainConfig both extend it. An impossible value raises ValueError naming the field first."""
+
     epochs: int = 300
     batch_size: int = 100
     lr: float = 0.1
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 1e-4
-    schedule: str = "cosine"  # cosine | step | constant
-    warmup: float = 0.05  # fraction of all steps
-    milestones: list[int] = field(default_factory=list)
+    schedule: str = "cosine"  # cosine: linear warm-up then cosine to 0; step: x gamma at milestones; constant
+    warmup: float = 0.05  # fraction of all steps spent in linear warm-up
+    milestones: list[int] = field(default_factory=list)  # epochs, for schedule=step
     gamma: float = 0.1
     label_smoothing: float = 0.0
     augment: bool = True  # the paper's random crop (padding 4) and horizontal flip, where the data set takes them
-    precision: str = "fp32"  # fp32 | bf16
+    precision: str = "fp32"  # one of PRECISIONS
+
+    def __post_init__(self):
+        for key in ("epochs", "batch_size"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be at least 1, got {getattr(self, key)}")
+        if self.epochs > MAX_EPOCHS:
+            raise ValueError(f"epochs must be at most {MAX_EPOCHS:,} (the paper trains 300), got {self.epochs:,}")
+        for key in ("lr", "momentum", "weight_decay", "warmup", "gamma", "label_smoothing"):
+            if not math.isfinite(getattr(self, key)):
+                raise ValueError(f"{key} must be a finite number, got {getattr(self, key)}")
+        for key in ("weight_decay", "momentum", "label_smoothing"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"{key} must not be negative, got {getattr(self, key)}")
+        if self.momentum >= 1:
+            raise ValueError(f"momentum must be below 1 (SGD diverges otherwise), got {self.momentum}")
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov needs a momentum above 0")
+        if not 0 <= self.warmup < 1:
+            raise ValueError(f"warmup must be a fraction of the steps in [0, 1), got {self.warmup}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.label_smoothing >= 1:
+            raise ValueError(f"label_smoothing must be below 1, got {self.label_smoothing}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if not 0 < self.gamma <= 1:
+            raise ValueError(f"gamma must be in (0, 1], the factor of the lr at each milestone, got {self.gamma}")
+        if any(m < 1 for m in self.milestones):
+            raise ValueError(f"milestones must be epochs, at least 1, got {self.milestones}")
+        if any(a >= b for a, b in zip(self.milestones, self.milestones[1:])):
+            raise ValueError(f"milestones must be increasing epochs, each once, got {self.milestones}")
+        if self.schedule == "step" and not self.milestones:
+            raise ValueError("milestones must list epochs when schedule is step")
+
+
+TRAIN_FIELDS = tuple(f.name for f in fields(TrainSettings))
+
+
+@dataclass
+class TrainConfig(TrainSettings):
+    """One run's training: its settings and its seed."""
+
     seed: int = 42
 
 
@@ -140,6 +193,34 @@ def attention_rows(model: nn.Module, images: torch.Tensor, meta: dict, epoch: in
     return [dict(meta, epoch=epoch, **row) for row in likeness[keep].to_dict("records")]
 
 
+def _resume(model: nn.Module, opt: torch.optim.Optimizer, cfg: TrainConfig, ckpt_path: Path, run_id: str,
+            device: torch.device) -> tuple[torch.optim.Optimizer, dict | None]:
+    """Load the run's checkpoint, if it has one, into the model, the optimizer and the RNG: (optimizer, its
+    state). Without one: (optimizer, None). A damaged one is moved aside with one line saying so, and the run
+    starts afresh: (a new optimizer, None)."""
+    if not (ckpt_path.exists() or ckpt_path.is_symlink()):
+        return opt, None
+    initial = copy.deepcopy(model.state_dict())  # to start afresh if the checkpoint turns out damaged
+    try:
+        # On the CPU: RNG states must stay CPU tensors; load_state_dict copies weights to the device.
+        state = results.load_checkpoint(ckpt_path, run_id)
+        try:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as err:  # weights of another shape or model
+            raise results.DamagedCheckpoint(ckpt_path, results.error_line(err)) from None
+    except results.DamagedCheckpoint as err:
+        model.load_state_dict(initial)
+        aside = results.move_aside(ckpt_path)
+        print(f"{ckpt_path} is damaged ({err.reason}): moved aside to {aside.name}; run {run_id} "
+              "starts again from epoch 1", flush=True)
+        return make_optimizer(model, cfg), None
+    torch.set_rng_state(state["rng"])
+    if device.type == "cuda" and state.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state(state["cuda_rng"], device)
+    return opt, state
+
+
 def fit(model: nn.Module, data: Dataset, cfg: TrainConfig, run: RunInfo, results_dir: str | Path = "results",
         device: str | torch.device = "auto", progress: bool = True, stop_after_epoch: int | None = None) -> list[dict]:
     """Train (or resume, or just return a finished run's rows) and record a metric row per epoch.
@@ -151,7 +232,6 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainConfig, run: RunInfo, results
     ckpt_path = results.checkpoint_path(results_dir, run.profile, run.run_id)
     center_meta = dict(asdict(run), seed=cfg.seed)
     train_loader, test_loader = loaders(data, cfg.batch_size, device, seed=cfg.seed, augment=cfg.augment)
-    opt = make_optimizer(model, cfg)
     steps_per_epoch = len(train_loader)
     total_steps = cfg.epochs * steps_per_epoch
     n_params = sum(p.numel() for p in model.parameters())
@@ -161,33 +241,12 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainConfig, run: RunInfo, results
     centers = center_rows(model, center_meta, 0)  # at initialisation; a checkpoint replaces them
     attention = attention_rows(model, probe, center_meta, 0)
     start_epoch = 1
-    if ckpt_path.exists() or ckpt_path.is_symlink():
-        initial = copy.deepcopy(model.state_dict())  # to start afresh if the checkpoint turns out damaged
-        try:
-            # On the CPU: RNG states must stay CPU tensors; load_state_dict copies weights to the device.
-            state = results.load_checkpoint(ckpt_path, run.run_id)
-            try:
-                model.load_state_dict(state["model"])
-                opt.load_state_dict(state["optimizer"])
-            except (RuntimeError, ValueError, KeyError, TypeError) as err:  # weights of another shape or model
-                raise results.DamagedCheckpoint(ckpt_path, results.error_line(err)) from None
-        except results.DamagedCheckpoint as err:
-            model.load_state_dict(initial)
-            opt = make_optimizer(model, cfg)
-            aside = results.move_aside(ckpt_path)
-            print(f"{ckpt_path} is damaged ({err.reason}): moved aside to {aside.name}; run {run.run_id} "
-                  "starts again from epoch 1", flush=True)
-        else:
-            torch.set_rng_state(state["rng"])
-            if device.type == "cuda" and state.get("cuda_rng") is not None:
-                torch.cuda.set_rng_state(state["cuda_rng"], device)
-            history = state["history"]
-            centers = state.get("centers", [])
-            attention = state.get("attention", [])
-            start_epoch = state["epoch"] + 1
-            if start_epoch <= cfg.epochs:
-                print(f"{run.run_id}: resuming after epoch {state['epoch']} from {ckpt_path}", flush=True)
-        del initial
+    opt, state = _resume(model, make_optimizer(model, cfg), cfg, ckpt_path, run.run_id, device)
+    if state is not None:
+        history, centers, attention = state["history"], state.get("centers", []), state.get("attention", [])
+        start_epoch = state["epoch"] + 1
+        if start_epoch <= cfg.epochs:
+            print(f"{run.run_id}: resuming after epoch {state['epoch']} from {ckpt_path}", flush=True)
     if start_epoch > cfg.epochs:
         _write_records(results_dir, run, history=history, centers=centers, attention=attention)
         return history

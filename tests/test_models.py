@@ -1,4 +1,15 @@
-"""The registry: published parameter counts, and every model's forward, backward and shapes."""
+"""The registry: published parameter counts, and every model's forward, backward and shapes.
+
+Covers attnlib.models: the original code's parameter counts at the default size and [Re]'s counts of the
+`_re` networks (exact; sa_learned_content_re off by the score attention.py lacks); every registered model
+training a step (forward, backward, shapes; one and three channels) and deterministic in eval mode (but
+vit_re, which redraws its "cls" token in eval mode too); attention_probs, one per layer, rows summing to 1
+and equal to what the forward pass uses; attention_centers pointing where each head attends most, and
+only on quadratic models; weight sharing of the hierarchical variants (content: the first pass's keys
+reused); [Re]'s blocks and forward passes; overrides and input shapes checked; ResNet18 as torchvision's
+with the CIFAR stem, width scaling every stage; ViT's configuration, fused == plain attention, patch size
+checks; the self-attention networks starting as the original code leaves them.
+"""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -207,7 +218,7 @@ def test_sa_learned_re_head_map_biases_change_no_output():
 
 
 def test_overrides_are_checked():
-    with pytest.raises(ValueError, match="no option 'head'"):
+    with pytest.raises(ValueError, match="unknown option 'head'"):
         create_model("sa_quadratic", head=4)
     with pytest.raises(ValueError, match="must be int"):
         create_model("sa_quadratic", heads="9")

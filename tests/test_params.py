@@ -1,4 +1,13 @@
-"""Parameter files: typed, checked before work starts, one clear line for every mistake."""
+"""Parameter files: typed, checked before work starts, one clear line for every mistake.
+
+Covers attnlib.params: every committed file valid and naming its profile (a file naming another profile
+than its folder refused), the paper profile being the published setting, the committed results belonging
+to the committed parameters; bad values, broken YAML and the command line (`python -m attnlib.params`,
+exit 2) each one line naming file and key; ints taken where floats are expected; the runner checking every
+file before running anything; downsample dividing the data set's images; every training option having a
+notebook parameter of the same name; `per_model` and `hierarchical`; a notebook taking every setting from
+its profile's file, with what it sets itself or papermill injects on top.
+"""
 import dataclasses
 import subprocess
 import sys
@@ -45,7 +54,7 @@ def test_paper_profile_is_the_published_setting():
     ({"models": ["resnet18"], "per_model": {"resnet18": {"lr": -1}}}, "per_model.resnet18.lr must be positive"),
     ({"models": ["resnet18"], "per_model": {"resnet18": {"milestones": 80}}},
      "per_model.resnet18.milestones must be a list of int"),
-    ({"models": ["resnet18"], "per_model": {"resnet18": {"width": "8"}}}, "model option 'width' must be int"),
+    ({"models": ["resnet18"], "per_model": {"resnet18": {"width": "8"}}}, "per_model.resnet18.width must be int, got '8'"),
     ({"models": ["vit"], "per_model": {"vit": {"heads": 4}}}, "per_model.vit has unknown option 'heads'"),
     ({"models": ["vit"], "per_model": {"vit": {"patch_size": 3}}, "dataset": "cifar10"},
      "per_model.vit gives vit an invalid configuration for 32x32x3 images: patch_size 3 does not divide"),

@@ -1,7 +1,7 @@
 """Models picked by name: `create_model(name, **overrides)` and `list_models()`.
 
 Each registered name is a small factory with the published defaults; overrides are checked
-against the model's config dataclass, so a misspelt or ill-typed override fails at once.
+against the model's config dataclass by attnlib.schema, so a misspelt or ill-typed override fails at once.
 """
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Callable
 
 from torch import nn
 
+from attnlib import schema
 from attnlib.models.resnet import CifarResNet, ResNetConfig
 from attnlib.models.sa_net import ReSAConfig, SAConfig, SelfAttentionNet
 from attnlib.models.san import SAN, SANConfig
@@ -39,19 +40,11 @@ def _spec(name: str):
 
 
 def model_config(name: str, **overrides):
-    """The config dataclass a model would be built with (defaults, then overrides), validated."""
-    builder, config_cls, defaults, _ = _spec(name)
-    fields = {f.name: f for f in dataclasses.fields(config_cls)}
-    for key, value in overrides.items():
-        if key not in fields:
-            raise ValueError(f"model {name!r} has no option {key!r}; options: {', '.join(fields)}")
-        expected = type(getattr(config_cls(), key))
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-            overrides[key] = value
-        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-            raise ValueError(f"model option {key!r} must be {expected.__name__}, got {value!r}")
-    return config_cls(**{**defaults, **overrides})
+    """The config dataclass a model would be built with (defaults, then overrides), checked by the same
+    schema as the parameter files (attnlib.schema): an unknown option or a wrong type raises ParamsError,
+    an impossible value the config's own ValueError."""
+    _, config_cls, defaults, _ = _spec(name)
+    return schema.build(config_cls, {**defaults, **overrides}, where=f"model {name!r}", noun="option")
 
 
 def create_model(name: str, **overrides) -> nn.Module:
@@ -62,9 +55,14 @@ def create_model(name: str, **overrides) -> nn.Module:
     return model
 
 
+def config_class(name: str) -> type:
+    """The config dataclass of a registered model."""
+    return _spec(name)[1]
+
+
 def config_fields(name: str) -> set[str]:
     """The option names a model accepts (its config dataclass's fields)."""
-    return {f.name for f in dataclasses.fields(_spec(name)[1])}
+    return {f.name for f in dataclasses.fields(config_class(name))}
 
 
 def count_parameters(model: nn.Module) -> int:

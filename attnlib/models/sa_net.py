@@ -74,6 +74,9 @@ class SAConfig:
         for name in ("layers", "heads", "hidden", "ff", "image_size", "in_channels", "num_classes", "downsample"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("dropout", "attn_dropout"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if self.image_size % self.downsample:
             raise ValueError(f"image_size {self.image_size} is not divisible by downsample {self.downsample}")
 

@@ -1,0 +1,163 @@
+"""One schema for every settings dataclass: the notebooks' parameters and the models' configs alike.
+
+`build(cls, values, where)` makes a dataclass from a mapping. It refuses, with one line that starts with
+`where` (ParamsError): a key the dataclass does not have (naming the closest one), a value of the wrong
+type by the field's type hint (int, float, bool, str, dict, list[...]; an int is taken where a float is
+expected, a bool never is), and a NaN or an infinity anywhere. Ranges and relations between fields are
+each dataclass's own business: its `__post_init__` raises ValueError, which the caller words.
+
+`read_yaml(path)` reads a parameter file, refusing in one line naming the file whatever keeps it from
+being one: no file, a folder, not UTF-8, not YAML, a key given twice.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import math
+import typing
+from pathlib import Path
+
+import yaml
+
+from attnlib.results import one_line
+
+
+class ParamsError(ValueError):
+    """Bad settings; the message is one line naming where (the file), the key and what to fix."""
+
+
+def finite(value) -> bool:
+    """False for a NaN or an infinity, also inside lists and mappings (YAML's .nan and .inf)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, (list, tuple)):
+        return all(finite(v) for v in value)
+    if isinstance(value, dict):
+        return all(finite(v) for v in value.values())
+    return True
+
+
+def check_type(value, hint) -> bool:
+    """Whether `value` has the type a field's hint names."""
+    if typing.get_origin(hint) is list:
+        (item,) = typing.get_args(hint)
+        return isinstance(value, list) and all(check_type(v, item) for v in value)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def type_name(hint) -> str:
+    if typing.get_origin(hint) is list:
+        return f"a list of {typing.get_args(hint)[0].__name__}"
+    return hint.__name__
+
+
+@functools.cache
+def hints(cls: type) -> dict[str, type]:
+    """The type hint of each field of a dataclass."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in typing.get_type_hints(cls).items() if k in names}
+
+
+def unknown_key(where: str, key, names, noun: str = "key", owner: str = "") -> ParamsError:
+    """The error for a key that is not one of `names`, naming the closest one, or else all of them."""
+    close = difflib.get_close_matches(str(key), list(names), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else f"; choose from {', '.join(names)}"
+    return ParamsError(f"{where}: {f'{owner} has ' if owner else ''}unknown {noun} {key!r}{hint}")
+
+
+def checked(cls: type, key: str, value, where: str, label: str | None = None):
+    """`value` for field `key` of `cls`, as that field's type (an int made a float where a float is
+    expected); a wrong type or a non-finite number raises ParamsError naming `label` (default: the key)."""
+    hint, label = hints(cls)[key], label or key
+    if not check_type(value, hint):
+        raise ParamsError(f"{where}: {label} must be {type_name(hint)}, got {value!r}")
+    if not finite(value) and hint is not dict:  # a mapping's entries are checked where they are used
+        raise ParamsError(f"{where}: {label} must be {'finite numbers' if isinstance(value, list) else 'a finite number'}"
+                          f", got {value!r}")
+    return float(value) if hint is float else value
+
+
+def check_options(where: str, owner: str, options, allowed: dict[str, type]) -> None:
+    """Check a nested mapping of options (a model's under per_model): each key one of `allowed`, which maps
+    an option to the dataclass that has it, each value of that field's type."""
+    if not isinstance(options, dict):
+        raise ParamsError(f"{where}: {owner} must be a mapping of option: value, got {options!r}")
+    for option, value in options.items():
+        if option not in allowed:
+            raise unknown_key(where, option, sorted(allowed), noun="option", owner=owner)
+        checked(allowed[option], option, value, where, label=f"{owner}.{option}")
+
+
+def build(cls: type, values, where: str, noun: str = "key"):
+    """`cls(**values)`, every key and value checked first (see the module's docstring)."""
+    if not isinstance(values, dict):
+        raise ParamsError(f"{where}: expected a mapping of key: value, got {type(values).__name__}")
+    names = list(hints(cls))
+    kwargs = {}
+    for key, value in values.items():
+        if key not in names:
+            raise unknown_key(where, key, names, noun)
+        kwargs[key] = checked(cls, key, value, where)
+    return cls(**kwargs)
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key, first: int, again: int):
+        super().__init__(key)
+        self.key, self.first, self.again = key, first, again
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error instead of the last one
+    silently winning."""
+
+
+def _construct_unique_mapping(loader, node, deep=False):
+    seen = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            hash(key)
+        except TypeError:
+            continue  # the safe loader reports unhashable keys itself
+        line = key_node.start_mark.line + 1
+        if key in seen:
+            raise _DuplicateKey(key, seen[key], line)
+        seen[key] = line
+    return yaml.SafeLoader.construct_mapping(loader, node, deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+
+def read_yaml(path: str | Path):
+    """The YAML in a parameter file (see the module's docstring for what is refused)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ParamsError(f"{path}: is a folder, not a parameter file (name a .yaml file)")
+    if not path.exists():
+        raise ParamsError(f"{path}: no such parameter file")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ParamsError(f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start}); "
+                          "save it as UTF-8") from None
+    except OSError as err:
+        raise ParamsError(f"{path}: cannot be read ({err.strerror or err})") from None
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except _DuplicateKey as err:
+        raise ParamsError(f"{path}: key {err.key!r} is given twice (lines {err.first} and {err.again}); "
+                          "keep one") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark else ""
+        problem = one_line(getattr(err, "problem", None) or err)
+        raise ParamsError(f"{path}: not valid YAML{at}: {problem}") from None
