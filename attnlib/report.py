@@ -71,6 +71,15 @@ def compare(summary: pd.DataFrame) -> pd.DataFrame:
     return table[cols]
 
 
+def stem_gain(table: pd.DataFrame) -> pd.DataFrame:
+    """Best test accuracy per (variant, seed) and model of notebook 04's summary; with both ViTs, the gain of the
+    convolutional stem over patches only (vit minus vit_plain)."""
+    best = table.pivot_table(index=["variant", "seed"], columns="model", values="best_test_acc")
+    if {"vit", "vit_plain"} <= set(best.columns):
+        best["stem_gain"] = best["vit"] - best["vit_plain"]
+    return best
+
+
 def parameter_table(runs) -> pd.DataFrame:
     """Parameter counts per (model, variant) of planned runs (experiment.plan): as trained here, at the
     published size (the model's defaults: CIFAR-10, full width and depth) and as published."""
@@ -120,7 +129,7 @@ def load_results(results_dir, profile: str) -> dict:
     missing). The metric and center CSVs keep the rows of runs with earlier settings; only the runs in
     each notebook's latest summary (the ones its parameters plan now) are kept."""
     base = Path(results.profile_dir(results_dir, profile))
-    summaries = {name: _read_csv(base / "metrics" / f"{name}_summary.csv") for name in TRAINING}  # each read once
+    summaries = {name: _read_csv(results.summary_path(results_dir, profile, name)) for name in TRAINING}  # read once
     metrics, attention = [], []
     for name in TRAINING:
         m = results.read_metrics(results.metrics_path(results_dir, profile, name))

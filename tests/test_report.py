@@ -1,11 +1,19 @@
-"""Tables beside the published numbers, and CSV text columns that stay text."""
+"""Tables beside the published numbers, and CSV text columns that stay text.
+
+Covers attnlib.report: ours beside the paper's and [Re]'s numbers, differences only on CIFAR-10; the
+parameter table (published size beside the published counts) and the accuracy table (mean and spread over
+seeds); the claim verdicts following their stated criteria; the HTML export with figures embedded; each
+notebook's time; only the runs of each notebook's latest settings read; and the committed quick and
+evidence reports' verdicts recomputed from their committed results (skipped where none is committed).
+"""
+import json
 import math
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from attnlib import report, results
+from attnlib import report, report_sections, results
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -153,3 +161,57 @@ def test_committed_verdicts_are_what_the_committed_results_earn(profile):
     if profile == "quick":
         learning = committed[committed["claim"].str.contains("learns|Deeper|Learned embeddings")]
         assert len(learning) == 3 and set(learning["verdict"]) == {"not shown"}, learning
+
+
+# -- the report's sections (attnlib.report_sections) --------------------------------------------------------
+def test_an_empty_profile_gives_a_report_that_says_what_is_missing(tmp_path, capsys):
+    data = report_sections.load(tmp_path, "quick")
+    header = report_sections.header_text(data)
+    assert header.startswith("**Profile** `quick` · **data** none · **trained on** unknown · **timed on** not timed")
+    assert header.endswith("**Time**: not recorded (the notebooks were not run by `make reproduce`).")
+    assert report_sections.explorer_text(data) == \
+        "*Explorer: not available (explorer.html missing; notebook 07 writes it).*"
+    assert report_sections.verdict_text(data, 0).startswith("**Verdict: not measured.** no results/")
+    report_sections.show_accuracy(data)
+    report_sections.show_effects(data)
+    assert capsys.readouterr().out.startswith("no training results yet: run notebooks 01-05 of this profile\n")
+    metrics = sorted(p.name for p in (tmp_path / "quick" / "metrics").iterdir())
+    assert metrics == ["08_report_verdicts.csv"]  # the empty tables write no CSV
+
+
+def test_the_header_names_what_the_runs_ran_on_and_how_long_the_series_took(tmp_path):
+    rows = metric_rows("resnet18", "standard", {1: [0.5, 0.6]}, dataset="fashion_mnist")
+    for row in rows:
+        row.update(experiment="05_resnet", run_id="resnet18-s1", device="cpu: x", git=1234567)
+    results.write_run_rows(results.metrics_path(tmp_path, "quick", "05_resnet"), "resnet18-s1", rows)
+    results.atomic_write_text(results.summary_path(tmp_path, "quick", "05_resnet"), "run_id,model\nresnet18-s1,resnet18\n")
+    results.atomic_write_text(results.stamps_path(tmp_path / "quick"), json.dumps(
+        {"05_resnet": {"digest": "a", "seconds": 120.0, "finished": "2026-11-22T04:00:00"}}))
+    (tmp_path / "quick" / "explorer.html").write_text("x" * 2_000_000)
+    data = report_sections.load(tmp_path, "quick")
+    header = report_sections.header_text(data)
+    assert "**data** fashion_mnist · **trained on** cpu: x · **timed on** not timed · **torch** 2.14" in header
+    assert "**commits** 1234567" in header and "last executions took 2.0 minutes in all" in header
+    assert "training they report took 1.0 minutes" in header
+    assert "(beside this report, 2.0 MB)" in report_sections.explorer_text(data)
+    report_sections.show_accuracy(data)
+    written = pd.read_csv(data.metrics_dir / "08_report_accuracy.csv")
+    assert written["model"].tolist() == ["resnet18"] and written["acc"].tolist() == [0.6]
+
+
+def test_each_section_shows_its_named_figures_and_the_first_matches_of_its_globs(tmp_path):
+    for name in ["07_visualizations_query_sa_quadratic-h9-s42.png", "07_visualizations_query_sa_quadratic-h16-s42.png",
+                 "07_visualizations_query_sa_quadratic_aniso-h9-s42.png", "07_visualizations_query_mean_vit-h4-s42.png",
+                 "07_visualizations_query_vit-h4-s42.png", "07_visualizations_query_vit_plain-h4-s42.png",
+                 "07_visualizations_centers.png"]:
+        (tmp_path / name).write_bytes(b"png")
+    quadratic = report_sections.figures_shown(tmp_path, report_sections.SECTIONS["quadratic"][1])
+    assert [(n, ok) for n, _, ok in quadratic] == [
+        ("07_visualizations_centers.png", True), ("07_visualizations_center_paths.png", False),
+        ("07_visualizations_development.png", False), ("07_visualizations_query_sa_quadratic-h16-s42.png", True),
+        ("07_visualizations_query_sa_quadratic-h9-s42.png", True)]  # the first two matches, in name order
+    peers = [n for n, _, _ in report_sections.figures_shown(tmp_path, report_sections.SECTIONS["peers"][1])]
+    assert peers == ["06_timing.png", "07_visualizations_query_mean_vit-h4-s42.png", "07_visualizations_query_vit-h4-s42.png"]
+    learned = report_sections.figures_shown(tmp_path, report_sections.SECTIONS["learned"][1])
+    assert [n for n, _, _ in learned] == ["07_visualizations_conv_likeness.png"]  # a glob without matches shows nothing
+    assert [rows for rows, _ in report_sections.SECTIONS.values()] == [[0], [1, 2], [3], [4, 5], []]

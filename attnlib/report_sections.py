@@ -1,0 +1,214 @@
+"""The sections of the report (notebook 08), each shown by one call: its header, the verdicts, the tables beside
+the published numbers (also written as CSV for reading without Jupyter), the accuracy curves and, per claim of
+the paper, its verdicts and the figures notebooks 00-07 drew for it.
+
+attnlib.report holds the published numbers and builds the tables and verdicts; this module puts them on the page.
+The show_* functions display (or print, where there is nothing to show) and return nothing, so a notebook cell
+that ends with one adds no output of its own.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import pandas as pd
+from IPython.display import Image, Markdown, display
+
+from attnlib import claims as learning
+from attnlib import report, results, viz
+
+NOTEBOOK = "08_report"
+EXPLORER = "explorer.html"  # notebook 07 writes it beside the report
+
+# How the accuracy table and the effects table print their numbers (the CSVs keep them unrounded).
+ACCURACY_FORMATS = {"acc": "{:.3f}", "acc_sd": "{:.3f}", "final_acc": "{:.3f}", "paper_acc": "{:.3f}",
+                    "re_acc": "{:.4f}", "acc_minus_paper": "{:+.3f}", "params": "{:,}", "paper_params": "{:,}",
+                    "paper_gflops": "{:.1f}", "gflops_full_size": "{:.2f}", "train_img_s_full_size": "{:.1f}",
+                    "train_minutes": "{:.1f}"}
+EFFECT_FORMATS = {k: "{:.3f}" for k in ("initial", "trained", "trained_sd", "change", "change_sd")}
+
+# The dashed lines on the accuracy curves: the paper's CIFAR-10 accuracies after 300 epochs (Table 1).
+PUBLISHED_CURVES = {"paper: ResNet18 = quadratic (CIFAR-10)": 0.938, "paper: learned (CIFAR-10)": 0.918,
+                    "paper: learned + content (CIFAR-10)": 0.871}
+
+
+class Figure(NamedTuple):
+    """A figure of results/<profile>/figures/ shown in the report. A plain name is shown, or said to be missing;
+    a glob (with *) shows its matches in name order, the first `first` of them (None: all), and nothing when
+    there are none."""
+    name: str
+    caption: str
+    first: int | None = None
+
+
+# Per section of the report: the verdicts it opens with (rows of report.claims) and the figures below them.
+SECTIONS = {
+    "convolution": ([0], [
+        Figure("00_conv_as_attention_cases.png", "The constructed attention layer beside the convolution"),
+        Figure("00_conv_as_attention_heads.png", "Each head of the construction for one query pixel"),
+        Figure("00_conv_as_attention_error_vs_alpha.png", "Error against the heads' sharpness alpha")]),
+    "quadratic": ([1, 2], [
+        Figure("07_visualizations_centers.png", "Centers of the quadratic heads, last epoch"),
+        Figure("07_visualizations_center_paths.png", "Centers during training"),
+        Figure("07_visualizations_development.png",
+               "Every attention model from initialisation (epoch 0) to the end of training"),
+        Figure("07_visualizations_query_sa_quadratic*.png", "Attention of every head for the middle pixel", 2)]),
+    "learned": ([3], [
+        Figure("07_visualizations_query_sa_learned-*.png", "Attention for the middle pixel"),
+        Figure("07_visualizations_query_mean_sa_learned_content*.png", "Attention for the middle pixel"),
+        Figure("07_visualizations_conv_likeness.png", "How convolutional each layer is, every attention model")]),
+    "accuracy": ([4, 5], []),
+    "peers": ([], [
+        Figure("06_timing.png", "Throughput and latency of every model at its published size"),
+        Figure("07_visualizations_query_*vit*.png", "Peer attention for the middle pixel", 2),
+        Figure("07_visualizations_query_san*.png", "Peer attention for the middle pixel", 1)]),
+}
+
+
+@dataclass
+class ReportData:
+    """Everything the report shows, read once from results/<profile>/ (load)."""
+    results_dir: Path
+    profile: str
+    res: dict  # report.load_results
+    table: pd.DataFrame  # report.accuracy_table
+    verdicts: pd.DataFrame  # report.claims
+    effects: pd.DataFrame  # claims.effect_table of report.learning_effects
+    times: pd.DataFrame  # report.series_time
+    figures: Path  # results/<profile>/figures/
+
+    @property
+    def metrics_dir(self) -> Path:
+        return results.profile_dir(self.results_dir, self.profile) / "metrics"
+
+
+def load(results_dir, profile: str) -> ReportData:
+    """What notebooks 00-07 wrote under results/<profile>/, with the tables and verdicts made from it."""
+    res = report.load_results(results_dir, profile)
+    table = report.accuracy_table(res["metrics"], res["timing"])
+    return ReportData(results_dir=Path(results_dir), profile=profile, res=res, table=table,
+                      verdicts=report.claims(res, table),
+                      effects=learning.effect_table(report.learning_effects(res)),
+                      times=report.series_time(res["stamps"], res["metrics"]),
+                      figures=results.figures_dir(results_dir, profile))
+
+
+def _joined(values: pd.Series) -> str:
+    return ", ".join(sorted(values.unique()))
+
+
+def header_text(data: ReportData) -> str:
+    """The report's opening line (markdown): profile, data sets, devices, torch versions, commits and time."""
+    m, timing, times = data.res["metrics"], data.res["timing"], data.times
+    datasets = _joined(m["dataset"]) if not m.empty else "none"
+    devices = _joined(m["device"]) if not m.empty else "unknown"
+    timed_on = _joined(timing["device"]) if not timing.empty else "not timed"
+    versions = _joined(m["torch"]) if not m.empty else "unknown"
+    commits = _joined(m["git"].astype(str)) if not m.empty else "unknown"
+    if times.empty:
+        timing_text = "not recorded (the notebooks were not run by `make reproduce`)."
+    else:
+        total, training = times["last_run_seconds"].sum() / 60, times["training_seconds"].sum() / 60
+        timing_text = (f"the notebooks' last executions took {total:.1f} minutes in all; the training they report took "
+                       f"{training:.1f} minutes when it ran (a notebook that finds its runs finished reads them back "
+                       "instead of training). Per notebook at the end of this report.")
+    return (f"**Profile** `{data.profile}` · **data** {datasets} · **trained on** {devices} · "
+            f"**timed on** {timed_on} · **torch** {versions} · "
+            f"**commits** {commits}\n\n**Time**: {timing_text}")
+
+
+def explorer_text(data: ReportData) -> str:
+    """A link to the explorer page notebook 07 wrote beside the report (markdown), or why there is none."""
+    page = results.profile_dir(data.results_dir, data.profile) / EXPLORER
+    if not page.exists():
+        return f"*Explorer: not available ({EXPLORER} missing; notebook 07 writes it).*"
+    return (f"**Explorer**: [{EXPLORER}]({EXPLORER}) (beside this report, {page.stat().st_size / 1e6:.1f} MB) shows "
+            "where every head of every trained attention model attends, for every query pixel of a few test images, "
+            "with no Python and no network: pick the run, the layer and the image, and move over the image.")
+
+
+def verdict_text(data: ReportData, i: int) -> str:
+    """Row i of the verdicts as one markdown line."""
+    v = data.verdicts.iloc[i]
+    return f"**Verdict: {v['verdict']}.** {v['evidence']}"
+
+
+def figures_shown(figures: Path, entries) -> list[tuple[str, str, bool]]:
+    """(file name, caption, whether it exists) per figure to show, in the order shown (Figure)."""
+    shown = []
+    for f in entries:
+        if "*" in f.name:
+            shown += [(p.name, f.caption, True) for p in sorted(figures.glob(f.name))[:f.first]]
+        else:
+            shown.append((f.name, f.caption, (figures / f.name).exists()))
+    return shown
+
+
+def write_csv(data: ReportData, which: str, table: pd.DataFrame) -> Path:
+    """metrics/08_report_<which>.csv (verdicts, accuracy, effects): the report's tables without Jupyter."""
+    path = data.metrics_dir / f"{NOTEBOOK}_{which}.csv"
+    results.atomic_write_text(path, table.to_csv(index=False))
+    return path
+
+
+# -- the sections, displayed --------------------------------------------------------------------------
+def show_header(data: ReportData):
+    display(Markdown(header_text(data)))
+
+
+def show_explorer(data: ReportData):
+    display(Markdown(explorer_text(data)))
+
+
+def show_verdicts(data: ReportData):
+    display(data.verdicts.style.hide(axis="index").set_properties(**{"text-align": "left"}))
+
+
+def show_accuracy(data: ReportData):
+    """The accuracy table beside the published numbers; writes it and the verdicts as CSV."""
+    write_csv(data, "verdicts", data.verdicts)
+    if data.table.empty:
+        print("no training results yet: run notebooks 01-05 of this profile")
+        return
+    formats = {k: v for k, v in ACCURACY_FORMATS.items() if k in data.table.columns}
+    display(data.table.style.hide(axis="index").format(formats, na_rep=""))
+    write_csv(data, "accuracy", data.table)
+
+
+def show_curves(data: ReportData):
+    """Test accuracy after every epoch, all models of one data set per figure (08_report_curves_<data set>.png)."""
+    m = data.res["metrics"]
+    for name, d in m.groupby("dataset") if not m.empty else []:
+        viz.plot_curves(d, f"All models, {name}", data.figures / f"{NOTEBOOK}_curves_{name}.png",
+                        published=PUBLISHED_CURVES)
+        viz.plt.show()
+
+
+def show_section(data: ReportData, section: str):
+    """One section of SECTIONS: its verdicts, then its figures with their captions."""
+    rows, entries = SECTIONS[section]
+    for i in rows:
+        display(Markdown(verdict_text(data, i)))
+    for name, caption, exists in figures_shown(data.figures, entries):
+        if exists:
+            display(Markdown(f"**{caption}** (`{name}`)"))
+            display(Image(filename=str(data.figures / name), width=900))
+        else:
+            display(Markdown(f"*{caption}: not available ({name} missing; run the notebook that makes it).*"))
+
+
+def show_effects(data: ReportData):
+    """What training changed, per model, layer and measure; writes it as CSV."""
+    if data.effects.empty:
+        print("no attention recorded at initialisation and after training: run notebooks 01 and 02 of this profile")
+        return
+    display(data.effects.style.hide(axis="index").format(EFFECT_FORMATS))
+    write_csv(data, "effects", data.effects)
+
+
+def show_times(data: ReportData):
+    if data.times.empty:
+        print("no runner stamps (notebooks run by hand)")
+    else:
+        display(data.times.style.hide(axis="index"))
