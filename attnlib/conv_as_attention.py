@@ -3,7 +3,8 @@
 Read top to bottom: what the theorem covers (`check_supported`) -> one head per kernel tap
 (`kernel_shifts`) -> the layer (`ConvAsAttention`, built by `attention_from_conv`) -> its error
 against the convolution (`construction_error`) -> the converse measure for trained models
-(`conv_likeness`) -> figures for notebook 00.
+(`conv_likeness`) -> the records notebook 00 writes (`error_table`, `alpha_sweep`, `write_records`).
+Its figures are in attnlib.viz (construction.py).
 
 The construction (docs/paper.md section 1). A K x K convolution with C_in inputs and C_out outputs,
 stride 1, zero padding K//2, computes at pixel q
@@ -56,8 +57,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attnlib import attention_maps
+from attnlib import attention_maps, results
 from attnlib.attention import MultiHeadSelfAttention
+from attnlib.data import Dataset
 
 DEFAULT_ALPHA = 46.0  # see "Sharpness" in the module docstring
 ENCODINGS = ("quadratic", "learned")
@@ -274,112 +276,59 @@ def conv_likeness(model: nn.Module, images: torch.Tensor, batch_size: int = 64, 
     return attention_maps.conv_likeness(attention_maps.attention_maps(model, images, batch_size), margin)
 
 
-# -- figures (notebook 00) ----------------------------------------------------------------------
-def show_channels(t: torch.Tensor):
-    """(C, H, W) -> an array for imshow: RGB for 3 channels, else the first channel."""
-    t = t.detach().double().cpu()
-    if t.shape[0] == 3:
-        lo, hi = t.min(), t.max()
-        return ((t - lo) / (hi - lo + 1e-12)).permute(1, 2, 0).numpy()
-    return t[0].numpy()
+# -- notebook 00's records -----------------------------------------------------------------------
+EXPERIMENT = "00_conv_as_attention"
+TOLERANCE = {"float32": 1e-3, "float64": 1e-4}  # the largest rel_error the construction is held to, per dtype
+ERROR_COLUMNS = ["case", "kernel", "dtype", "alpha", "max_abs_error", "rel_error", "dataset", "profile"]  # first in the CSV
 
 
-def plot_cases(image: torch.Tensor, cases: list[tuple[str, torch.Tensor, torch.Tensor]], path: str | Path | None = None,
-               title: str = ""):
-    """One row per case: input image, conv(x), attention(x), |difference|. cases: (name, conv_out, attn_out), each (C, H, W)."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(len(cases), 4, figsize=(10, 2.6 * len(cases)), squeeze=False)
-    for r, (name, ref, out) in enumerate(cases):
-        diff = (out - ref).abs()
-        top = diff.max().item()
-        panels = [("input", show_channels(image), "gray", {}),
-                  (f"{name}: convolution", show_channels(ref), "gray", {}),
-                  (f"{name}: attention", show_channels(out), "gray", {}),
-                  (f"|difference| (max {top:.1e})", show_channels(diff.amax(0, keepdim=True)), "magma",
-                   dict(vmin=0, vmax=top if top > 0 else 1e-7))]
-        for c, (label, img, cmap, scale) in enumerate(panels):
-            ax = axes[r][c]
-            im = ax.imshow(img, cmap=cmap, **scale)
-            ax.set_title(label, fontsize=8)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if c == 3:
-                fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04).ax.tick_params(labelsize=6)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=120)
-    return fig
+def pick_image(data: Dataset, index: int) -> torch.Tensor:
+    """Test image `index` of `data` as (1, C, H, W) float64 in [0, 1]; one-line ValueError beyond the split."""
+    if index >= len(data.x_test):
+        raise ValueError(f"image_index {index} is beyond the {len(data.x_test)} test images of {data.name}")
+    return data.x_test[index:index + 1].double() / 255
 
 
-def plot_head_maps(layer: ConvAsAttention, query: tuple[int, int], x: torch.Tensor | None = None,
-                   path: str | Path | None = None, window: int | None = None):
-    """Each head's attention for one query pixel, heads laid out as the K x K kernel grid.
-
-    query: (row, col) in image coordinates. Each panel shows the padded grid around the query
-    (+/- `window` tokens, default K//2 + 1); the white frame is the image border, the cross the query.
-    """
-    import matplotlib.patches as patches
-    import matplotlib.pyplot as plt
-
-    k, p = layer.kernel_size, layer.padding
-    hp, wp = layer.grid
-    window = p + 1 if window is None else window
-    if x is None:
-        x = torch.zeros(1, layer.in_channels, *layer.image_size, dtype=layer.attention.value.weight.dtype)
-    probs = layer.attention_probs(x[:1])[0][0]  # (K^2, T, T)
-    qr, qc = query[0] + p, query[1] + p  # padded-grid coordinates
-    maps = probs[:, qr * wp + qc].reshape(k * k, hp, wp).double().cpu()
-    full = torch.full((k * k, hp + 2 * window, wp + 2 * window), float("nan"), dtype=torch.float64)
-    full[:, window:window + hp, window:window + wp] = maps  # NaN outside the padded grid
-    crop = full[:, qr:qr + 2 * window + 1, qc:qc + 2 * window + 1]  # centred on the query
-    fig, axes = plt.subplots(k, k, figsize=(1.3 * k + 0.6, 1.3 * k + 0.6), squeeze=False)
-    for h in range(k * k):
-        i, j = divmod(h, k)
-        ax = axes[i][j]
-        ax.imshow(crop[h].numpy(), cmap="viridis", vmin=0, vmax=1,
-                  extent=(-window - 0.5, window + 0.5, window + 0.5, -window - 0.5))
-        # the image (not the padding) spans rows -qr+p .. and cols -qc+p .. in offset coordinates
-        h_img, w_img = layer.image_size
-        ax.add_patch(patches.Rectangle((p - qc - 0.5, p - qr - 0.5), w_img, h_img, fill=False, ec="white", lw=0.8))
-        ax.plot(0, 0, "r+", ms=5)
-        ax.set_xlim(-window - 0.5, window + 0.5)  # the frame must not widen the view
-        ax.set_ylim(window + 0.5, -window - 0.5)
-        ax.set_title(f"({i - p:+d},{j - p:+d})", fontsize=6)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.suptitle(f"attention of each head for query pixel {tuple(query)}\n(head = kernel tap, title: its shift)",
-                 fontsize=8)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=120)
-    return fig
+def error_table(convs: dict[str, nn.Conv2d], x: torch.Tensor, alpha: float, dtypes: Iterable[str], dataset: str,
+                profile: str, image_index: int) -> pd.DataFrame:
+    """construction_error of every case of `convs` with every encoding (ENCODINGS) at one alpha on `x`
+    (B, C, H, W), with the case's name, what it ran on (dataset, profile, image_index), whether rel_error
+    is within TOLERANCE of its dtype, torch's version and the git commit; ERROR_COLUMNS first."""
+    size, dtypes = tuple(x.shape[-2:]), list(dtypes)
+    errors = pd.concat([construction_error(conv, size, [alpha], dtypes, positional=enc, x=x).assign(case=name)
+                        for name, conv in convs.items() for enc in ENCODINGS], ignore_index=True)
+    errors = errors.assign(dataset=dataset, profile=profile, image_index=image_index,
+                           within_tolerance=errors["rel_error"] <= errors["dtype"].map(TOLERANCE),
+                           torch=torch.__version__, git=results.git_commit())
+    return errors[ERROR_COLUMNS + [c for c in errors.columns if c not in ERROR_COLUMNS]]
 
 
-def plot_error_vs_alpha(df: pd.DataFrame, path: str | Path | None = None, title: str = ""):
-    """Relative max error against alpha, one line per (dtype, positional encoding); log scale."""
-    import matplotlib.pyplot as plt
+def alpha_sweep(conv: nn.Conv2d, x: torch.Tensor, alphas: Iterable[float], dtypes: Iterable[str], case: str,
+                dataset: str, profile: str, image_index: int) -> pd.DataFrame:
+    """construction_error of one case (quadratic encoding) on `x` for every alpha, with what it ran on."""
+    return construction_error(conv, tuple(x.shape[-2:]), alphas, dtypes, x=x).assign(
+        case=case, dataset=dataset, profile=profile, image_index=image_index)
 
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for (dtype, enc), d in df.groupby(["dtype", "positional"]):
-        d = d.sort_values("alpha")
-        ax.plot(d["alpha"], d["rel_error"].clip(lower=1e-18), marker="o", ms=3,
-                ls="-" if enc == "quadratic" else "--", label=f"{dtype}, {enc}")
-    alphas = torch.tensor(sorted(df["alpha"].unique()), dtype=torch.float64)
-    ax.plot(alphas.numpy(), (4 * torch.exp(-alphas)).numpy(), color="grey", lw=0.8, ls=":", label="4 exp(-alpha)")
-    ax.axvline(DEFAULT_ALPHA, color="black", lw=0.8, ls="--")
-    ax.annotate(f"default alpha = {DEFAULT_ALPHA:g}", (DEFAULT_ALPHA, 1e-2), fontsize=7, xytext=(3, 0),
-                textcoords="offset points")
-    ax.set_yscale("log")
-    ax.set_ylim(1e-18, 10)
-    ax.set_xlabel("alpha (sharpness of every head)")
-    ax.set_ylabel("max |attention - conv| / max |conv|\n(exactly 0 drawn at 1e-18)")
-    ax.set_title(title or "error of the attention layer against the convolution", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=120)
-    return fig
+
+@torch.no_grad()
+def case_outputs(convs: dict[str, nn.Conv2d], x: torch.Tensor, alpha: float | None = None
+                 ) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    """(name and kernel size, conv(x)[0], attention(x)[0]) per case, `x` cast to the conv's dtype: the rows of
+    viz.plot_cases."""
+    rows = []
+    for name, conv in convs.items():
+        xc = x.to(conv.weight.dtype)
+        layer = attention_from_conv(conv, tuple(x.shape[-2:]), alpha)
+        rows.append((f"{name} {conv.kernel_size[0]}x{conv.kernel_size[0]}", conv(xc)[0], layer(xc)[0]))
+    return rows
+
+
+def write_records(errors: pd.DataFrame, sweep: pd.DataFrame, results_dir: str | Path, profile: str,
+                  experiment: str = EXPERIMENT) -> tuple[Path, Path]:
+    """Write the error table to metrics/<experiment>.csv and the alpha sweep beside it (<experiment>_alpha.csv),
+    each atomically; returns both paths."""
+    path = results.metrics_path(results_dir, profile, experiment)
+    sweep_path = path.with_name(f"{experiment}_alpha.csv")
+    results.atomic_write_text(path, errors.to_csv(index=False))
+    results.atomic_write_text(sweep_path, sweep.to_csv(index=False))
+    return path, sweep_path

@@ -23,9 +23,10 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from attnlib import results
-from attnlib.data import loaders
+from attnlib.data import loaders, make_synthetic
 from attnlib.models import count_parameters, create_model, model_config
 from attnlib.progress import Bar
+from attnlib.report import published_table
 from attnlib.train import autocast, resolve_device
 
 WHAT = {
@@ -326,3 +327,68 @@ def time_models(p, path, progress: bool = True):
     bar.close()
     df = pd.DataFrame(rows)
     return df[[row_key(r) in wanted for r in rows]].reset_index(drop=True), peak  # only what `p` asks for
+
+
+# -- notebook 06: its tables ----------------------------------------------------------------------------
+MODE_COLUMNS = {"train": "train img/s", "infer": "infer img/s", "latency": "latency ms"}
+
+
+def per_model_table(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (model, variant) of time_models rows: parameters, GFLOPs per image (forward, training),
+    images/s (latency in ms at batch 1) per mode, batch and precision, and the best training step's fraction
+    of the measured matrix-product rate. Notebook 06 writes it as <results>/<profile>/metrics/06_timing_summary.csv."""
+    d = df.assign(value=df["images_per_s"].where(df["mode"] != "latency", df["latency_ms"]))
+    d["column"] = d["mode"].map(MODE_COLUMNS) + " b" + d["batch"].astype(str) + " " + d["precision"]
+    wide = d.pivot_table(index=["model", "variant"], columns="column", values="value").round(2)
+    info = df.groupby(["model", "variant"]).agg(params=("params", "first"))
+    flops = df.pivot_table(index=["model", "variant"], columns="mode", values="gflops_per_image")[["infer", "train"]]
+    flops.columns = ["GFLOPs/img forward", "GFLOPs/img training"]
+    best = df[df["mode"] == "train"].groupby(["model", "variant"])["fraction_of_peak"].max().rename("best train of peak")
+    return info.join(flops.round(2)).join(wide).join(best.map("{:.0%}".format)).reset_index()
+
+
+def attention_products_gflops(name: str, **overrides) -> float:
+    """GFLOPs per image of a self-attention network's attention products, which a counter hooked on layers
+    (Linear, Conv) does not see: attention x values (width hidden) per layer and head, and with content
+    also queries x keys (width head_dim); T^2 products of each width, a multiply-add counting 2."""
+    cfg = model_config(name, **overrides)
+    t = (cfg.image_size // cfg.downsample) ** 2
+    width = cfg.hidden + ((cfg.head_dim or cfg.hidden) if cfg.content else 0)
+    return 2 * cfg.layers * cfg.heads * t * t * width / 1e9
+
+
+def published_costs(df: pd.DataFrame, p) -> pd.DataFrame:
+    """The paper's parameters and GFLOPs (report.published_table, the models it gives them for) beside ours
+    (the forward pass of the standard variant in time_models rows `df`, TimingParams `p`), and ours without
+    the attention products for the self-attention networks (the paper's FLOPs leave them out)."""
+    ours = df[(df["mode"] == "infer") & (df["variant"] == "standard")].groupby("model").first()
+    pub = published_table().dropna(subset=["paper_params"]).set_index("model")[["paper_params", "paper_gflops"]]
+    side = pub.join(ours[["params", "gflops_per_image"]], how="left")
+    side["ours_minus_attention_products"] = [
+        row.gflops_per_image - attention_products_gflops(name, **p.model_overrides(name)) if name.startswith("sa_")
+        else row.gflops_per_image for name, row in side.iterrows()]
+    return side
+
+
+def cifar_pipeline_throughput(device: str = "auto", images: int = 4096, batch: int = 32) -> Timing:
+    """pipeline_throughput on `images` synthetic CIFAR-sized images (3 x 32 x 32), on resolve_device(device)."""
+    return pipeline_throughput(make_synthetic(images, 16, image_size=32), batch=batch, device=resolve_device(device))
+
+
+def pipeline_against_training(pipe: Timing, df: pd.DataFrame) -> str:
+    """One line: the input pipeline's images/s against the fastest training throughput in time_models rows."""
+    fastest = df[df["mode"] == "train"]["images_per_s"].max()
+    return (f"{pipe.images_per_s:,.0f} images/s: {pipe.images_per_s / fastest:,.0f}x the fastest training throughput "
+            f"above ({fastest:,.1f} images/s)")
+
+
+def measurement_notes(df: pd.DataFrame, precisions) -> str:
+    """What was and was not measured: the device of time_models rows `df`, whether a GPU was present, the precisions."""
+    lines = [f"All rows above were measured on: {df['device'].iloc[0]}."]
+    if not torch.cuda.is_available():
+        lines.append("No GPU was present: nothing here was measured on a GPU. On one, the same code runs with CUDA-event "
+                     "timing, device synchronisation and torch's fused attention (scaled_dot_product_attention).")
+    lines.append("Precisions measured: " + ", ".join(precisions) + " | bf16 is autocast; whether it is faster than fp32 "
+                 "depends on the CPU (AMX: several times faster; without it, even with AVX512-BF16, often slower): compare "
+                 "the measured matrix-product rates above.")
+    return "\n".join(lines)

@@ -1,4 +1,14 @@
-"""Theorem 1 made executable: the attention layer built from a convolution equals it on every pixel."""
+"""Theorem 1 made executable: the attention layer built from a convolution equals it on every pixel.
+
+Covers attnlib.conv_as_attention: the construction against random convolutions on every pixel, borders
+included, with the quadratic and the learned encoding and on the plain attention path; heads sitting on the
+kernel taps with their spread from alpha, each attending to exactly its shift at the default alpha; the
+error falling with alpha like the softmax leak, and the default alpha within both dtypes' tolerances;
+unsupported convolutions (stride, dilation, groups, even kernels) and other bad arguments refused in one
+line; conv_likeness of hard one-tap, uniform and soft heads, of the constructed layer and of a learned
+model; notebook 00's parameters, and the notebook on the smoke profile writing its errors.
+"""
+import io
 import itertools
 import math
 from pathlib import Path
@@ -10,9 +20,14 @@ import torch
 from conftest import assert_every_field_injected, hard_shift_model, run_runner
 from torch import nn
 
-from attnlib.conv_as_attention import (DEFAULT_ALPHA, ConvAsAttention, attention_from_conv, check_supported,
-                                       construction_error, conv_likeness, kernel_shifts)
+from attnlib import params, results
+from attnlib.conv_as_attention import (DEFAULT_ALPHA, ENCODINGS, ERROR_COLUMNS, ConvAsAttention, alpha_sweep,
+                                       attention_from_conv, case_outputs, check_supported, construction_error,
+                                       conv_likeness, error_table, example_convolutions, kernel_shifts, pick_image,
+                                       write_records)
+from attnlib.data import make_synthetic
 from attnlib.models import create_model
+from attnlib.params import ConvParams
 
 ROOT = Path(__file__).resolve().parent.parent
 TOL = {torch.float32: 1e-3, torch.float64: 1e-4}  # the relative max error the project holds the construction to
@@ -215,10 +230,48 @@ def test_conv_likeness_works_on_a_learned_model():
     assert len(df) == 8 and df["top_mass"].between(0, 1).all() and df["distinct_offsets"].between(1, 4).all()
 
 
+# -- notebook 00's records -------------------------------------------------------------------------------
+WHERE = dict(dataset="synthetic", profile="smoke", image_index=1)
+
+
+def test_error_table_covers_every_case_and_encoding_with_its_tolerance_and_origin():
+    x = pick_image(make_synthetic(4, 2, image_size=6), 1)
+    assert x.shape == (1, 3, 6, 6) and x.dtype == torch.float64 and 0 <= x.min() and x.max() <= 1
+    with pytest.raises(ValueError, match="image_index 2 is beyond the 2 test images of synthetic"):
+        pick_image(make_synthetic(4, 2, image_size=6), 2)
+    convs = example_convolutions(3, blur_kernel_size=3, random_kernel_size=3, random_out_channels=2)
+    errors = error_table(convs, x, DEFAULT_ALPHA, ["float32", "float64"], **WHERE)
+    assert list(errors.columns) == ERROR_COLUMNS + ["positional", "in_channels", "out_channels", "height", "width",
+                                                    "image_index", "within_tolerance", "torch", "git"]
+    assert list(zip(errors["case"], errors["positional"], errors["dtype"])) == list(
+        itertools.product(convs, ENCODINGS, ["float32", "float64"]))
+    assert errors["within_tolerance"].all() and (errors["image_index"] == 1).all()
+    assert set(errors["git"]) == {results.git_commit()} and set(errors["torch"]) == {torch.__version__}
+    blunt = error_table({"edge": convs["edge"]}, x, 0.5, ["float32", "float64"], **WHERE)  # soft heads: far off
+    assert (blunt["rel_error"] > 1e-3).all() and not blunt["within_tolerance"].any()
+
+
+def test_alpha_sweep_and_case_outputs_and_the_two_csvs(tmp_path):
+    x = torch.rand(1, 2, 5, 6, dtype=torch.float64)
+    convs = example_convolutions(2, blur_kernel_size=3, random_kernel_size=3, random_out_channels=3)
+    sweep = alpha_sweep(convs["random"], x, [1.0, DEFAULT_ALPHA], ["float64"], "random", **WHERE)
+    assert list(sweep.columns[-4:]) == ["case", "dataset", "profile", "image_index"]
+    assert set(sweep["positional"]) == {"quadratic"} and sweep["alpha"].tolist() == [1.0, DEFAULT_ALPHA]
+    assert sweep["rel_error"].iloc[0] > 1e-3 > sweep["rel_error"].iloc[1]
+    rows = case_outputs(convs, x)
+    assert [r[0] for r in rows] == ["edge 3x3", "blur 3x3", "random 3x3"]
+    for (_, ref, out), conv in zip(rows, convs.values()):
+        assert ref.dtype == torch.float32 and ref.shape == (conv.out_channels, 5, 6) and torch.allclose(ref, out, atol=1e-5)
+    errors = error_table(convs, x, DEFAULT_ALPHA, ["float64"], **WHERE)
+    (tmp_path / "smoke" / "metrics").mkdir(parents=True)
+    path, sweep_path = write_records(errors, sweep, tmp_path, "smoke")
+    assert (path.name, sweep_path.name) == ("00_conv_as_attention.csv", "00_conv_as_attention_alpha.csv")
+    assert pd.read_csv(path).equals(pd.read_csv(io.StringIO(errors.to_csv(index=False))))
+    assert pd.read_csv(sweep_path).equals(pd.read_csv(io.StringIO(sweep.to_csv(index=False))))
+
+
 # -- parameters and notebook -------------------------------------------------------------------------
 def test_notebook_parameters_are_registered_and_checked():
-    from attnlib import params
-
     cls = params.params_class("00_conv_as_attention")
     assert cls is params.ConvParams and cls().alpha == DEFAULT_ALPHA
     for profile in ("smoke", "quick", "paper"):
@@ -239,7 +292,6 @@ def test_notebook_00_runs_on_the_smoke_profile_and_writes_its_errors(tmp_path):
     out = run_runner("--only", "00", "--results-dir", str(tmp_path))
     assert out.returncode == 0, out.stderr[-3000:]
     root = tmp_path / "smoke"
-    from attnlib.params import ConvParams
     assert_every_field_injected(root / "notebooks" / "00_conv_as_attention.ipynb", ConvParams)
     df = pd.read_csv(root / "metrics" / "00_conv_as_attention.csv")
     assert list(df.columns[:8]) == ["case", "kernel", "dtype", "alpha", "max_abs_error", "rel_error", "dataset", "profile"]

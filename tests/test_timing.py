@@ -1,6 +1,13 @@
 """Timing: warm-up is never timed, rounds alternate, FLOPs are counted right, the benchmark's reference
-is the same network as ours, and notebook 06's driver keeps what it measured."""
+is the same network as ours, and notebook 06's driver keeps what it measured.
+
+Also: a timing says what was timed and how; subnormal probabilities are flushed and nothing else, and sharp
+heads still match float64; the separated isotropic scores equal the general quadratic form; notebook 06's
+rows are kept and re-timed only when asked; its parameters are checked; a CPU is named by its model and the
+flags that decide its speed, and rows of another machine are not taken as this one's.
+"""
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -10,7 +17,7 @@ from torch import nn
 
 from attnlib import results, timing
 from attnlib.attention import QuadraticScore, flush_denormals
-from attnlib.models import create_model, list_models
+from attnlib.models import create_model, list_models, model_config
 from attnlib.params import ParamsError, TimingParams, from_mapping
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,7 +26,6 @@ from reference_sa import ReferenceQuadraticNet  # noqa: E402
 
 
 def test_warmup_calls_are_not_timed_and_warmup_is_required():
-    import time
     calls = []
     # the first two calls (the warm-up) are slow: a median of timed calls that included them would show it
     times = timing.measure(lambda: (calls.append(1), time.sleep(0.05 if len(calls) <= 2 else 0)), warmup=2, reps=3)
@@ -147,3 +153,55 @@ def test_timing_rows_of_another_machine_are_not_taken_as_this_ones(tmp_path, mon
     here, _ = timing.time_models(p, path, progress=False)
     assert set(here["device"]) == {f"cpu: This CPU (avx2 amx_bf16; {torch.get_num_threads()} threads)"}
     assert pd.read_csv(path)["device"].str.contains("Other CPU").sum() == 3  # kept, not reused
+
+
+
+# -- notebook 06's tables ------------------------------------------------------------------------------------
+def timing_row(model, variant, mode, batch, precision, images_per_s, gflops, fraction=0.1, params=100):
+    return dict(model=model, variant=variant, mode=mode, batch=batch, precision=precision, device="cpu: x",
+                params=params, gflops_per_image=gflops, images_per_s=images_per_s, latency_ms=1000 / images_per_s,
+                fraction_of_peak=fraction)
+
+
+def test_per_model_table_has_one_row_per_model_and_a_column_per_measurement():
+    rows = [timing_row("m", "standard", "train", 8, "fp32", 40.0, 3.0, 0.25),
+            timing_row("m", "standard", "train", 16, "fp32", 50.0, 3.0, 0.5),
+            timing_row("m", "standard", "infer", 16, "fp32", 200.0, 1.0),
+            timing_row("m", "standard", "latency", 1, "fp32", 4.0, 1.0)]
+    table = timing.per_model_table(pd.DataFrame(rows))
+    assert table.columns.tolist() == ["model", "variant", "params", "GFLOPs/img forward", "GFLOPs/img training",
+                                      "infer img/s b16 fp32", "latency ms b1 fp32", "train img/s b16 fp32",
+                                      "train img/s b8 fp32", "best train of peak"]
+    assert table.iloc[0].tolist() == ["m", "standard", 100, 1.0, 3.0, 200.0, 250.0, 50.0, 40.0, "50%"]
+
+
+def test_attention_products_are_what_the_published_flops_leave_out():
+    # the paper's quadratic network: 6 layers, 9 heads of width 400 on 16 x 16 tokens; content adds q.k
+    assert timing.attention_products_gflops("sa_quadratic") == pytest.approx(2 * 6 * 9 * 256 ** 2 * 400 / 1e9)
+    assert timing.attention_products_gflops("sa_learned_content") == pytest.approx(2 * 6 * 9 * 256 ** 2 * 800 / 1e9)
+    small = dict(layers=1, heads=2, hidden=8, head_dim=4, image_size=8)
+    cfg = model_config("sa_learned_content", **small)
+    assert cfg.content and timing.attention_products_gflops("sa_learned_content", **small) == 2 * 2 * 16 ** 2 * 12 / 1e9
+    p = from_mapping(TimingParams, dict(models=["sa_quadratic", "resnet18"], hierarchical_models=[], image_size=8,
+                                        per_model={"sa_quadratic": {"layers": 1, "heads": 2, "hidden": 8}}))
+    rows = [timing_row("sa_quadratic", "standard", "infer", 2, "fp32", 10.0, 0.5),
+            timing_row("sa_quadratic", "hierarchical", "infer", 2, "fp32", 10.0, 9.0),
+            timing_row("resnet18", "standard", "infer", 2, "fp32", 10.0, 0.25)]
+    side = timing.published_costs(pd.DataFrame(rows), p)
+    assert side.columns.tolist() == ["paper_params", "paper_gflops", "params", "gflops_per_image",
+                                     "ours_minus_attention_products"]
+    assert side.loc["sa_quadratic", "gflops_per_image"] == 0.5  # the standard variant's forward pass
+    assert side.loc["sa_quadratic", "ours_minus_attention_products"] == pytest.approx(0.5 - 2 * 2 * 16 ** 2 * 8 / 1e9)
+    assert side.loc["resnet18", "ours_minus_attention_products"] == 0.25
+    assert side["gflops_per_image"].isna().sum() == len(side) - 2  # models not timed: no numbers of ours
+
+
+def test_notes_say_where_it_was_measured_and_how_the_pipeline_compares():
+    df = pd.DataFrame([timing_row("m", "standard", "train", 8, "fp32", 40.0, 3.0)])
+    notes = timing.measurement_notes(df, ["fp32", "bf16"])
+    assert notes.startswith("All rows above were measured on: cpu: x.")
+    assert "Precisions measured: fp32, bf16 | bf16 is autocast" in notes
+    assert ("No GPU was present" in notes) == (not torch.cuda.is_available())
+    pipe = timing._timing("input pipeline", "pipeline", 32, "uint8 -> fp32", "cpu", 1, [0.01], "what")
+    assert timing.pipeline_against_training(pipe, df) == (
+        "3,200 images/s: 80x the fastest training throughput above (40.0 images/s)")
