@@ -7,12 +7,15 @@ attention of every head (SAN: every weight group) for every query token of every
   token grid, exactly the probabilities the forward pass multiplies the values with;
 - local attention (SAN): weights[b, group, query, tap] over the K x K window centered on the query.
 
+`mean_attention(model, images)` is their mean over many images (a batch of one), computed a batch at a time.
+
 Query and key positions are tokens; `pixel_to_token` maps an image pixel to the token that holds it,
 so one query pixel can be followed through layers of different resolutions (SAN's stages). Everything
 here is computed once per image batch; picking a query only indexes the stored tensors.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +25,7 @@ from torch import nn
 
 from attnlib.attention import relative_offsets
 from attnlib.models.common import eval_mode
+from attnlib.models.san import SAN
 
 
 @dataclass
@@ -108,8 +112,6 @@ def _san_blocks(model: nn.Module):
 def attention_maps(model: nn.Module, images: torch.Tensor, batch_size: int = 64) -> list[LayerMaps]:
     """Attention weights of every layer of `model` for `images` (normalised, as the model takes them),
     in eval mode. Works for the self-attention networks (attention_probs), ViT and SAN."""
-    from attnlib.models.san import SAN
-
     if len(images) == 0:
         raise ValueError("attention_maps needs at least one image")
     chunks = [images[i:i + batch_size] for i in range(0, len(images), batch_size)]
@@ -151,6 +153,24 @@ def attention_maps(model: nn.Module, images: torch.Tensor, batch_size: int = 64)
             per_layer[i].append(p.float().cpu())
     grid, stride = _grid_of(model)
     return [LayerMaps(f"layer {i + 1}", torch.cat(ps), grid, stride) for i, ps in enumerate(per_layer)]
+
+
+@torch.no_grad()
+def mean_attention(model: nn.Module, images: torch.Tensor, batch_size: int = 50) -> list[LayerMaps]:
+    """attention_maps averaged over `images`, one batch at a time (the paper averages over 100 test
+    images for the content-based models): each LayerMaps holds a batch of one, the mean."""
+    if len(images) == 0:
+        raise ValueError("mean_attention needs at least one image")
+    total: list[LayerMaps] | None = None
+    for start in range(0, len(images), batch_size):
+        chunk = attention_maps(model, images[start:start + batch_size], batch_size)
+        sums = [layer.weights.double().sum(0, keepdim=True) for layer in chunk]
+        if total is None:
+            total = [dataclasses.replace(layer, weights=s) for layer, s in zip(chunk, sums)]
+        else:
+            for layer, s in zip(total, sums):
+                layer.weights += s
+    return [dataclasses.replace(layer, weights=(layer.weights / len(images)).float()) for layer in total]
 
 
 def _grid_of(model: nn.Module) -> tuple[tuple[int, int], int]:

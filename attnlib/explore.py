@@ -37,10 +37,10 @@ import torch
 from matplotlib import colormaps
 
 from attnlib import results
-from attnlib.attention_maps import LayerMaps, attention_maps
+from attnlib.attention_maps import LayerMaps, attention_maps, mean_attention
 from attnlib.data import DataError, normalize
 from attnlib.explore_image import NotAnImage, open_image, prepare_image, query_on_object
-from attnlib.explorer import TrainedRun, first_view, mean_attention, trained_runs
+from attnlib.trained_runs import TrainedRun, first_view, trained_runs
 from attnlib.models.sa_net import SelfAttentionNet
 from attnlib.params import ParamsError
 
@@ -138,6 +138,48 @@ def _image_set_key(run: TrainedRun) -> tuple:
 
 
 # -- the page's data -------------------------------------------------------------------------------
+def _image_set(run: TrainedRun, test_images: Sequence[int], own_images: Sequence[tuple]) -> tuple[dict, torch.Tensor]:
+    """(the page's entry for the images of a run's data set: its name, size and channels, and each image's label,
+    pixels and query pixel on its object; their pixels, (N, C, H, W) uint8): the test images, then your images
+    prepared for the run's input."""
+    items, pixels = [], []
+    # indices picked on one data set may lie beyond a smaller one's test split: those are left out there
+    for index in [i for i in test_images if i < len(run.data.x_test)] or ([0] if test_images else []):
+        x = run.data.x_test[index]
+        items.append({"label": f"test image {index} ({run.data.classes[int(run.data.y_test[index])]})"})
+        pixels.append(x)
+    for name, img in own_images:
+        items.append({"label": f"your image {name}"})
+        pixels.append(prepare_image(img, run.data.image_size, run.data.channels))
+    stacked = torch.stack(pixels).to(torch.uint8)
+    for item, x in zip(items, stacked):
+        item["pixels"] = _b64(x.numpy().tobytes())
+        item["query"] = list(query_on_object(x))
+    return {"name": run.data.name, "size": run.data.image_size, "channels": run.data.channels, "images": items}, stacked
+
+
+def _run_entry(run: TrainedRun, model: torch.nn.Module, pixels: torch.Tensor, image_set: int, mean_over: int,
+               mean: list[LayerMaps] | None, device: str) -> dict:
+    """The page's entry for a run: what it is, its layers, and its maps gzipped (encode_layers): once for a
+    positional-only model, else for each image of its set (`pixels`) and, when mean_over > 0, their mean over
+    that many test images (`mean`, when it is that mean, else computed here)."""
+    x = normalize(pixels, run.data.mean, run.data.std).to(device)
+    positional = is_positional(model)
+    layers = attention_maps(model, x[:1] if positional else x)
+    if positional:
+        blobs = {"shared": _b64(encode_layers(layers, 0))}
+    else:
+        blobs = {str(i): _b64(encode_layers(layers, i)) for i in range(len(pixels))}
+    if not positional and mean_over > 0:
+        if mean is None or mean[0].weights.shape[0] != 1:
+            mean = mean_attention(model, run.images(0, mean_over).to(device))
+        blobs["mean"] = _b64(encode_layers(mean, 0))
+    return {"label": run.label, "runId": run.run.run_id, "model": run.run.model, "variant": run.run.variant,
+            "experiment": run.experiment, "describe": run.describe(), "positional": positional,
+            "imageSet": image_set, "meanOver": mean_over if not positional else 0,
+            "layers": [_layer_entry(layer) for layer in layers], "blobs": blobs}
+
+
 def page_data(runs: Sequence[TrainedRun], test_images: Sequence[int] = (0,), own_images: Sequence[tuple] = (),
               average_images: int = 100, means: dict | None = None, device: str = "cpu", models: dict | None = None,
               start_run: TrainedRun | None = None) -> dict:
@@ -153,48 +195,16 @@ def page_data(runs: Sequence[TrainedRun], test_images: Sequence[int] = (0,), own
     set_pixels: dict[tuple, torch.Tensor] = {}
     for run in runs:
         key = _image_set_key(run)
-        if key in sets:
-            continue
-        items, pixels = [], []
-        # indices picked on one data set may lie beyond a smaller one's test split: those are left out there
-        for index in [i for i in test_images if i < len(run.data.x_test)] or ([0] if test_images else []):
-            x = run.data.x_test[index]
-            items.append({"label": f"test image {index} ({run.data.classes[int(run.data.y_test[index])]})"})
-            pixels.append(x)
-        for name, img in own_images:
-            items.append({"label": f"your image {name}"})
-            pixels.append(prepare_image(img, run.data.image_size, run.data.channels))
-        stacked = torch.stack(pixels).to(torch.uint8)
-        for item, x in zip(items, stacked):
-            item["pixels"] = _b64(x.numpy().tobytes())
-            item["query"] = list(query_on_object(x))
-        sets[key] = {"name": run.data.name, "size": run.data.image_size, "channels": run.data.channels,
-                     "images": items}
-        set_pixels[key] = stacked
+        if key not in sets:
+            sets[key], set_pixels[key] = _image_set(run, test_images, own_images)
     set_index = {key: i for i, key in enumerate(sets)}
-
     entries = []
     for run in runs:
         model = (models or {}).get(run.label)
         model = run.load(device) if model is None else model
-        pixels = set_pixels[_image_set_key(run)]
-        x = normalize(pixels, run.data.mean, run.data.std).to(device)
-        positional = is_positional(model)
-        layers = attention_maps(model, x[:1] if positional else x)
-        if positional:
-            blobs = {"shared": _b64(encode_layers(layers, 0))}
-        else:
-            blobs = {str(i): _b64(encode_layers(layers, i)) for i in range(len(pixels))}
         mean_over = min(average_images, len(run.data.x_test)) if test_images else 0
-        if not positional and mean_over > 0:
-            mean = (means or {}).get(run.label)
-            if mean is None or mean[0].weights.shape[0] != 1:
-                mean = mean_attention(model, run.images(0, mean_over).to(device))
-            blobs["mean"] = _b64(encode_layers(mean, 0))
-        entries.append({"label": run.label, "runId": run.run.run_id, "model": run.run.model, "variant": run.run.variant,
-                        "experiment": run.experiment, "describe": run.describe(), "positional": positional,
-                        "imageSet": set_index[_image_set_key(run)], "meanOver": mean_over if not positional else 0,
-                        "layers": [_layer_entry(layer) for layer in layers], "blobs": blobs})
+        entries.append(_run_entry(run, model, set_pixels[_image_set_key(run)], set_index[_image_set_key(run)],
+                                  mean_over, (means or {}).get(run.label), device))
     start = start_run if any(start_run is r for r in runs) else first_view(list(runs))
     start_index = next(i for i, r in enumerate(runs) if r is start)
     first_image = sets[_image_set_key(start)]["images"][0]
@@ -204,7 +214,6 @@ def page_data(runs: Sequence[TrainedRun], test_images: Sequence[int] = (0,), own
 
 
 def _colormap_hex(name: str = "inferno") -> str:
-
     rgb = (colormaps[name](np.linspace(0, 1, 256))[:, :3] * 255).round().astype(np.uint8)
     return rgb.tobytes().hex()
 
@@ -298,8 +307,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--experiments", default=",".join(EXPERIMENTS), help="the training notebooks whose runs to look in")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
-
-
     try:
         pictures = [(Path(p).name, open_image(p)) for p in args.images]
     except NotAnImage as err:

@@ -1,5 +1,12 @@
 """Attention maps of trained models (notebook 07): checked against the models' own probabilities, the
-paper's quadratic formula, SAN's weights recomputed by hand, and hand-built attention patterns."""
+paper's quadratic formula, SAN's weights recomputed by hand, and hand-built attention patterns.
+
+Covers attnlib.attention_maps: the maps equal the probabilities the forward pass uses; the quadratic maps
+follow the paper's formula computed by hand; SAN's maps are each bottleneck's window weights recomputed
+from its input (one map per depth when blocks are shared; strides kept when pooling rounds down; [Re]'s
+SAN pooling before its first stage); offset averages and conv_likeness of hand-built one-tap heads and of
+SAN windows; the mean over images, taken in batches; a model without attention refused.
+"""
 
 import numpy as np
 import pytest
@@ -8,7 +15,7 @@ from conftest import hard_shift_model
 
 from attnlib import attention_maps as am
 from attnlib.conv_as_attention import kernel_shifts
-from attnlib.explorer import mean_attention
+from attnlib.attention_maps import mean_attention
 from attnlib.models import create_model
 
 

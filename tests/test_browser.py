@@ -3,7 +3,12 @@ exported report opens offline with every figure drawn.
 
 Playwright for Python drives Debian's Chromium (`apt-get install chromium`), launched by its path; the
 page may only talk to the JupyterLab server on 127.0.0.1, every other request is aborted. A screenshot
-of the page after the move is kept in build/test-artifacts/explorer.png.
+of the page after the move is kept in build/test-artifacts/explorer.png (a failure leaves
+explorer-failure.png there).
+
+Covers: JupyterLab (with the project's overrides.json: no news or update checks) runs notebook 07 on a
+trained smoke run, and moving the "query col" slider redraws the attention maps; the exported report.html
+opens with no network and every figure drawn. Without Chromium both tests skip, saying so.
 """
 import json
 import re

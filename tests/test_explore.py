@@ -1,5 +1,14 @@
 """The static explorer page (attnlib.explore) and your own image (attnlib.explore_image): the page's data, the
-command `python -m attnlib.explore`, the notebook explorer's upload, and the page in headless Chromium."""
+command `python -m attnlib.explore`, the notebook explorer's upload, and the page in headless Chromium.
+
+Covers: the 8-bit quantisation (each row within half a step); the page's data round-trips, stores the
+positional-only maps once and leaves out test images a run does not have; the query pixel lands on the
+object; your image resized, cropped, converted and normalised, taken by the notebook explorer's upload and
+by notebook 07; the command writing the page, and saying in one line that a file is not an image;
+explorer.html redrawing for another query pixel in Chromium with no network (a screenshot in
+build/test-artifacts/explorer-page.png), and the committed results/quick page opening on the quadratic run.
+The Chromium tests skip without Chromium, the committed page's without results/quick/explorer.html.
+"""
 import datetime
 import json
 import re
@@ -14,9 +23,11 @@ from conftest import ROOT, chromium, open_offline, train_smoke_runs
 from PIL import Image
 
 from attnlib import explore, explorer
-from attnlib.attention_maps import attention_maps
+from attnlib.attention_maps import attention_maps, mean_attention
 from attnlib.data import normalize
 from attnlib.explore_image import NotAnImage, open_image, prepare_image, query_on_object
+from attnlib.explorer_widget import ExplorerWidget
+from attnlib.trained_runs import trained_runs
 
 ARTIFACTS = ROOT / "build" / "test-artifacts"
 NOW = datetime.datetime.now(datetime.timezone.utc)
@@ -32,7 +43,7 @@ def trained(tmp_path_factory):
     train_smoke_runs(results_dir, params_dir, {"01_learned_2d": {"models": ["sa_learned_content"]},
                                                "02_quadratic": {"models": ["sa_quadratic"]},
                                                "03_san": {"models": ["san_patchwise"], "hierarchical": [False]}})
-    runs, missing = explorer.trained_runs(EXPERIMENTS, "smoke", results_dir, params_dir)
+    runs, missing = trained_runs(EXPERIMENTS, "smoke", results_dir, params_dir)
     assert [r.run.model for r in runs] == ["sa_learned_content", "sa_quadratic", "san_patchwise"], missing
     return results_dir, params_dir, runs
 
@@ -99,7 +110,7 @@ def test_page_data_round_trips_and_stores_positional_maps_once(trained):
                 assert_within_quantisation(decoded, layer.weights[i].numpy())
         assert not np.array_equal(blob(entry, "0")[0], blob(entry, "1")[0])  # depends on the image
         run = next(r for r in runs if r.run.model == model)
-        mean = explorer.mean_attention(models[model], run.images(0, 8))
+        mean = mean_attention(models[model], run.images(0, 8))
         for layer, decoded in zip(mean, blob(entry, "mean")):
             assert_within_quantisation(decoded, layer.weights[0].numpy())
     san = entries["san_patchwise"]["layers"][0]
@@ -145,7 +156,7 @@ def test_your_image_is_resized_cropped_converted_and_normalised(trained, tmp_pat
     assert ex.set_own_image(path) == "wide.png"
     pixels = ex.own_pixels(quad.label)
     assert pixels.shape == (quad.data.channels, quad.data.image_size, quad.data.image_size)
-    ex.state["run"] = runs[0].label  # content-based: the maps are those of the normalised picture
+    ex.state.run = runs[0].label  # content-based: the maps are those of the normalised picture
     expected = attention_maps(runs[0].load(), normalize(ex.own_pixels()[None], runs[0].data.mean, runs[0].data.std))
     got = ex.layers()
     assert all(torch.allclose(a.weights, b.weights) for a, b in zip(got, expected))
@@ -155,8 +166,9 @@ def test_your_image_is_resized_cropped_converted_and_normalised(trained, tmp_pat
 def test_the_notebook_explorer_takes_an_uploaded_image(trained, tmp_path):
     _, _, runs = trained
     ex = explorer.AttentionExplorer(runs, average_images=4)
-    box = ex.widget()
-    c, status, picture = ex.controls, box.children[-2], box.children[-1]
+    shown = ExplorerWidget(ex)
+    box, c = shown.box, shown.controls
+    status, picture = box.children[-2], box.children[-1]
     assert c["own"].disabled and not c["own"].value
     before = picture.value
     img = Image.fromarray((np.arange(64, dtype=np.uint8).reshape(8, 8) * 4))

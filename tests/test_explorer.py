@@ -1,14 +1,24 @@
-"""Notebook 07's library side: finding trained runs, the interactive explorer, and its figures."""
+"""Notebook 07's library side: finding trained runs, the interactive explorer, and its figures.
+
+Covers: the trained runs found from the parameter files (the same plan as the notebooks that trained them,
+missing checkpoints named); the explorer computing attention once per image and updating its panels in
+place on a slider move; notebook 07's figures, and its jobs (attnlib.head_figures) writing the figures and
+the table it names; the zoom being the query's 7x7 token neighbourhood;
+notebook 07's parameters checked against what was trained.
+"""
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from conftest import train_smoke_runs
+from matplotlib import pyplot as plt
 
 from attnlib import attention_maps as am
-from attnlib import explorer, params, viz
+from attnlib import explorer, head_figures, params, viz
 from attnlib.explore_image import query_on_object
+from attnlib.explorer_widget import ExplorerWidget
+from attnlib.trained_runs import trained_runs
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,7 +35,7 @@ def trained(tmp_path_factory):
 
 def test_trained_runs_are_found_from_the_parameter_files(trained):
     results_dir, params_dir = trained
-    runs, missing = explorer.trained_runs(["02_quadratic", "03_san", "01_learned_2d"], "smoke", results_dir, params_dir)
+    runs, missing = trained_runs(["02_quadratic", "03_san", "01_learned_2d"], "smoke", results_dir, params_dir)
     assert [(r.experiment, r.run.model) for r in runs] == [("02_quadratic", "sa_quadratic"), ("03_san", "san_pairwise")]
     assert missing == [f"01_learned_2d: no parameter file {params_dir / 'smoke' / '01_learned_2d.yaml'}"]
     assert runs[0].epochs_done == 1 and 0 <= runs[0].final_test_acc <= 1
@@ -33,7 +43,7 @@ def test_trained_runs_are_found_from_the_parameter_files(trained):
     # a planned run without its checkpoint is listed, not shown
     runs[1].checkpoint.rename(runs[1].checkpoint.with_suffix(".bak"))
     try:
-        runs2, missing2 = explorer.trained_runs(["03_san"], "smoke", results_dir, params_dir)
+        runs2, missing2 = trained_runs(["03_san"], "smoke", results_dir, params_dir)
         assert runs2 == [] and "no checkpoint" in missing2[0] and "run notebook 03_san" in missing2[0]
     finally:
         runs[1].checkpoint.with_suffix(".bak").rename(runs[1].checkpoint)
@@ -41,13 +51,13 @@ def test_trained_runs_are_found_from_the_parameter_files(trained):
 
 def test_explorer_updates_in_place_and_computes_attention_once_per_image(trained, monkeypatch):
     results_dir, params_dir = trained
-    runs, _ = explorer.trained_runs(["02_quadratic", "03_san"], "smoke", results_dir, params_dir)
+    runs, _ = trained_runs(["02_quadratic", "03_san"], "smoke", results_dir, params_dir)
     calls = []
     real = explorer.attention_maps
     monkeypatch.setattr(explorer, "attention_maps", lambda *a, **k: calls.append(1) or real(*a, **k))
     ex = explorer.AttentionExplorer(list(reversed(runs)), average_images=8)
-    box = ex.widget()
-    c = ex.controls
+    shown = ExplorerWidget(ex)
+    box, c = shown.box, shown.controls
     first_png, first_text = box.children[-1].value, box.children[-2].value
     # it opens on the quadratic run (listed last here), layer 1, the query pixel on the object of test image 0
     row, col = query_on_object(runs[0].data.x_test[0])
@@ -73,7 +83,7 @@ def test_explorer_updates_in_place_and_computes_attention_once_per_image(trained
 
 def test_figures_of_notebook_07(trained, tmp_path):
     results_dir, params_dir = trained
-    runs, _ = explorer.trained_runs(["02_quadratic", "03_san"], "smoke", results_dir, params_dir)
+    runs, _ = trained_runs(["02_quadratic", "03_san"], "smoke", results_dir, params_dir)
     likeness = []
     for run in runs:
         layers = am.attention_maps(run.load(), run.images(0, 4))
@@ -88,6 +98,31 @@ def test_figures_of_notebook_07(trained, tmp_path):
     pngs = sorted(tmp_path.glob("*.png"))
     assert len(pngs) == 8 and all(p.stat().st_size > 2000 for p in pngs)
     viz.plt.close("all")
+
+
+def test_notebook_07_jobs_write_its_figures_and_table(trained):
+    """attnlib.head_figures, what notebook 07's cells call: the figures it names, the table, and nothing left open."""
+    results_dir, params_dir = trained
+    p = params.VizParams(profile="smoke", results_dir=str(results_dir), params_dir=str(params_dir),
+                         experiments=["02_quadratic", "03_san"], average_images=4, device="cpu")
+    runs, _ = trained_runs(p.experiments, p.profile, results_dir, params_dir)
+    out, open_before = head_figures.Outputs.of(p), plt.get_fignums()
+    means = head_figures.query_figures(runs, p, "cpu", out)
+    head_figures.offset_figures(runs, means, p, out)
+    likeness = head_figures.conv_likeness(runs, means, p, "cpu")
+    plt.close(head_figures.likeness_figure(likeness, p, out))
+    assert plt.get_fignums() == open_before  # without `show`, each run's figures are closed once saved
+    assert out.write_likeness(likeness).startswith(f"wrote {out.likeness} ")
+    assert set(pd.read_csv(out.likeness)["model"]) == {"sa_quadratic", "san_pairwise"}
+    assert head_figures.likeness_per_layer(likeness)["heads"].min() >= 1
+    centers = head_figures.first_seed_centers(p, runs)
+    assert set(centers["epoch"]) == {0, 1} and len(head_figures.center_figures(centers, p, out)) >= 1
+    plt.close("all")
+    expected = {"centers", "center_paths", "conv_likeness", *(f"query_{r.slug}" for r in runs),
+                *(f"offsets_{r.slug}" for r in runs), "query_mean_" + runs[1].slug}  # the SAN's content-based
+    assert {f.name for f in out.figures.glob("07_visualizations_*.png")} == {f"07_visualizations_{n}.png" for n in expected}
+    out.clear()
+    assert not out.likeness.exists() and not list(out.figures.glob("07_visualizations_*.png"))
 
 
 def test_zoom_limits_are_the_seven_by_seven_token_neighbourhood():
