@@ -4,7 +4,7 @@ results/<profile>/metrics/<experiment>.csv holds one row per (run, epoch) with t
 METRIC_COLUMNS. A run's rows are always rewritten whole from its own history (kept inside its
 checkpoint), so a resumed run never duplicates or loses a row.
 
-Faults heal where they are found, each with one line saying so: a metrics or centers CSV that is damaged
+Faults heal where they are found, each with one line saying so: a metrics, centers or attention CSV that is damaged
 (cut off, header lost, not a CSV) is moved aside as NAME.csv.damaged and rebuilt from the histories the
 checkpoints hold (`read_metrics`); `load_checkpoint` tells a damaged checkpoint from a good one (training
 moves it aside as NAME.pt.damaged and starts that run again); temporary files a killed writer left behind

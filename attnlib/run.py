@@ -4,8 +4,9 @@ Every parameter file of the profile is checked before any notebook starts. Execu
 results/<profile>/notebooks/. A failing cell stops the run with one line naming notebook and cell.
 
 Incremental: after a notebook succeeds, a stamp in results/<profile>/.cache/stamps.json records a digest of
-its parameters, the notebook file and the library (every attnlib/*.py); a notebook whose digest is unchanged
-and whose executed copy exists is skipped. Notebooks that read earlier results (07, 08) also digest the
+its parameters, the notebook file, the library (every .py under attnlib/) and what the results depend on
+besides (`environment`: the kind of device, for notebook 06 the device itself, and for dataset auto whether
+CIFAR-10 is present); a notebook whose digest is unchanged and whose executed copy exists is skipped. Notebooks that read earlier results (07, 08) also digest the
 stamps of the notebooks before them. An interrupted run reruns the notebook it stopped in, whose training
 resumes from its checkpoints. `--force` reruns everything; `--report` rebuilds only the report (08 and its
 HTML/PDF export).
@@ -220,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
 
 
-def _main(argv: list[str] | None) -> int:
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="auto", choices=("auto", *PROFILES))
     ap.add_argument("--dataset", default="", help="override every notebook's dataset (auto, cifar10, fashion_mnist, synthetic)")
@@ -229,26 +230,19 @@ def _main(argv: list[str] | None) -> int:
     ap.add_argument("--params-dir", default=str(ROOT / "params"), help="folder holding <profile>/<notebook>.yaml")
     ap.add_argument("--force", action="store_true", help="rerun notebooks even when nothing changed since their last run")
     ap.add_argument("--report", action="store_true", help="only rebuild the report (notebook 08 and its HTML/PDF)")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
-    profile = pick_profile(args.profile)
-    only = [REPORT[:2]] if args.report else [o for o in args.only.split(",") if o]
-    pairs = notebooks_for(profile, only, Path(args.params_dir))
-    if not pairs:
-        print(f"error: no notebooks with parameter files under {args.params_dir}/{profile}/", file=sys.stderr)
-        return 2
+
+def checked_plans(pairs: list[tuple[Path, Path]], profile: str, args: argparse.Namespace) -> list[tuple[Path, dict]]:
+    """Each notebook with the values to inject: its parameter file with the command line's overrides, every file
+    checked (ParamsError) before any work starts."""
     extra = {"profile": profile, "results_dir": args.results_dir}
     if args.dataset:
         extra["dataset"] = args.dataset
-    # Check every parameter file (with the overrides) before any work starts.
     plans = []
     for nb, pfile in pairs:
-        try:
-            # the file itself (unknown keys, types, values), then with the command line's overrides
-            checked = load_with(pfile, extra, where=f"{pfile} (with command-line overrides)")
-        except ParamsError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
+        # the file itself (unknown keys, types, values), then with the command line's overrides
+        checked = load_with(pfile, extra, where=f"{pfile} (with command-line overrides)")
         # Inject every field, not only the file's keys: the notebook's own defaults are the smoke
         # profile's and must never leak into another profile. Paths are made absolute because the
         # notebooks run with notebooks/ as their working directory.
@@ -259,13 +253,79 @@ def _main(argv: list[str] | None) -> int:
             if key in injected:
                 injected[key] = str((ROOT / injected[key]).resolve())
         plans.append((nb, injected))
+    return plans
 
-    # Everything a notebook prints (papermill's log of its cells, the kernel's warnings) goes to its log
-    # file; the console gets a line when it starts, one when it ends and the progress bars of its runs.
+
+def _quiet_papermill():
+    """Everything a notebook prints (papermill's log of its cells, the kernel's warnings) goes to its log
+    file; the console gets a line when it starts, one when it ends and the progress bars of its runs."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.captureWarnings(True)
     # the runner injects every field; the notebook takes them through attnlib.params, not its parameters cell
     logging.getLogger("papermill").addFilter(lambda r: not str(r.msg).startswith("Passed unknown parameter"))
+
+
+def execute(nb: Path, values: dict, out: Path, log: Path, profile_dir: Path) -> int:
+    """Run one notebook through papermill into `out` (0), or say in one line why it failed (1) or stopped (130).
+    It is executed into a temporary file: the last good executed notebook stays until this one succeeds."""
+    tmp = temp_file(out, suffix=".tmp.ipynb")
+    try:
+        with output_to(log) as console, ProgressView(profile_dir / ".cache" / "progress.jsonl", console) as view:
+            os.environ[PROGRESS_ENV] = str(view.path)
+            pm.execute_notebook(str(nb), str(tmp), parameters=values, cwd=str(ROOT / "notebooks"),
+                                progress_bar=False, log_output=True, kernel_name="python3")
+        os.replace(tmp, out)
+    except pm.PapermillExecutionError as err:
+        failed = _keep_failed(tmp, out)
+        print(f"error: {nb.name} failed in cell {err.exec_count}: {err.ename}: {one_line(err.evalue)} "
+              f"(log: {log}; executed notebook: {failed or out})", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        tmp.unlink(missing_ok=True)
+        print(f"interrupted in {nb.name}: run the same command again to go on from there (training resumes "
+              "from its last checkpoint)", file=sys.stderr)
+        return 130
+    except Exception as err:  # kernel missing, notebook unreadable, ...: still one line
+        failed = _keep_failed(tmp, out)
+        where = f"; executed notebook: {failed}" if failed else ""
+        print(f"error: {nb.name} could not be run: {type(err).__name__}: {one_line(err)} "
+              f"(log: {log}{where})", file=sys.stderr)
+        return 1
+    finally:
+        os.environ.pop(PROGRESS_ENV, None)
+    out.with_name(f"{out.stem}.failed.ipynb").unlink(missing_ok=True)  # superseded by this success
+    return 0
+
+
+def _export(report_nb: Path, profile_dir: Path, log: Path) -> int:
+    """The report as HTML (and PDF where Chromium is), or one line saying why not (1)."""
+    try:
+        with output_to(log, append=True):  # nbconvert's and Chromium's chatter
+            lines = export_report(report_nb, profile_dir)
+    except Exception as err:  # nbconvert missing or failing: one line, the executed notebook stays
+        print(f"error: could not export {report_nb} to HTML: {type(err).__name__}: {err} (log: {log})",
+              file=sys.stderr)
+        return 1
+    for line in lines:
+        print(line, flush=True)
+    return 0
+
+
+def _main(argv: list[str] | None) -> int:
+    args = _arguments(argv)
+    profile = pick_profile(args.profile)
+    only = [REPORT[:2]] if args.report else [o for o in args.only.split(",") if o]
+    pairs = notebooks_for(profile, only, Path(args.params_dir))
+    if not pairs:
+        print(f"error: no notebooks with parameter files under {args.params_dir}/{profile}/", file=sys.stderr)
+        return 2
+    try:
+        plans = checked_plans(pairs, profile, args)
+    except ParamsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+    _quiet_papermill()
     profile_dir = Path(args.results_dir) / profile
     out_dir, logs_dir = profile_dir / "notebooks", profile_dir / "logs"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -286,33 +346,9 @@ def _main(argv: list[str] | None) -> int:
         print(f"[{i}/{len(plans)}] {nb.name} (profile {profile}) ...", flush=True)
         stamps.forget(nb.stem)  # a failure or interruption from here on leaves it to be rerun
         t0 = time.perf_counter()
-        # executed into a temporary file: the last good executed notebook stays until this one succeeds
-        tmp = temp_file(out, suffix=".tmp.ipynb")
-        try:
-            with output_to(log) as console, ProgressView(profile_dir / ".cache" / "progress.jsonl", console) as view:
-                os.environ[PROGRESS_ENV] = str(view.path)
-                pm.execute_notebook(str(nb), str(tmp), parameters=values, cwd=str(ROOT / "notebooks"),
-                                    progress_bar=False, log_output=True, kernel_name="python3")
-            os.replace(tmp, out)
-        except pm.PapermillExecutionError as err:
-            failed = _keep_failed(tmp, out)
-            print(f"error: {nb.name} failed in cell {err.exec_count}: {err.ename}: {one_line(err.evalue)} "
-                  f"(log: {log}; executed notebook: {failed or out})", file=sys.stderr)
-            return 1
-        except KeyboardInterrupt:
-            tmp.unlink(missing_ok=True)
-            print(f"interrupted in {nb.name}: run the same command again to go on from there (training resumes "
-                  "from its last checkpoint)", file=sys.stderr)
-            return 130
-        except Exception as err:  # kernel missing, notebook unreadable, ...: still one line
-            failed = _keep_failed(tmp, out)
-            where = f"; executed notebook: {failed}" if failed else ""
-            print(f"error: {nb.name} could not be run: {type(err).__name__}: {one_line(err)} "
-                  f"(log: {log}{where})", file=sys.stderr)
-            return 1
-        finally:
-            os.environ.pop(PROGRESS_ENV, None)
-        out.with_name(f"{out.stem}.failed.ipynb").unlink(missing_ok=True)  # superseded by this success
+        code = execute(nb, values, out, log, profile_dir)
+        if code:
+            return code
         seconds = time.perf_counter() - t0
         stamps.record(nb.stem, digest, seconds)
         ran += 1
@@ -320,18 +356,8 @@ def _main(argv: list[str] | None) -> int:
         print(f"[{i}/{len(plans)}] {nb.name} done in {seconds:.0f}s -> {out}", flush=True)
     print(f"{ran} of {len(plans)} notebooks run in {time.perf_counter() - total:.0f}s "
           f"({len(plans) - ran} unchanged); results in {Path(args.results_dir) / profile}/", flush=True)
-    report_nb = out_dir / f"{REPORT}.ipynb"
     if report_ran or (any(nb.stem == REPORT for nb, _ in plans) and not (profile_dir / "report.html").exists()):
-        log = logs_dir / f"{REPORT}.log"
-        try:
-            with output_to(log, append=True):  # nbconvert's and Chromium's chatter
-                lines = export_report(report_nb, profile_dir)
-        except Exception as err:  # nbconvert missing or failing: one line, the executed notebook stays
-            print(f"error: could not export {report_nb} to HTML: {type(err).__name__}: {err} (log: {log})",
-                  file=sys.stderr)
-            return 1
-        for line in lines:
-            print(line, flush=True)
+        return _export(out_dir / f"{REPORT}.ipynb", profile_dir, logs_dir / f"{REPORT}.log")
     return 0
 
 
