@@ -1,4 +1,13 @@
-"""Every attention variant against the paper's formulas (docs/paper.md sections 1-2), and fused == plain."""
+"""Every attention variant against the paper's formulas (docs/paper.md sections 1-2), and fused == plain.
+
+Covers attnlib.attention: relative offsets (key minus query, row-major); the isotropic and anisotropic
+quadratic scores and the learned relative 2-D score against their formulas (the isotropic one also as the
+separated row + column tables); Lemma 2's hard attention at large alpha; the whole layer against the MHSA
+formula written as a loop over heads; the fused and plain paths agreeing in float32, forward and backward;
+positional-only attention being the same for every image (one fixed linear map of it) while content
+attention changes with it; any head count and a head_dim independent of the width; bad options refused;
+positional scores staying float32 under bf16 autocast.
+"""
 import itertools
 import math
 

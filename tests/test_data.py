@@ -1,4 +1,11 @@
-"""Data loading on generated files (the real loaders, fed data we make), and batch augmentation."""
+"""Data loading on generated files (the real loaders, fed data we make), and batch augmentation.
+
+Covers attnlib.data: Fashion-MNIST's idx files and CIFAR-10 through torchvision (a lone archive is
+extracted); a missing data set, or an unreachable download, is one line naming the folder, archive or
+Debian package; dataset=auto falls back to Fashion-MNIST and says why, and names both ways out when nothing
+is there; subsets fixed by the seed; the batch augmentation (padded crop, maybe a flip); the loader
+normalises, augments and gives the same batches for the same (seed, epoch); unknown data sets refused.
+"""
 import gzip
 import pickle
 

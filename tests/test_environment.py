@@ -1,4 +1,9 @@
-"""environment.yml (conda) and pyproject.toml name the same packages."""
+"""environment.yml (conda) and pyproject.toml name the same packages.
+
+Also: the torch and torchvision ranges admit the versions on this machine; the Makefile's choice of
+environment (an active conda environment other than base, else .venv, and PY= over both; checked with
+`make -n`, skipped without make); requirements.lock pins the torch of the committed results.
+"""
 import os
 import re
 import shutil

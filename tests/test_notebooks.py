@@ -1,4 +1,11 @@
-"""The training notebooks run headlessly through the runner (papermill) on the smoke profile."""
+"""The training notebooks run headlessly through the runner (papermill) on the smoke profile.
+
+Covers notebooks 00-08 end to end: 01 and 02, then 07 and 08 on their results; the peer notebooks 03-05;
+the timing notebook 06; the quiet console (a start and an end line per notebook, a log per notebook, no
+progress widget left in an executed notebook); `make reproduce` skipping what has not changed and rerunning
+what has; a failing cell stopping the run with one line naming notebook and cell; and one notebook run by
+papermill alone with `-f params/smoke/...`, which runs that profile.
+"""
 import json
 import subprocess
 import sys

@@ -1,4 +1,8 @@
-"""Progress from inside a notebook's kernel reaches the runner's console as one bar per run."""
+"""Progress from inside a notebook's kernel reaches the runner's console as one bar per run.
+
+Covers attnlib.progress: under the runner a bar writes events and draws nothing; without it, a plain text
+bar and no events; the runner's view draws one bar per run and leaves each as one line.
+"""
 import io
 import json
 

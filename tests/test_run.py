@@ -1,4 +1,10 @@
-"""The runner's bookkeeping: which notebooks an unchanged checkout may skip."""
+"""The runner's bookkeeping: which notebooks an unchanged checkout may skip.
+
+Covers attnlib.run's stamps: the digest follows parameters, notebook, library and the notebooks before
+(not where the checkout lies); stamps record, skip and name the notebooks before; a notebook about to run
+loses its stamp on disk, and recording keeps what a notebook dropped meanwhile; dataset=auto notes whether
+CIFAR-10 is there; only the timing notebook reruns on another CPU.
+"""
 from attnlib import run
 
 

@@ -1,5 +1,12 @@
 """SAN (Zhao et al. 2020): the local-window operators against explicit loops, SAM against a by-hand
-computation for single pixels, and the network's shapes, gradients, sharing and config checks."""
+computation for single pixels, and the network's shapes, gradients, sharing and config checks.
+
+Covers attnlib.models.san: position encoding; subtraction and aggregation against loops over pixels
+(reflection padding, channel sharing c mod C_w), their gradients, mixed precision; pairwise weights a
+softmax over the taps, patchwise weights' shape; forward and backward of the network, also under bf16
+autocast; one shared bottleneck per stage when hierarchical; [Re]'s SAN (its forward, its unused bn1);
+config checks.
+"""
 import dataclasses
 
 import numpy as np
