@@ -6,6 +6,7 @@
 SHELL := /bin/bash
 PROFILE ?= auto
 DATASET ?=
+DRY_RUN ?=
 PYTHON ?= python3
 VENV := .venv
 LOCK := requirements.lock
@@ -25,6 +26,8 @@ STAMP := $(if $(OWN_VENV),$(VENV)/.installed,build/setup-$(shell printf '%s' '$(
 
 help:
 	@echo "make reproduce [PROFILE=auto|smoke|quick|evidence|paper] [DATASET=auto|cifar10|fashion_mnist|synthetic] [FORCE=1]"
+	@echo "              [DRY_RUN=N]: every run at its real size for N steps, with memory, step time and projected"
+	@echo "              time per run, into results/dry-run/<profile>/ (e.g. make reproduce PROFILE=paper DRY_RUN=2)"
 	@echo "              run notebooks 00-08 (unchanged ones are skipped; FORCE=1 reruns all), then the report"
 	@echo "make report   rebuild only the report (notebook 08, results/<profile>/report.html and .pdf)"
 	@echo "make test      run the test suite (unit + notebooks on the smoke profile + browser)"
@@ -92,7 +95,8 @@ lock: setup
 	@echo "wrote $(LOCK) ($$(grep -vc '^#' $(LOCK)) packages) from $(PY)"
 
 reproduce: setup
-	@$(PY) -m attnlib.run --profile $(PROFILE) $(if $(DATASET),--dataset $(DATASET)) $(if $(filter 1 yes true,$(FORCE)),--force)
+	@$(PY) -m attnlib.run --profile $(PROFILE) $(if $(DATASET),--dataset $(DATASET)) $(if $(filter 1 yes true,$(FORCE)),--force) \
+	  $(if $(DRY_RUN),--dry-run $(DRY_RUN))
 
 test: setup
 	$(PY) -m pytest -q
@@ -105,7 +109,7 @@ lab: setup lab-settings
 	$(PY) -m jupyter lab --ip 127.0.0.1 --no-browser $(if $(filter 0,$(shell id -u)),--allow-root) notebooks
 
 report: setup
-	@$(PY) -m attnlib.run --profile $(PROFILE) --report
+	@$(PY) -m attnlib.run --profile $(PROFILE) --report $(if $(DRY_RUN),--dry-run $(DRY_RUN))
 
 clean-smoke:
 	rm -rf results/smoke

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import copy
 import itertools
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Iterator
 
 import pandas as pd
 import torch
 
-from attnlib import results, schema
+from attnlib import dry_run, results, schema
 from attnlib.data import Dataset, image_shapes, load_dataset
 from attnlib.models import config_class, config_fields, count_parameters, create_model, model_config
 from attnlib.schema import ParamsError
@@ -102,6 +102,10 @@ def check_grid(p: TrainParams, where: str) -> None:
 
 
 def load_data(p: TrainParams) -> Dataset:
+    """The notebook's data; in a dry run, enough of it (or of generated images of its shape) for N steps."""
+    if p.dry_run:
+        batches = [train_settings(p, name)["batch_size"] for name in p.models]
+        return dry_run.data(p.dataset, p.data_root, p.dry_run, batches, p.download, p.synthetic_image_size)
     return load_dataset(p.dataset, p.data_root, p.train_subset, p.test_subset, download=p.download,
                         image_size=p.synthetic_image_size)
 
@@ -128,6 +132,7 @@ class PlannedRun:
     overrides: dict
     train: TrainConfig
     hierarchical: bool = False
+    train_images: int = 0  # a dry run's: the first this many training images (one epoch of N steps); 0: all
 
 
 def plan(p: TrainParams, data: Dataset) -> list[PlannedRun]:
@@ -139,11 +144,38 @@ def plan(p: TrainParams, data: Dataset) -> list[PlannedRun]:
             overrides = {**model_overrides(p, name, heads, shared), **data.model_overrides()}
             for seed in p.seeds:
                 cfg = train_config(p, seed, name)
+                n_train = len(data.x_train)
+                if p.dry_run:  # one epoch of dry_run steps (attnlib.dry_run)
+                    cfg, n_train = replace(cfg, epochs=1), min(n_train, p.dry_run * cfg.batch_size)
                 fingerprint = {"model": name, "config": asdict(model_config(name, **overrides)),
-                               "train": asdict(cfg), "data": [data.name, len(data.x_train), len(data.x_test)]}
+                               "train": asdict(cfg), "data": [data.name, n_train, len(data.x_test)]}
                 runs.append(PlannedRun(run_id(name, heads, seed, fingerprint, shared), name, heads, seed,
-                                       variant_name(heads, shared), overrides, cfg, shared))
+                                       variant_name(heads, shared), overrides, cfg, shared,
+                                       n_train if p.dry_run else 0))
     return runs
+
+
+def train_run(p: TrainParams, experiment: str, run: PlannedRun, data: Dataset, device: torch.device,
+              progress: bool = True, label: str = "") -> list[dict]:
+    """Train one planned run (or resume it, or read it back when finished) on `device`: its metric rows. In a
+    dry run (attnlib.dry_run) it trains on its share of `data` and records what it measured."""
+    torch.manual_seed(run.seed)
+    model = create_model(run.model, **run.overrides)
+    if progress:
+        print(f"--- run {label}{run.run_id}: {run.model}, {run.variant}, seed {run.seed}, "
+              f"{count_parameters(model):,} parameters, {run.train.epochs} epochs on {data.name} ({device})", flush=True)
+    info = RunInfo(run.run_id, experiment, run.model, run.variant, data.name, p.profile)
+    measured = p.dry_run and dry_run.measured(p.results_dir, p.profile, experiment, run.run_id)
+    if not p.dry_run or measured:  # a dry run already measured is read back like any finished run
+        return fit(model, dry_run.run_data(data, p.dry_run, run.train.batch_size) if measured else data, run.train,
+                   info, p.results_dir, device, progress=progress)
+    data = dry_run.run_data(data, p.dry_run, run.train.batch_size)
+    with dry_run.PeakMemory(device) as peak:
+        history = fit(model, data, run.train, info, p.results_dir, device, progress=progress)
+    full = p.dataset if p.dataset in dry_run.FULL_SIZE else data.name
+    dry_run.finish(run, experiment, p.profile, p.results_dir, model, data, history, peak, device,
+                   train_config(p, run.seed, run.model).epochs, full)
+    return history
 
 
 def run_grid(p: TrainParams, experiment: str, data: Dataset | None = None, progress: bool = True) -> pd.DataFrame:
@@ -153,13 +185,7 @@ def run_grid(p: TrainParams, experiment: str, data: Dataset | None = None, progr
     runs = plan(p, data)
     results.remove_stale_temp_files(results.profile_dir(p.results_dir, p.profile))  # left by a killed run
     for i, r in enumerate(runs, 1):
-        torch.manual_seed(r.seed)
-        model = create_model(r.model, **r.overrides)
-        if progress:
-            print(f"--- run {i}/{len(runs)} {r.run_id}: {r.model}, {r.variant}, seed {r.seed}, "
-                  f"{count_parameters(model):,} parameters, {r.train.epochs} epochs on {data.name} ({device})", flush=True)
-        info = RunInfo(r.run_id, experiment, r.model, r.variant, data.name, p.profile)
-        fit(model, data, r.train, info, p.results_dir, device, progress=progress)
+        train_run(p, experiment, r, data, device, progress, label=f"{i}/{len(runs)} ")
     df = results.read_metrics(results.metrics_path(p.results_dir, p.profile, experiment))
     return df[df["run_id"].isin([r.run_id for r in runs])].reset_index(drop=True)
 

@@ -83,6 +83,8 @@ class TrainParams(TrainSettings):
     seeds: list[int] = field(default_factory=lambda: [42])
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     results_dir: str = "results"
+    # N > 0: a dry run (attnlib.dry_run): every run at its size for one epoch of N steps, timed and measured
+    dry_run: int = 0
 
     def validate(self, where: str = "parameters") -> "TrainParams":
         bad = functools.partial(_fail, where)
@@ -102,7 +104,7 @@ class TrainParams(TrainSettings):
             bad("heads", f"must all be at least 1, got {self.heads}")
         if any(not 0 <= seed < MAX_SEED for seed in self.seeds):
             bad("seeds", f"must all be in [0, 2**32), got {self.seeds}")
-        for key in ("train_subset", "test_subset", "head_dim"):
+        for key in ("train_subset", "test_subset", "head_dim", "dry_run"):
             if getattr(self, key) < 0:
                 bad(key, f"must not be negative, got {getattr(self, key)}")
         if not 0 <= self.dropout < 1:
@@ -246,6 +248,7 @@ class VizParams:
     # results/<profile>/explorer.html (the static explorer): this many test images, each run's maps on them
     page_images: int = 6
     own_image: str = ""  # an image file of yours, explored like a test image (and put in the page); "": none
+    dry_run: int = 0  # N > 0: show the runs of a dry run of N steps (attnlib.dry_run), as the training notebooks planned them
 
     def validate(self, where: str = "parameters") -> "VizParams":
         bad = functools.partial(_fail, where)
@@ -266,6 +269,8 @@ class VizParams:
         for key in ("trajectory_layer", "average_images", "max_heads", "page_images"):
             if getattr(self, key) < 1:
                 bad(key, f"must be at least 1, got {getattr(self, key)}")
+        if self.dry_run < 0:
+            bad("dry_run", f"must not be negative, got {self.dry_run}")
         if self.image_index < 0:
             bad("image_index", f"must not be negative, got {self.image_index}")
         for key in ("query_row", "query_col"):

@@ -15,7 +15,7 @@ import pandas as pd
 from nbconvert import HTMLExporter
 
 from attnlib import claims as learning
-from attnlib import results
+from attnlib import dry_run, results
 from attnlib.claims import verdict_row
 from attnlib.experiment import summarize
 from attnlib.models import count_parameters, create_model
@@ -130,7 +130,7 @@ def load_results(results_dir, profile: str) -> dict:
     each notebook's latest summary (the ones its parameters plan now) are kept."""
     base = Path(results.profile_dir(results_dir, profile))
     summaries = {name: _read_csv(results.summary_path(results_dir, profile, name)) for name in TRAINING}  # read once
-    metrics, attention = [], []
+    metrics, attention, dry = [], [], []
     for name in TRAINING:
         m = results.read_metrics(results.metrics_path(results_dir, profile, name))
         a = results.read_metrics(results.attention_path(results_dir, profile, name), results.ATTENTION_COLUMNS)
@@ -138,6 +138,8 @@ def load_results(results_dir, profile: str) -> dict:
         if "run_id" in current:
             metrics += [m[m["run_id"].isin(current["run_id"])]] if not m.empty else []
             attention += [a[a["run_id"].isin(current["run_id"])]] if not a.empty else []
+            d = _read_csv(dry_run.path(results_dir, profile, name))
+            dry += [d[d["run_id"].isin(current["run_id"])]] if "run_id" in d else []
     centers = results.read_metrics(results.centers_path(results_dir, profile, "02_quadratic"), results.CENTER_COLUMNS)
     quadratic = summaries["02_quadratic"]
     stamps = results.stamps_path(base)
@@ -148,6 +150,7 @@ def load_results(results_dir, profile: str) -> dict:
         timing=_read_csv(base / "metrics" / "06_timing_this_run.csv"),  # 06's latest settings and device only
         centers=centers[centers["run_id"].isin(quadratic["run_id"])] if "run_id" in quadratic else centers.iloc[:0],
         stamps=results.read_stamps(stamps),  # damaged ones: left out, with one line
+        dry_run=pd.concat(dry, ignore_index=True) if dry else pd.DataFrame(),  # attnlib.dry_run's rows, if one ran
     )
 
 

@@ -16,7 +16,7 @@ import pandas as pd
 from IPython.display import Image, Markdown, display
 
 from attnlib import claims as learning
-from attnlib import report, results, viz
+from attnlib import dry_run, report, results, viz
 
 NOTEBOOK = "08_report"
 EXPLORER = "explorer.html"  # notebook 07 writes it beside the report
@@ -205,6 +205,21 @@ def show_effects(data: ReportData):
         return
     display(data.effects.style.hide(axis="index").format(EFFECT_FORMATS))
     write_csv(data, "effects", data.effects)
+
+
+def show_dry_run(data: ReportData):
+    """A dry run's per-run table (attnlib.dry_run): memory, seconds per step and the projected full run."""
+    rows = data.res["dry_run"]
+    if rows.empty:
+        print("not a dry run: every run trained as its parameters say")
+        return
+    table = dry_run.table(rows)
+    hours = rows["projected_hours"].sum()
+    display(Markdown(f"**Dry run**: {int(rows['steps'].max())} steps per run, {len(rows)} runs on {_joined(rows['device'])}. "
+                     f"The full runs would take about {hours:,.0f} hours ({hours / 24:,.1f} days) one after another "
+                     "on this device; the accuracies above mean nothing."))
+    display(table.style.hide(axis="index").format({"peak_memory_mb": "{:,.0f}", "seconds_per_step": "{:.2f}",
+                                                   "projected_hours": "{:,.1f}", "params": "{:,}"}))
 
 
 def show_times(data: ReportData):

@@ -44,7 +44,8 @@ import papermill as pm  # noqa: E402 (after the handler above)
 import torch
 
 from attnlib.data import _cifar10_present
-from attnlib.params import PROFILES, REPO_ROOT, ParamsError, load_with
+from attnlib.dry_run import RESULTS_DIR as DRY_RUN_RESULTS
+from attnlib.params import PROFILES, REPO_ROOT, ParamsError, load_with, params_class
 from attnlib.progress import ENV as PROGRESS_ENV
 from attnlib.progress import ProgressView
 from attnlib.report import export_report
@@ -226,11 +227,28 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--profile", default="auto", choices=("auto", *PROFILES))
     ap.add_argument("--dataset", default="", help="override every notebook's dataset (auto, cifar10, fashion_mnist, synthetic)")
     ap.add_argument("--only", default="", help="comma-separated notebook prefixes, e.g. 01,02")
-    ap.add_argument("--results-dir", default=str(ROOT / "results"))
+    ap.add_argument("--results-dir", default="", help=f"default: results/, and {DRY_RUN_RESULTS}/ for a dry run")
     ap.add_argument("--params-dir", default=str(ROOT / "params"), help="folder holding <profile>/<notebook>.yaml")
     ap.add_argument("--force", action="store_true", help="rerun notebooks even when nothing changed since their last run")
     ap.add_argument("--report", action="store_true", help="only rebuild the report (notebook 08 and its HTML/PDF)")
-    return ap.parse_args(argv)
+    ap.add_argument("--dry-run", type=int, default=0, metavar="N",
+                    help="every run of the profile at its size for N optimizer steps, timed and measured (attnlib.dry_run)")
+    args = ap.parse_args(argv)
+    if args.dry_run < 0:
+        ap.error(f"--dry-run must be a number of steps, at least 1, got {args.dry_run}")
+    args.results_dir = args.results_dir or str(ROOT / (DRY_RUN_RESULTS if args.dry_run else "results"))
+    return args
+
+
+def dry_run_overrides(nb: Path, steps: int) -> dict:
+    """What a dry run of `steps` steps changes in a notebook's parameters: the training notebooks and 07 plan
+    dry runs; 06 times every model once (one warm-up, one timed call)."""
+    if not steps:
+        return {}
+    if nb.stem == TIMING:
+        return {"warmup": 1, "reps": 1, "latency_reps": 1}
+    fields = {f.name for f in dataclasses.fields(params_class(nb.stem))}
+    return {"dry_run": steps} if "dry_run" in fields else {}
 
 
 def checked_plans(pairs: list[tuple[Path, Path]], profile: str, args: argparse.Namespace) -> list[tuple[Path, dict]]:
@@ -242,7 +260,8 @@ def checked_plans(pairs: list[tuple[Path, Path]], profile: str, args: argparse.N
     plans = []
     for nb, pfile in pairs:
         # the file itself (unknown keys, types, values), then with the command line's overrides
-        checked = load_with(pfile, extra, where=f"{pfile} (with command-line overrides)")
+        checked = load_with(pfile, {**extra, **dry_run_overrides(nb, args.dry_run)},
+                            where=f"{pfile} (with command-line overrides)")
         # Inject every field, not only the file's keys: the notebook's own defaults are the smoke
         # profile's and must never leak into another profile. Paths are made absolute because the
         # notebooks run with notebooks/ as their working directory.

@@ -67,9 +67,10 @@ def first_view(runs: list[TrainedRun]) -> TrainedRun:
 
 
 def trained_runs(experiments: list[str], profile: str, results_dir: str | Path, params_dir: str | Path,
-                 data_root: str | Path = "data", dataset: str = "") -> tuple[list[TrainedRun], list[str]]:
+                 data_root: str | Path = "data", dataset: str = "", dry_run: int = 0) -> tuple[list[TrainedRun], list[str]]:
     """(runs with a checkpoint, one line per planned run without one) of the given notebooks, planned
-    from params/<profile>/<notebook>.yaml with this results_dir (and dataset, when given)."""
+    from params/<profile>/<notebook>.yaml with this results_dir (and dataset, when given; and as a dry run of
+    `dry_run` steps, attnlib.dry_run, when above 0)."""
     found, missing, loaded = [], [], {}
     for name in experiments:
         path = Path(params_dir) / profile / f"{name}.yaml"
@@ -79,8 +80,11 @@ def trained_runs(experiments: list[str], profile: str, results_dir: str | Path, 
         overrides = {"profile": profile, "results_dir": str(results_dir), "data_root": str(data_root)}
         if dataset:
             overrides["dataset"] = dataset
+        if dry_run:
+            overrides["dry_run"] = dry_run
         p = params.load_with(path, overrides)
-        key = (p.dataset, p.data_root, p.train_subset, p.test_subset, p.synthetic_image_size)
+        key = (p.dataset, p.data_root, p.train_subset, p.test_subset, p.synthetic_image_size, p.dry_run,
+               tuple(experiment.train_settings(p, m)["batch_size"] for m in p.models) if p.dry_run else ())
         if key not in loaded:
             loaded[key] = experiment.load_data(p)
         data = loaded[key]
