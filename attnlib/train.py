@@ -6,10 +6,14 @@ and ends with the same numbers as an uninterrupted run: each epoch's batch order
 depend only on (seed, epoch), and the dropout RNG is restored from the checkpoint. A damaged checkpoint
 (cut off, overwritten, another run's) is moved aside as NAME.pt.damaged and the run starts again from
 epoch 1, with one line saying so; its rows in the CSVs are replaced as it trains.
+
+Under a process group of several processes (torchrun), fit trains with DDP, each process on its shard of every
+global batch, rank 0 alone writing files; the helpers are attnlib.process_group's, the command line attnlib.distributed's.
 """
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -19,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attnlib import results
+from attnlib import process_group, results
 from attnlib.attention_maps import attention_maps, conv_likeness
 from attnlib.data import Dataset, loaders, normalize
 from attnlib.progress import Bar
@@ -149,8 +153,10 @@ def autocast(device: torch.device, precision: str):
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, device: torch.device, precision: str = "fp32") -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) over a loader, in eval mode."""
+def evaluate(model: nn.Module, loader, device: torch.device, precision: str = "fp32",
+             group: process_group.Ranks | None = None) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) over a loader, in eval mode; with `group` (DDP), over every process's
+    shard of it."""
     model.eval()
     loss_sum, correct, n = 0.0, 0, 0
     for x, y in loader:
@@ -159,6 +165,8 @@ def evaluate(model: nn.Module, loader, device: torch.device, precision: str = "f
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").item()
         correct += (logits.argmax(1) == y).sum().item()
         n += len(y)
+    if group is not None:
+        loss_sum, correct, n = group.all_sum(loss_sum, correct, n)
     return loss_sum / max(n, 1), correct / max(n, 1)
 
 
@@ -226,37 +234,48 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainConfig, run: RunInfo, results
     """Train (or resume, or just return a finished run's rows) and record a metric row per epoch.
 
     stop_after_epoch: return after that epoch as if interrupted (for tests of resume).
+    Under an initialised process group of several processes (torchrun), it trains with DDP: each process on
+    its shard of every global batch of cfg.batch_size; rank 0 alone writes files (attnlib.process_group).
     """
     device = resolve_device(device) if isinstance(device, str) else device
     model.to(device)
+    group = process_group.ranks(device)  # one process, or this one among several (DDP)
+    progress = progress and group.lead
     ckpt_path = results.checkpoint_path(results_dir, run.profile, run.run_id)
     center_meta = dict(asdict(run), seed=cfg.seed)
-    train_loader, test_loader = loaders(data, cfg.batch_size, device, seed=cfg.seed, augment=cfg.augment)
+    train_loader, test_loader = loaders(data, cfg.batch_size, device, seed=cfg.seed, augment=cfg.augment,
+                                        **group.shard)
     steps_per_epoch = len(train_loader)
     total_steps = cfg.epochs * steps_per_epoch
     n_params = sum(p.numel() for p in model.parameters())
 
     history: list[dict] = []
     probe = probe_images(data, device)
-    centers = center_rows(model, center_meta, 0)  # at initialisation; a checkpoint replaces them
-    attention = attention_rows(model, probe, center_meta, 0)
+    centers = center_rows(model, center_meta, 0) if group.lead else []  # at initialisation; a checkpoint replaces them
+    attention = attention_rows(model, probe, center_meta, 0) if group.lead else []
     start_epoch = 1
-    opt, state = _resume(model, make_optimizer(model, cfg), cfg, ckpt_path, run.run_id, device)
+    opt = make_optimizer(model, cfg)
+    load = functools.partial(_resume, model, opt, cfg, ckpt_path, run.run_id, device)
+    opt, state = group.resume(model, opt, load, cfg.seed)  # one process: load()
     if state is not None:
         history, centers, attention = state["history"], state.get("centers", []), state.get("attention", [])
         start_epoch = state["epoch"] + 1
-        if start_epoch <= cfg.epochs:
+        if start_epoch <= cfg.epochs and group.lead:
             print(f"{run.run_id}: resuming after epoch {state['epoch']} from {ckpt_path}", flush=True)
     if start_epoch > cfg.epochs:
-        _write_records(results_dir, run, history=history, centers=centers, attention=attention)
+        if group.lead:
+            _write_records(results_dir, run, history=history, centers=centers, attention=attention)
+        group.barrier()
         return history
 
     meta = dict(asdict(run), seed=cfg.seed, epochs=cfg.epochs, params=n_params, precision=cfg.precision,
-                device=results.device_name(device), torch=str(torch.__version__), git=results.git_commit())
+                device=group.describe(results.device_name(device)), torch=str(torch.__version__),
+                git=results.git_commit())
+    net = group.wrap(model)  # the model itself, or the model in DDP
     bar = Bar(run.run_id, total_steps, initial=(start_epoch - 1) * steps_per_epoch, enabled=progress)
     last_test = f", test acc {history[-1]['test_acc']:.3f}" if history else ""
     for epoch in range(start_epoch, cfg.epochs + 1):
-        model.train()
+        net.train()
         train_loader.set_epoch(epoch)
         t0 = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
@@ -268,32 +287,38 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainConfig, run: RunInfo, results
             for g in opt.param_groups:
                 g["lr"] = lr
             with autocast(device, cfg.precision):
-                logits = model(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
-            if not torch.isfinite(loss):
-                raise TrainingError(f"{run.run_id}: loss became {loss.item()} at epoch {epoch}, step {i} "
+                logits = net(x)
+            # DDP: this process's part of the global batch's loss; the global batch's mean, hits and size
+            loss, batch_loss, batch_correct, batch_n = group.batch_loss(logits, y, cfg.label_smoothing, train_loader, i)
+            if not torch.isfinite(batch_loss):
+                raise TrainingError(f"{run.run_id}: loss became {batch_loss.item()} at epoch {epoch}, step {i} "
                                     f"(lr {lr:.3g}); lower lr or use precision=fp32")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            loss_sum += loss.detach() * len(y)
-            correct += (logits.argmax(1) == y).sum()
-            seen += len(y)
+            loss_sum += batch_loss * batch_n
+            correct += batch_correct
+            seen += batch_n
             if progress and i % 10 == 0:
-                bar.update(step + 1, f"epoch {epoch}/{cfg.epochs}, loss {loss.item():.3f}, "
+                bar.update(step + 1, f"epoch {epoch}/{cfg.epochs}, loss {batch_loss.item():.3f}, "
                                      f"acc {correct.item() / seen:.3f}{last_test}")
         train_seconds = time.perf_counter() - t0
-        test_loss, test_acc = evaluate(model, test_loader, device, cfg.precision)
+        test_loss, test_acc = evaluate(model, test_loader, device, cfg.precision, group)
         row = dict(meta, epoch=epoch, train_loss=loss_sum.item() / seen, train_acc=correct.item() / seen,
                    test_loss=test_loss, test_acc=test_acc, lr=lr, seconds=round(train_seconds, 3))
         history.append(row)
-        centers += center_rows(model, center_meta, epoch)
-        attention += attention_rows(model, probe, center_meta, epoch)
-        cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-        results.atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
-                                   "rng": torch.get_rng_state(), "cuda_rng": cuda_rng, "history": history,
-                                   "centers": centers, "attention": attention, "run_id": run.run_id}, ckpt_path)
-        _write_records(results_dir, run, history=history, centers=centers, attention=attention)
+        if group.lead:
+            centers += center_rows(model, center_meta, epoch)
+            attention += attention_rows(model, probe, center_meta, epoch)
+        rng_ranks = group.rng_states()  # DDP: every process's RNG, gathered (every process calls it)
+        if group.lead:
+            cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+            results.atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
+                                       "rng": torch.get_rng_state(), "cuda_rng": cuda_rng, "history": history,
+                                       "centers": centers, "attention": attention, "run_id": run.run_id,
+                                       **rng_ranks}, ckpt_path)
+            _write_records(results_dir, run, history=history, centers=centers, attention=attention)
+        group.barrier()  # rank 0's files are written
         last_test = f", test acc {test_acc:.3f}"
         bar.update(epoch * steps_per_epoch, f"epoch {epoch}/{cfg.epochs}, loss {row['train_loss']:.3f}, "
                                             f"acc {row['train_acc']:.3f}{last_test}")

@@ -156,3 +156,38 @@ def test_cifar10_archive_alone_is_extracted(tmp_path, monkeypatch):
         tar.add(src / "cifar-10-batches-py", arcname="cifar-10-batches-py")
     ds = load_dataset("cifar10", root=root, download=False, verbose=False)
     assert ds.name == "cifar10" and len(ds.x_test) == 20
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_sharded_loaders_split_each_global_batch_into_contiguous_shards(world):
+    """Each process's training batches are its contiguous rows of the 1-process batches (same order, same
+    augmentation); a batch with fewer rows than processes gives the others a stand-in row (shard_rows 0),
+    and the test batches are split without stand-ins."""
+    ds = make_synthetic(n_train=46, n_test=20, image_size=8)  # batches of 15, 15, 15 and 1
+    one_train, one_test = loaders(ds, batch_size=15, seed=3, eval_batch_size=8)
+    shards = [loaders(ds, batch_size=15, seed=3, eval_batch_size=8, rank=r, world=world) for r in range(world)]
+    for loader in [one_train] + [train for train, _ in shards]:
+        loader.set_epoch(4)
+    per_rank = [list(train) for train, _ in shards]
+    for i, (x, y) in enumerate(one_train):
+        own = [per_rank[r][i] for r in range(world) if shards[r][0].shard_rows(i)]
+        assert torch.equal(torch.cat([xr for xr, _ in own]), x) and torch.equal(torch.cat([yr for _, yr in own]), y)
+        assert sum(shards[r][0].shard_rows(i) for r in range(world)) == shards[0][0].batch_rows(i) == len(y)
+        for r in range(world):
+            if not shards[r][0].shard_rows(i):  # the stand-in: one real row of the batch, weighed 0 by fit
+                assert i == 3 and torch.equal(per_rank[r][i][0], x[-1:])
+    assert [len(y) for _, y in per_rank[0]] == ([8, 8, 8, 1] if world == 2 else [5, 5, 5, 1])
+    test_x = torch.cat([x for _, test in shards for x, _ in test])  # rank by rank; equal only as sets of rows
+    one_x = torch.cat([x for x, _ in one_test])
+    assert sorted(map(tuple, test_x.flatten(1).tolist())) == sorted(map(tuple, one_x.flatten(1).tolist()))
+
+
+def test_shard_bounds_cover_a_batch_once():
+    for n in range(0, 12):
+        for world in (1, 2, 3, 5):
+            bounds = [data.shard_bounds(n, r, world) for r in range(world)]
+            assert bounds[0][0] == 0 and bounds[-1][1] == n
+            assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+            assert max(hi - lo for lo, hi in bounds) - min(hi - lo for lo, hi in bounds) <= 1
+    with pytest.raises(ValueError, match="rank must be in"):
+        loaders(make_synthetic(n_train=8, n_test=8, image_size=8), batch_size=4, rank=2, world=2)

@@ -144,3 +144,20 @@ def test_centers_are_recorded_every_epoch_and_survive_resume(tmp_path, model):
 def test_models_without_quadratic_attention_record_no_centers(tmp_path):
     small_run(tmp_path, model="sa_learned", epochs=1)
     assert not results.centers_path(tmp_path, "smoke", "exp").exists()
+
+
+def test_a_process_group_of_one_trains_exactly_like_no_group(tmp_path):
+    """fit takes its DDP path only with several processes: under a group of one, the same numbers and files."""
+    import torch.distributed as dist
+
+    alone = small_run(tmp_path / "alone", epochs=2)
+    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
+    try:
+        grouped = small_run(tmp_path / "grouped", epochs=2)
+    finally:
+        dist.destroy_process_group()
+    assert [{k: r[k] for k in NUMBERS + ["device"]} for r in grouped] == \
+        [{k: r[k] for k in NUMBERS + ["device"]} for r in alone]
+    state = torch.load(results.checkpoint_path(tmp_path / "grouped", "smoke", "r1"), weights_only=True)
+    assert "rng_ranks" not in state and state.keys() == torch.load(
+        results.checkpoint_path(tmp_path / "alone", "smoke", "r1"), weights_only=True).keys()
