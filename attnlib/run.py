@@ -242,11 +242,12 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
 
 def dry_run_overrides(nb: Path, steps: int) -> dict:
     """What a dry run of `steps` steps changes in a notebook's parameters: the training notebooks and 07 plan
-    dry runs; 06 times every model once (one warm-up, one timed call)."""
+    dry runs; 06 times every model once, at batch 8 in fp32 (one warm-up, one timed call)."""
     if not steps:
         return {}
     if nb.stem == TIMING:
-        return {"warmup": 1, "reps": 1, "latency_reps": 1}
+        return {"warmup": 1, "reps": 1, "latency_reps": 1, "train_batches": [8], "infer_batches": [8],
+                "precisions": ["fp32"]}
     fields = {f.name for f in dataclasses.fields(params_class(nb.stem))}
     return {"dry_run": steps} if "dry_run" in fields else {}
 
