@@ -58,6 +58,7 @@ if __name__ == "__main__":  # loaded: Ctrl-C is a KeyboardInterrupt again, which
 ROOT = REPO_ROOT
 REPORT = "08_report"
 TIMING = "06_timing"
+CONV = "00_conv_as_attention"
 READS_RESULTS = ("07_visualizations", REPORT)  # notebooks that show what earlier notebooks computed
 
 
@@ -242,9 +243,12 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
 
 def dry_run_overrides(nb: Path, steps: int) -> dict:
     """What a dry run of `steps` steps changes in a notebook's parameters: the training notebooks and 07 plan
-    dry runs; 06 times every model once, at batch 8 in fp32 (one warm-up, one timed call)."""
+    dry runs; 06 times every model once, at batch 8 in fp32 (one warm-up, one timed call); 00 takes its image
+    from generated ones of CIFAR-10's shape where CIFAR-10 is absent, as the training notebooks do."""
     if not steps:
         return {}
+    if nb.stem == CONV and not _cifar10_present(ROOT / "data"):
+        return {"dataset": "synthetic", "synthetic_image_size": 32}
     if nb.stem == TIMING:
         return {"warmup": 1, "reps": 1, "latency_reps": 1, "train_batches": [8], "infer_batches": [8],
                 "precisions": ["fp32"]}
