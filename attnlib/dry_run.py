@@ -37,7 +37,7 @@ from attnlib.train import evaluate
 RESULTS_DIR = "results/dry-run"  # where the runner puts a dry run's results, apart from the real ones
 # the real data sets' sizes, for projecting a full run from a dry one
 FULL_SIZE = {"cifar10": (50_000, 10_000), "fashion_mnist": (60_000, 10_000)}
-TEST_IMAGES = 100  # a dry run's test split: enough for notebook 07's averages, cheap to evaluate at full size
+TEST_IMAGES = 32  # a dry run's test split: notebook 07 averages over these; each costs a forward pass at full size
 DRY_RUN_COLUMNS = ["run_id", "experiment", "model", "variant", "dataset", "profile", "device", "params", "batch_size",
                    "precision", "steps", "seconds_per_step", "eval_seconds_per_image", "peak_memory_mb",
                    "memory_kind", "full_epochs", "full_steps_per_epoch", "projected_hours"]

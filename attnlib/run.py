@@ -161,10 +161,10 @@ def output_to(log: Path, append: bool = False):
         console.close()
 
 
-def pick_profile(profile: str) -> str:
-    if profile == "paper" and not torch.cuda.is_available():
+def pick_profile(profile: str, dry_run: int = 0) -> str:
+    if profile == "paper" and not torch.cuda.is_available() and not dry_run:
         print("warning: PROFILE=paper trains the published models for 300 epochs; without a GPU that takes "
-              "weeks (PROFILE=quick is the reduced profile for CPUs)", flush=True)
+              "weeks (PROFILE=quick is the reduced profile for CPUs; DRY_RUN=2 tries every run of it here)", flush=True)
     if profile != "auto":
         return profile
 
@@ -337,7 +337,7 @@ def _export(report_nb: Path, profile_dir: Path, log: Path) -> int:
 
 def _main(argv: list[str] | None) -> int:
     args = _arguments(argv)
-    profile = pick_profile(args.profile)
+    profile = pick_profile(args.profile, args.dry_run)
     only = [REPORT[:2]] if args.report else [o for o in args.only.split(",") if o]
     pairs = notebooks_for(profile, only, Path(args.params_dir))
     if not pairs:
