@@ -7,6 +7,7 @@ SHELL := /bin/bash
 PROFILE ?= auto
 DATASET ?=
 DRY_RUN ?=
+DEVICES ?=
 PYTHON ?= python3
 VENV := .venv
 LOCK := requirements.lock
@@ -22,18 +23,22 @@ endif
 # the set-up stamp: in .venv, or per outside interpreter under build/
 STAMP := $(if $(OWN_VENV),$(VENV)/.installed,build/setup-$(shell printf '%s' '$(PY)' | cksum | cut -d' ' -f1).stamp)
 
-.PHONY: setup packages lab-settings lock reproduce report test bench lab clean-smoke help
+.PHONY: setup packages lab-settings lock reproduce report test bench gpu-check lab clean-smoke help
 
 help:
 	@echo "make reproduce [PROFILE=auto|smoke|quick|evidence|paper] [DATASET=auto|cifar10|fashion_mnist|synthetic] [FORCE=1]"
+	@echo "              run notebooks 00-08 (unchanged ones are skipped; FORCE=1 reruns all), then the report"
 	@echo "              [DRY_RUN=N]: every run at its real size for N steps, with memory, step time and projected"
 	@echo "              time per run, into results/dry-run/<profile>/ (e.g. make reproduce PROFILE=paper DRY_RUN=2)"
-	@echo "              run notebooks 00-08 (unchanged ones are skipped; FORCE=1 reruns all), then the report"
+	@echo "              [DEVICES=0,1,2,3]: the training notebooks' runs spread over these GPUs (or cpu,cpu), one"
+	@echo "              worker each; default: every visible GPU"
 	@echo "make report   rebuild only the report (notebook 08, results/<profile>/report.html and .pdf)"
 	@echo "make test      run the test suite (unit + notebooks on the smoke profile + browser)"
 	@echo "make setup     install attnlib, its test extras, the offline data set and Chromium (environment: $(PY))"
 	@echo "make lock      write $(LOCK) from the environment (the exact versions behind committed results)"
 	@echo "make bench     attnlib's training step vs a straightforward fp32 implementation (a few minutes)"
+	@echo "make gpu-check on a GPU, at most 8 minutes: every model's step in fp32/TF32/bf16 with peak memory, the speed"
+	@echo "              options' parity, a 2-step dry run per family, DDP over NCCL (2+ GPUs); table in OUT=/tmp/gpu_check.csv"
 	@echo "make lab       JupyterLab on 127.0.0.1 in the project's environment"
 
 setup: $(STAMP)
@@ -96,13 +101,17 @@ lock: setup
 
 reproduce: setup
 	@$(PY) -m attnlib.run --profile $(PROFILE) $(if $(DATASET),--dataset $(DATASET)) $(if $(filter 1 yes true,$(FORCE)),--force) \
-	  $(if $(DRY_RUN),--dry-run $(DRY_RUN))
+	  $(if $(DRY_RUN),--dry-run $(DRY_RUN)) $(if $(DEVICES),--devices $(DEVICES))
 
 test: setup
 	$(PY) -m pytest -q
 
 bench: setup
 	$(PY) benchmarks/bench.py
+
+# On a GPU machine before the paper profile (benchmarks/gpu_check.py); without CUDA one line says so.
+gpu-check: setup
+	$(PY) benchmarks/gpu_check.py $(if $(OUT),--out $(OUT))
 
 # JupyterLab on 127.0.0.1 in the project's environment; it makes a fresh token and prints the link with it.
 lab: setup lab-settings

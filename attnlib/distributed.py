@@ -68,7 +68,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from attnlib import dry_run, experiment, params, results
+from attnlib import dry_run, experiment, params, results, speed
 from attnlib.data import DataError
 from attnlib.models import create_model
 from attnlib.params import PROFILES
@@ -161,7 +161,8 @@ def train_runs(notebook: str, p, data, runs, device: torch.device, verbose: bool
         model = create_model(r.model, **r.overrides)
         info = RunInfo(r.run_id, notebook, r.model, r.variant, data.name, p.profile)
         t0 = time.perf_counter()
-        rows = fit(model, run_data, r.train, info, p.results_dir, device, progress=verbose and group.lead)
+        rows = fit(model, run_data, r.train, info, p.results_dir, device, progress=verbose and group.lead,
+                   speed=speed.options(p))
         if group.lead:
             last = rows[-1]
             print(f"run {i}/{len(runs)} {r.run_id}: {r.model}, {r.variant}, seed {r.seed}: epoch "

@@ -146,6 +146,11 @@ def measured(results_dir, profile: str, experiment: str, run_id: str) -> bool:
 def record(csv: Path, row: dict) -> None:
     """Put a run's row into the notebook's dry-run CSV, replacing the run's earlier row. A CSV that cannot be
     read is moved aside (NAME.csv.damaged) with one line saying so, and started anew."""
+    with results.locked(csv):  # runs on several devices record at once
+        _replace_row(csv, row)
+
+
+def _replace_row(csv: Path, row: dict) -> None:
     rows = pd.DataFrame(columns=DRY_RUN_COLUMNS)
     if csv.exists():
         try:

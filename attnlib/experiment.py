@@ -12,6 +12,7 @@ trained with, the options it is built with (the shared architecture fields it ha
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Iterator
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Iterator
 import pandas as pd
 import torch
 
-from attnlib import dry_run, results, schema
+from attnlib import dry_run, results, schedule, schema, speed
 from attnlib.data import Dataset, image_shapes, load_dataset
 from attnlib.models import config_class, config_fields, count_parameters, create_model, model_config
 from attnlib.schema import ParamsError
@@ -165,13 +166,14 @@ def train_run(p: TrainParams, experiment: str, run: PlannedRun, data: Dataset, d
         print(f"--- run {label}{run.run_id}: {run.model}, {run.variant}, seed {run.seed}, "
               f"{count_parameters(model):,} parameters, {run.train.epochs} epochs on {data.name} ({device})", flush=True)
     info = RunInfo(run.run_id, experiment, run.model, run.variant, data.name, p.profile)
+    options = speed.options(p)  # TF32, torch.compile, channels-last: not part of the run's id
     measured = p.dry_run and dry_run.measured(p.results_dir, p.profile, experiment, run.run_id)
     if not p.dry_run or measured:  # a dry run already measured is read back like any finished run
         return fit(model, dry_run.run_data(data, p.dry_run, run.train.batch_size) if measured else data, run.train,
-                   info, p.results_dir, device, progress=progress)
+                   info, p.results_dir, device, progress=progress, speed=options)
     data = dry_run.run_data(data, p.dry_run, run.train.batch_size)
     with dry_run.PeakMemory(device) as peak:
-        history = fit(model, data, run.train, info, p.results_dir, device, progress=progress)
+        history = fit(model, data, run.train, info, p.results_dir, device, progress=progress, speed=options)
     full = p.dataset if p.dataset in dry_run.FULL_SIZE else data.name
     dry_run.finish(run, experiment, p.profile, p.results_dir, model, data, history, peak, device,
                    train_config(p, run.seed, run.model).epochs, full)
@@ -179,15 +181,41 @@ def train_run(p: TrainParams, experiment: str, run: PlannedRun, data: Dataset, d
 
 
 def run_grid(p: TrainParams, experiment: str, data: Dataset | None = None, progress: bool = True) -> pd.DataFrame:
-    """Train every planned run of `p` (resuming or skipping finished ones); return their metric rows."""
+    """Train every planned run of `p` (resuming or skipping finished ones); return their metric rows. On several
+    devices (`p.devices`; none listed: every visible GPU when device is auto) the runs are spread over them, one
+    worker each (attnlib.schedule), with the same ids and numbers; a failed run stops no other, and afterwards
+    TrainingError names the failed ones in one line."""
     data = data or load_data(p)
-    device = resolve_device(p.device)
+    devices = schedule.devices(p.devices, p.device)
+    device = resolve_device(devices[0])
     runs = plan(p, data)
     results.remove_stale_temp_files(results.profile_dir(p.results_dir, p.profile))  # left by a killed run
-    for i, r in enumerate(runs, 1):
-        train_run(p, experiment, r, data, device, progress, label=f"{i}/{len(runs)} ")
+    if len(devices) == 1 or len(runs) == 1:
+        for i, r in enumerate(runs, 1):
+            train_run(p, experiment, r, data, device, progress, label=f"{i}/{len(runs)} ")
+    else:
+        jobs = [(f"{i}/{len(runs)} ", r) for i, r in enumerate(runs, 1)]
+        summary = schedule.run(jobs, devices, functools.partial(_train_job, p, experiment, data, progress),
+                               name=_job_name)
+        if summary.failed:
+            raise TrainingError(summary.error())
     df = results.read_metrics(results.metrics_path(p.results_dir, p.profile, experiment))
-    return df[df["run_id"].isin([r.run_id for r in runs])].reset_index(drop=True)
+    df = df[df["run_id"].isin([r.run_id for r in runs])]
+    if len(devices) > 1:  # the rows in the plan's order, as one device writes them
+        order = {r.run_id: i for i, r in enumerate(runs)}
+        df = df.sort_values("run_id", key=lambda ids: ids.map(order), kind="stable")
+    return df.reset_index(drop=True)
+
+
+def _train_job(p: TrainParams, experiment: str, data: Dataset, progress: bool, job: tuple[str, PlannedRun],
+               device: torch.device):
+    """One run of a grid spread over devices, in a worker of attnlib.schedule."""
+    label, run = job
+    train_run(p, experiment, run, data, device, progress, label=label)
+
+
+def _job_name(job: tuple[str, PlannedRun]) -> str:
+    return job[1].run_id
 
 
 def load_trained(p: TrainParams, run: PlannedRun, device: str = "cpu"):

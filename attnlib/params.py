@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from attnlib import experiment, schema
+from attnlib import experiment, schedule, schema
 from attnlib.data import DATASETS
 from attnlib.models import config_class, config_fields, list_models, model_config
 from attnlib.schema import ParamsError, read_yaml
@@ -82,6 +82,13 @@ class TrainParams(TrainSettings):
     per_model: dict = field(default_factory=dict)
     seeds: list[int] = field(default_factory=lambda: [42])
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    # the runs spread over these, one worker each (attnlib.schedule): cpu, cuda, cuda:N or N (cuda:N); a device
+    # may repeat (two workers on it). Empty: every visible GPU when device is auto, else device. Not in a run's id
+    devices: list[str] = field(default_factory=list)
+    # speed options (attnlib.speed.options(p) -> fit's speed): float rounding only, not part of a run's id
+    tf32: bool = False  # TF32 matrix products and convolutions on CUDA; a no-op on the CPU
+    compile: bool = False  # torch.compile of the model that trains
+    channels_last: bool = False  # ResNet and SAN in channels-last memory format; ignored for the attention models
     results_dir: str = "results"
     # N > 0: a dry run (attnlib.dry_run): every run at its size for one epoch of N steps, timed and measured
     dry_run: int = 0
@@ -110,6 +117,11 @@ class TrainParams(TrainSettings):
         if not 0 <= self.dropout < 1:
             bad("dropout", f"must be in [0, 1), got {self.dropout}")
         _check_device(bad, self.device)
+        for device in self.devices:
+            try:
+                schedule.canonical(device)
+            except ValueError as err:
+                bad("devices", str(err))
         experiment.check_grid(self, where)
         return self
 

@@ -12,7 +12,9 @@ are removed by `remove_stale_temp_files`; damaged runner stamps are dropped (`re
 """
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import hashlib
 import io
 import json
@@ -368,17 +370,32 @@ def read_metrics(path: str | Path, columns: list[str] = METRIC_COLUMNS) -> pd.Da
         return rebuild_from_checkpoints(path, columns, str(err))
 
 
+@contextlib.contextmanager
+def locked(path: str | Path):
+    """Hold an exclusive lock on `path` (a lock file beside it, NAME.lock) while a read-modify-write of it runs, so
+    that runs training at once (on several devices, or in several processes) never lose each other's rows."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def write_run_rows(path: str | Path, run_id: str, rows: list[dict], columns: list[str] = METRIC_COLUMNS):
-    """Replace every row of `run_id` in the CSV at `path` by `rows`, atomically."""
+    """Replace every row of `run_id` in the CSV at `path` by `rows`, atomically, under the CSV's lock."""
     for r in rows:
         missing = set(columns) - set(r)
         if missing:
             raise ValueError(f"row lacks {sorted(missing)}")
-    old = read_metrics(path, columns)
-    old = old[old["run_id"] != run_id]
-    new = pd.DataFrame(rows, columns=columns)
-    df = new if old.empty else pd.concat([old, new], ignore_index=True)
-    atomic_write_text(path, df.to_csv(index=False))
+    with locked(path):
+        old = read_metrics(path, columns)
+        old = old[old["run_id"] != run_id]
+        new = pd.DataFrame(rows, columns=columns)
+        df = new if old.empty else pd.concat([old, new], ignore_index=True)
+        atomic_write_text(path, df.to_csv(index=False))
 
 
 def read_stamps(path: str | Path, verbose: bool = True) -> dict:

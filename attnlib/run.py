@@ -43,6 +43,7 @@ if __name__ == "__main__":  # Ctrl-C while torch and papermill load (seconds): o
 import papermill as pm  # noqa: E402 (after the handler above)
 import torch
 
+from attnlib import schedule
 from attnlib.data import _cifar10_present
 from attnlib.dry_run import RESULTS_DIR as DRY_RUN_RESULTS
 from attnlib.params import PROFILES, REPO_ROOT, ParamsError, load_with, params_class
@@ -51,6 +52,7 @@ from attnlib.progress import ProgressView
 from attnlib.report import export_report
 from attnlib.results import (atomic_write_text, device_name, one_line, read_stamps, remove_stale_temp_files,
                              stamps_path, temp_file)
+from attnlib.train import TrainingError
 
 if __name__ == "__main__":  # loaded: Ctrl-C is a KeyboardInterrupt again, which main() turns into one line
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -92,7 +94,11 @@ def environment(values: dict, stem: str = "") -> dict:
     return env
 
 
+NOT_DIGESTED = ("devices",)  # where the runs train, not what they compute: another --devices reruns nothing
+
+
 def notebook_digest(nb: Path, values: dict, library: str, upstream: dict, env: dict | None = None) -> str:
+    values = {k: v for k, v in values.items() if k not in NOT_DIGESTED}
     payload = json.dumps({"notebook": hashlib.sha1(nb.read_bytes()).hexdigest(), "params": _portable(values),
                           "library": library, "upstream": upstream, "environment": env or {}},
                          sort_keys=True, default=str)
@@ -234,10 +240,14 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--report", action="store_true", help="only rebuild the report (notebook 08 and its HTML/PDF)")
     ap.add_argument("--dry-run", type=int, default=0, metavar="N",
                     help="every run of the profile at its size for N optimizer steps, timed and measured (attnlib.dry_run)")
+    ap.add_argument("--devices", default="", metavar="LIST",
+                    help="the training notebooks' runs spread over these devices, one worker each: GPU indices "
+                         "(0,1,2,3), cuda:N or cpu (attnlib.schedule); default: the parameter files' (every GPU)")
     args = ap.parse_args(argv)
     if args.dry_run < 0:
         ap.error(f"--dry-run must be a number of steps, at least 1, got {args.dry_run}")
     args.results_dir = args.results_dir or str(ROOT / (DRY_RUN_RESULTS if args.dry_run else "results"))
+    args.devices = [d.strip() for d in args.devices.split(",") if d.strip()]
     return args
 
 
@@ -256,6 +266,10 @@ def dry_run_overrides(nb: Path, steps: int) -> dict:
     return {"dry_run": steps} if "dry_run" in fields else {}
 
 
+def fields_of(nb: Path) -> set[str]:
+    return {f.name for f in dataclasses.fields(params_class(nb.stem))}
+
+
 def checked_plans(pairs: list[tuple[Path, Path]], profile: str, args: argparse.Namespace) -> list[tuple[Path, dict]]:
     """Each notebook with the values to inject: its parameter file with the command line's overrides, every file
     checked (ParamsError) before any work starts."""
@@ -265,7 +279,8 @@ def checked_plans(pairs: list[tuple[Path, Path]], profile: str, args: argparse.N
     plans = []
     for nb, pfile in pairs:
         # the file itself (unknown keys, types, values), then with the command line's overrides
-        checked = load_with(pfile, {**extra, **dry_run_overrides(nb, args.dry_run)},
+        devices = {"devices": args.devices} if args.devices and "devices" in fields_of(nb) else {}  # training notebooks
+        checked = load_with(pfile, {**extra, **dry_run_overrides(nb, args.dry_run), **devices},
                             where=f"{pfile} (with command-line overrides)")
         # Inject every field, not only the file's keys: the notebook's own defaults are the smoke
         # profile's and must never leak into another profile. Paths are made absolute because the
@@ -345,7 +360,9 @@ def _main(argv: list[str] | None) -> int:
         return 2
     try:
         plans = checked_plans(pairs, profile, args)
-    except ParamsError as err:
+        if args.devices:
+            schedule.devices(args.devices)  # the GPUs named are there
+    except (ParamsError, TrainingError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

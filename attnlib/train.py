@@ -18,6 +18,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,9 @@ from attnlib import process_group, results
 from attnlib.attention_maps import attention_maps, conv_likeness
 from attnlib.data import Dataset, loaders, normalize
 from attnlib.progress import Bar
+
+if TYPE_CHECKING:  # attnlib.speed imports this module; fit only calls the options' methods
+    from attnlib.speed import SpeedOptions
 
 
 class TrainingError(RuntimeError):
@@ -230,15 +234,19 @@ def _resume(model: nn.Module, opt: torch.optim.Optimizer, cfg: TrainConfig, ckpt
 
 
 def fit(model: nn.Module, data: Dataset, cfg: TrainConfig, run: RunInfo, results_dir: str | Path = "results",
-        device: str | torch.device = "auto", progress: bool = True, stop_after_epoch: int | None = None) -> list[dict]:
+        device: str | torch.device = "auto", progress: bool = True, stop_after_epoch: int | None = None,
+        speed: SpeedOptions | None = None) -> list[dict]:
     """Train (or resume, or just return a finished run's rows) and record a metric row per epoch.
 
     stop_after_epoch: return after that epoch as if interrupted (for tests of resume).
+    speed: attnlib.speed.SpeedOptions (TF32, torch.compile, channels-last), which change the numbers by float rounding
+    only and are not part of the run's id; None changes nothing. The checkpoint holds the plain model's state dict.
     Under an initialised process group of several processes (torchrun), it trains with DDP: each process on
     its shard of every global batch of cfg.batch_size; rank 0 alone writes files (attnlib.process_group).
     """
     device = resolve_device(device) if isinstance(device, str) else device
     model.to(device)
+    batch_format = speed.prepare(model, device) if speed is not None else None  # channels-last inputs, or None
     group = process_group.ranks(device)  # one process, or this one among several (DDP)
     progress = progress and group.lead
     ckpt_path = results.checkpoint_path(results_dir, run.profile, run.run_id)
@@ -272,6 +280,8 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainConfig, run: RunInfo, results
                 device=group.describe(results.device_name(device)), torch=str(torch.__version__),
                 git=results.git_commit())
     net = group.wrap(model)  # the model itself, or the model in DDP
+    if speed is not None:
+        net = speed.compiled(net)  # torch.compile'd when asked; `model` stays the plain module
     bar = Bar(run.run_id, total_steps, initial=(start_epoch - 1) * steps_per_epoch, enabled=progress)
     last_test = f", test acc {history[-1]['test_acc']:.3f}" if history else ""
     for epoch in range(start_epoch, cfg.epochs + 1):
@@ -282,6 +292,8 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainConfig, run: RunInfo, results
         correct = torch.zeros((), device=device, dtype=torch.long)
         seen = 0
         for i, (x, y) in enumerate(train_loader):
+            if batch_format is not None:
+                x = x.contiguous(memory_format=batch_format)
             step = (epoch - 1) * steps_per_epoch + i
             lr = cfg.lr * lr_factor(step, total_steps, cfg, steps_per_epoch)
             for g in opt.param_groups:

@@ -4,8 +4,11 @@ is the same network as ours, and notebook 06's driver keeps what it measured.
 Also: a timing says what was timed and how; subnormal probabilities are flushed and nothing else, and sharp
 heads still match float64; the separated isotropic scores equal the general quadratic form; notebook 06's
 rows are kept and re-timed only when asked; its parameters are checked; a CPU is named by its model and the
-flags that decide its speed, and rows of another machine are not taken as this one's.
+flags that decide its speed, and rows of another machine are not taken as this one's; the paper profile's runs
+are projected from the measured rows, each naming the row it uses (scaled by FLOPs where the configuration
+differs other than in size, not projected where it was timed at another size).
 """
+import math
 import sys
 import time
 from pathlib import Path
@@ -205,3 +208,46 @@ def test_notes_say_where_it_was_measured_and_how_the_pipeline_compares():
     pipe = timing._timing("input pipeline", "pipeline", 32, "uint8 -> fp32", "cpu", 1, [0.01], "what")
     assert timing.pipeline_against_training(pipe, df) == (
         "3,200 images/s: 80x the fastest training throughput above (40.0 images/s)")
+
+
+# -- notebook 06: the paper profile projected ----------------------------------------------------------------
+def measured(model, mode, batch, images_per_s, gflops, variant="standard", device="NVIDIA X"):
+    return dict(model=model, variant=variant, mode=mode, batch=batch, precision="fp32", images_per_s=images_per_s,
+                gflops_per_image=gflops, device=device)
+
+
+def test_the_paper_profile_is_projected_from_the_measured_rows_saying_which():
+    p = from_mapping(TimingParams, dict(models=["sa_quadratic", "resnet18"], hierarchical_models=["sa_quadratic"]))
+    sa_train = 27.0188784  # GFLOPs of a training step per image, published size (results/quick's 06 rows)
+    rows = pd.DataFrame([measured("sa_quadratic", "train", 8, 50.0, sa_train),
+                         measured("sa_quadratic", "train", 32, 100.0, sa_train),
+                         measured("sa_quadratic", "infer", 32, 1000.0, 9.0),
+                         measured("resnet18", "train", 128, 2000.0, 3.3)])  # only above resnet18's batch of 100
+    df, text = timing.paper_projection(rows, p, devices=4)
+    assert len(df) == 37 and df.columns.tolist() == timing.PROJECTION_COLUMNS
+    one = df.set_index(["model", "variant"])
+    sa = one.loc[("sa_quadratic", "9 heads")]
+    assert sa.hours == pytest.approx(300 * (50_000 / 100 + 10_000 / 1000) / 3600) and sa.flops_scale == 1
+    assert sa.measured_row.startswith("sa_quadratic (standard) train b32 fp32: 100 img/s; infer b32")
+    wide = one.loc[("sa_quadratic", "16 heads")]  # 16 heads: the 9-head row scaled by the training FLOPs
+    assert wide.flops_scale == pytest.approx(sa_train / timing.training_gflops("sa_quadratic", **dict(
+        [r for r in timing.paper_runs() if r[1].model == "sa_quadratic" and r[1].heads == 16][0][1].overrides)), rel=1e-3)
+    assert 0.5 < wide.flops_scale < 0.7 and "heads differ" in wide.measured_row
+    assert one.loc[("sa_quadratic_re", "9 heads")].measured_row.startswith("sa_quadratic (standard)")  # counterpart
+    resnet = one.loc[("resnet18", "standard")]
+    assert resnet.hours == pytest.approx(300 * 50_000 / 2000 / 3600) and "evaluation not counted" in resnet.measured_row
+    assert one.loc[("vit", "9 heads")].measured_row == "not projected: no fp32 training row of vit"
+    done = df["hours"].notna()
+    total = df.loc[done, "hours"].sum()
+    assert f"{total:,.0f} h" in text and f"over the 4 device(s) present {total / 4:,.0f} h" in text
+    assert f"Not projected: {int((~done).sum())} run(s)" in text and "run_id" in df and df["run_id"].is_unique
+
+
+def test_rows_timed_at_another_size_are_not_projected():
+    p = from_mapping(TimingParams, dict(models=["resnet18"], hierarchical_models=[], per_model={"resnet18": {"width": 8}}))
+    rows = pd.DataFrame([measured("resnet18", "train", 32, 900.0, 0.05, device="cpu: x")])
+    out = timing.project_run(rows, p, "resnet18", {"image_size": 32, "in_channels": 3, "num_classes": 10}, False, 100,
+                             "fp32", 300)
+    assert math.isnan(out["hours"]) and out["measured_row"] == ("not projected: resnet18 (standard) was timed at another "
+                                                                "size (width)")
+    assert timing.present_devices(rows) == 1

@@ -1,0 +1,303 @@
+"""Independent jobs (a training notebook's planned runs) spread over several devices: one worker process per
+device (torch.multiprocessing, spawn), each taking the next job from a shared queue, so a fast device takes more.
+
+`run(jobs, devices, work, name)` calls `work(job, device)` in the workers and prints, on this process's stdout
+(the notebook's), one line when a job starts and one when it ends, naming the worker's device:
+
+    [cuda:1] sa_quadratic-h9-s42-1a2b3c4d: started
+    [cuda:1] sa_quadratic-h9-s42-1a2b3c4d: finished in 812s      (or: FAILED: <one line>)
+
+and what the workers print, each line prefixed with its device. A failing job does not stop the others; at the
+end a summary says what finished and what failed, per device, and `Summary.error()` is one line naming the
+failed jobs (attnlib.experiment.run_grid raises it as a TrainingError). Two workers on one device are told
+apart as cpu#1, cpu#2. CPU workers share the cores (torch.set_num_threads); a CUDA worker makes its device
+the current one.
+
+Arguments reach the workers pickled as torch.multiprocessing pickles them: tensors (the loaded data set) are
+shared through shared memory, not copied. Progress bars (attnlib.progress.Bar) reach the runner's console:
+the workers inherit ATTNLIB_PROGRESS; without it, this process draws the workers' bars itself
+(attnlib.progress.ProgressView on its stderr), so that several processes never draw on one terminal.
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+import io
+import os
+import queue
+import re
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+import torch.multiprocessing as mp
+
+from attnlib.progress import ENV as PROGRESS_ENV
+from attnlib.progress import ProgressView
+from attnlib.results import error_line, one_line
+from attnlib.train import TrainingError
+
+DEVICE_RE = re.compile(r"cpu|cuda|cuda:\d+|\d+")
+POLL_S = 0.5  # how often the parent looks at its workers while no event comes
+PR_SET_PDEATHSIG = 1  # Linux's prctl option: a signal when the parent ends
+JOIN_S = 10.0  # how long a worker may take to exit at the end before it is ended
+
+
+def canonical(name: str) -> str:
+    """A device as torch names it: "cpu", "cuda", "cuda:N"; a bare index "N" is cuda:N. ValueError otherwise."""
+    text = str(name).strip()
+    if not DEVICE_RE.fullmatch(text):
+        raise ValueError(f"must each be cpu, cuda, cuda:N or a GPU index N, got {name!r}")
+    return f"cuda:{text}" if text.isdigit() else text
+
+
+def devices(listed: Sequence[str], device: str = "auto") -> list[str]:
+    """The devices a grid trains on: `listed` (canonical); none listed: `device`, or, when that is auto, every
+    visible CUDA device (one: just `device`, as one device trains). A CUDA device torch does not see raises
+    TrainingError, one line."""
+    if not listed:
+        count = torch.cuda.device_count() if device == "auto" else 0
+        return [f"cuda:{i}" for i in range(count)] if count > 1 else [device]
+    names = [canonical(d) for d in listed]
+    count = torch.cuda.device_count() if any(n.startswith("cuda") for n in names) else 0
+    missing = [n for n in names if n.startswith("cuda") and (count == 0 or int(n.partition(":")[2] or 0) >= count)]
+    if missing:
+        seen = f"{count} CUDA device(s), cuda:0 to cuda:{count - 1}" if count else "no CUDA device"
+        raise TrainingError(f"devices {', '.join(dict.fromkeys(missing))} asked for, but torch sees {seen}; "
+                            f"name {'GPU indices it sees, or ' if count else ''}cpu")
+    return names
+
+
+def labels(names: Sequence[str]) -> list[str]:
+    """One label per worker: its device, numbered (cpu#1, cpu#2) where several workers share one."""
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+        out.append(f"{n}#{seen[n]}" if names.count(n) > 1 else n)
+    return out
+
+
+@dataclass
+class Outcome:
+    """How one job ended: on which worker, after how long, and why it failed ("" when it finished)."""
+    name: str
+    worker: str = ""
+    seconds: float = 0.0
+    error: str = ""
+
+
+@dataclass
+class Summary:
+    outcomes: list[Outcome]
+    workers: list[str]
+    seconds: float = 0.0
+    worker_errors: dict[str, str] = field(default_factory=dict)  # workers that stopped early, and why
+
+    @property
+    def failed(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.error]
+
+    def lines(self) -> list[str]:
+        n, bad = len(self.outcomes), len(self.failed)
+        out = [f"{n} runs in {self.seconds:.0f}s on {', '.join(self.workers)}: {n - bad} finished, {bad} failed"]
+        for w in self.workers:
+            mine = [o for o in self.outcomes if o.worker == w]
+            done = [o for o in mine if not o.error]
+            text = f"  {w}: {len(done)} finished ({sum(o.seconds for o in done):.0f}s)"
+            text += f", {len(mine) - len(done)} failed" if len(mine) > len(done) else ""
+            text += f"; the worker stopped: {self.worker_errors[w]}" if w in self.worker_errors else ""
+            out.append(text)
+        out += [f"  FAILED {o.name}{f' on {o.worker}' if o.worker else ''}: {o.error}" for o in self.failed]
+        return out
+
+    def error(self) -> str:
+        """One line naming the failed jobs and why."""
+        failed = self.failed
+        return (f"{len(failed)} of {len(self.outcomes)} runs failed: "
+                + "; ".join(f"{o.name} ({o.error})" for o in failed)
+                + f"; the other {len(self.outcomes) - len(failed)} finished")
+
+
+def run(jobs: Sequence, devices: Sequence[str], work: Callable, name: Callable = str, out=None) -> Summary:
+    """Run `work(job, torch.device)` for every job, in workers on `devices` (canonical names; at most one worker per
+    job), each taking the next job as it becomes free. `name(job)` names a job on the console. The CSVs the
+    workers share are rewritten under a file lock (attnlib.results.locked). `work` and `jobs` must pickle
+    (module-level functions, functools.partial of them)."""
+    out = out or sys.stdout
+    ctx = mp.get_context("spawn")
+    names = list(devices)[:max(1, min(len(devices), len(jobs)))]
+    workers = labels(names)
+    cpu_workers = sum(n == "cpu" for n in names)
+    threads = max(1, torch.get_num_threads() // cpu_workers) if cpu_workers else 0
+    todo, events = ctx.Queue(), ctx.Queue()
+    for i in range(len(jobs)):
+        todo.put(i)
+    for _ in workers:
+        todo.put(None)
+    say = functools.partial(print, file=out, flush=True)
+    outcomes: dict[int, Outcome] = {}
+    running: dict[str, tuple[int, float]] = {}  # worker -> (job, start)
+    summary = Summary([], workers)
+    start = time.perf_counter()
+    with _progress_file() as progress:
+        procs = {w: ctx.Process(target=_worker, name=f"attnlib-{w}", daemon=True,
+                                args=(w, n, threads if n == "cpu" else 0, work, list(jobs), todo, events, progress))
+                 for w, n in zip(workers, names)}
+        try:
+            for p in procs.values():
+                p.start()
+            dead: set[str] = set()  # workers seen ended before the queue last ran dry: their events are all read
+            while len(outcomes) < len(jobs):
+                try:
+                    event = events.get(timeout=POLL_S)
+                except queue.Empty:
+                    for w in dead:
+                        if w in running:
+                            i, t0 = running.pop(w)
+                            why = f"its worker process ended (exit code {procs[w].exitcode})"
+                            outcomes[i] = Outcome(name(jobs[i]), w, time.perf_counter() - t0, why)
+                            say(f"[{w}] {name(jobs[i])}: FAILED: {why}")
+                    if len(dead) == len(procs):  # no worker left: what nobody took is not run
+                        for i in range(len(jobs)):
+                            outcomes.setdefault(i, Outcome(name(jobs[i]), "", 0.0, "not run: every worker stopped"))
+                    dead |= {w for w, p in procs.items() if not p.is_alive()}
+                    continue
+                kind, w, *rest = event
+                if kind == "line":
+                    say(f"[{w}] {rest[0]}")
+                elif kind == "stopped":
+                    summary.worker_errors[w] = rest[0]
+                    say(f"[{w}] the worker stopped: {rest[0]}")
+                elif kind == "started":
+                    running[w] = (rest[0], time.perf_counter())
+                    say(f"[{w}] {name(jobs[rest[0]])}: started")
+                else:  # "ended"
+                    i, seconds, why = rest
+                    running.pop(w, None)
+                    outcomes[i] = Outcome(name(jobs[i]), w, seconds, why)
+                    say(f"[{w}] {name(jobs[i])}: " + (f"FAILED: {why}" if why else f"finished in {seconds:.0f}s"))
+        except BaseException:  # an interruption: end the workers (their runs resume from their checkpoints)
+            _stop(procs.values(), todo, events, wait=False)
+            raise
+        _stop(procs.values(), todo, events, wait=True)
+    summary.outcomes = [outcomes[i] for i in range(len(jobs))]
+    summary.seconds = time.perf_counter() - start
+    for line in summary.lines():
+        say(line)
+    return summary
+
+
+def _stop(procs, todo, events, wait: bool):
+    """Wait for the workers to exit (they do once every job is taken), or with wait=False (an interruption) not;
+    end those still there."""
+    deadline = time.monotonic() + JOIN_S
+    for p in procs:
+        if wait and p.is_alive():
+            p.join(max(0.0, deadline - time.monotonic()))
+        if p.is_alive():
+            p.terminate()
+            p.join(JOIN_S)
+        if p.is_alive():
+            p.kill()
+            p.join()
+    for q in (todo, events):
+        q.cancel_join_thread()
+        q.close()
+
+
+@contextlib.contextmanager
+def _progress_file():
+    """The file the workers' bars go to: the runner's (ATTNLIB_PROGRESS, inherited), or one that this process
+    follows and draws on its stderr; None when the runner's is used."""
+    if os.environ.get(PROGRESS_ENV):
+        yield None
+        return
+    folder = Path(tempfile.mkdtemp(prefix="attnlib-progress-"))
+    try:
+        with ProgressView(folder / "progress.jsonl", sys.stderr) as view:
+            yield str(view.path)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+class _Lines(io.TextIOBase):
+    """A worker's stdout: each complete line goes to `send`."""
+
+    def __init__(self, send):
+        super().__init__()
+        self.send, self.partial = send, ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        *lines, self.partial = (self.partial + text).split("\n")
+        for line in lines:
+            self.send(line)
+        return len(text)
+
+    def close_line(self):
+        if self.partial:
+            self.send(self.partial)
+            self.partial = ""
+
+
+def _end_with_parent():
+    """Linux: this process gets SIGTERM when the one that started it ends (a killed kernel), instead of training on
+    unseen, beside the next runner; its run resumes from its last checkpoint. Elsewhere it stops between runs."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError, TypeError):
+        pass
+
+
+def _worker(label: str, device: str, threads: int, work, jobs: list, todo, events, progress: str | None):
+    """One worker: take job indices from `todo` until None, run each, report on `events`."""
+    _end_with_parent()
+    stdout = _Lines(lambda line: events.put(("line", label, line)))
+    sys.stdout = stdout
+    code = 0
+    try:
+        if progress:
+            os.environ[PROGRESS_ENV] = progress
+        if threads:
+            torch.set_num_threads(threads)
+        dev = torch.device(device)
+        if dev.type == "cuda" and dev.index is not None:
+            torch.cuda.set_device(dev)
+        parent = mp.parent_process()
+        while (i := todo.get()) is not None and (parent is None or parent.is_alive()):
+            events.put(("started", label, i))
+            t0 = time.perf_counter()
+            try:
+                work(jobs[i], dev)
+                why = ""
+            except KeyboardInterrupt:
+                raise
+            except BaseException as err:  # the job failed; the worker goes on with the next
+                traceback.print_exc(file=sys.stderr)  # the whole story, for the log
+                why = one_line(error_line(err))
+            stdout.close_line()
+            events.put(("ended", label, i, time.perf_counter() - t0, why))
+    except KeyboardInterrupt:
+        code = 130
+    except BaseException as err:  # the worker itself cannot go on (its device, say): the others take the jobs
+        traceback.print_exc(file=sys.stderr)
+        stdout.close_line()
+        events.put(("stopped", label, one_line(error_line(err))))
+        code = 1
+    stdout.close_line()
+    sys.stdout = sys.__stdout__
+    sys.stderr.flush()
+    events.close()
+    events.join_thread()  # every event is in the pipe
+    os._exit(code)  # without the interpreter's teardown of torch and pandas (seconds), as a forked worker ends

@@ -1,0 +1,117 @@
+"""A grid's runs spread over several devices (attnlib.schedule through attnlib.experiment.run_grid).
+
+Two CPU workers stand in for two devices. They train the same runs as the serial run_grid, with the same ids
+and the same numbers (up to the seconds and device columns); the console names each run's device when it starts
+and ends, and the workers' progress bars reach the runner's events file, each naming its run. A run that fails
+stops no other: the summary names it, and run_grid raises one line afterwards. The devices parameter is
+checked; the runner's --devices reaches only the training notebooks and is left out of their digest.
+"""
+import json
+import re
+
+import pytest
+import torch
+
+from attnlib import experiment, params, run, schedule
+from attnlib.data import make_synthetic
+from attnlib.params import ParamsError, TrainParams
+from attnlib.progress import ENV as PROGRESS_ENV
+from attnlib.train import TrainingError
+
+TINY = dict(profile="smoke", dataset="synthetic", synthetic_image_size=8, models=["sa_quadratic", "resnet18"], layers=1,
+            heads=[2], hidden=8, ff=8, epochs=1, batch_size=16, lr=0.05, per_model={"resnet18": {"width": 4}})
+NOT_NUMBERS = ["seconds", "device"]  # how long, and where with how many threads: not what was computed
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_synthetic(64, 32, image_size=8)
+
+
+def tiny(results_dir, **values) -> TrainParams:
+    return params.from_mapping(TrainParams, {**TINY, "results_dir": str(results_dir), **values})
+
+
+def rows(df):
+    return df.drop(columns=NOT_NUMBERS).sort_values(["run_id", "epoch"]).reset_index(drop=True)
+
+
+def test_two_workers_train_the_serial_grids_runs_with_the_same_numbers(tmp_path, data, capsys, monkeypatch):
+    grid = dict(seeds=[1, 2])
+    threads, share = torch.get_num_threads(), max(1, torch.get_num_threads() // 2)
+    torch.set_num_threads(share)  # as each of two CPU workers: the same float rounding (matrix products split alike)
+    try:
+        serial = experiment.run_grid(tiny(tmp_path / "serial", **grid), "t", data, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    capsys.readouterr()
+    events = tmp_path / "progress.jsonl"
+    monkeypatch.setenv(PROGRESS_ENV, str(events))  # as the runner sets it: the workers inherit it
+    p = tiny(tmp_path / "spread", devices=["cpu", "cpu"], **grid)
+    spread = experiment.run_grid(p, "t", data)
+    out = capsys.readouterr().out
+
+    ids = [r.run_id for r in experiment.plan(p, data)]
+    assert len(ids) == 4 and list(serial["run_id"]) == ids and list(spread["run_id"]) == ids  # the plan's order
+    assert rows(spread).equals(rows(serial))
+    assert data.x_train.is_shared() and data.x_test.is_shared()  # the workers were given it, not a copy each
+    for run_id in ids:
+        assert re.search(rf"^\[cpu#[12]\] {run_id}: started$", out, re.M)
+        assert re.search(rf"^\[cpu#[12]\] {run_id}: finished in \d+s$", out, re.M)
+        assert re.search(rf"^\[cpu#[12]\] --- run \d/4 {run_id}: ", out, re.M)  # the worker's own lines, forwarded
+    assert re.search(r"^4 runs in \d+s on cpu#1, cpu#2: 4 finished, 0 failed$", out, re.M)
+    assert "cpu#1: " in out and "cpu#2: " in out
+    bars = [json.loads(line) for line in events.read_text().splitlines()]
+    assert {b["bar"] for b in bars if b["done"]} == set(ids)  # every worker's bar reached the file, named by its run
+    assert all(d.endswith(f"; {share} threads)") for d in spread["device"])  # the cores shared between workers
+
+
+def test_a_failing_run_stops_no_other_and_run_grid_raises_one_line_after(tmp_path, data, capsys):
+    # resnet18's loss becomes NaN at its second step (lr 1e30): TrainingError in its worker
+    p = tiny(tmp_path, models=["resnet18", "sa_quadratic"], hierarchical=[False, True], seeds=[1],
+             per_model={"resnet18": {"width": 4, "lr": 1e30}}, devices=["cpu", "cpu"])
+    bad, *good = [r.run_id for r in experiment.plan(p, data)]
+    with pytest.raises(TrainingError) as err:
+        experiment.run_grid(p, "t", data, progress=False)
+    out = capsys.readouterr().out
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("1 of 3 runs failed: ") and bad in message
+    assert "loss became nan" in message and not any(g in message for g in good)
+    assert re.search(rf"^\[cpu#[12]\] {bad}: FAILED: TrainingError: .*loss became nan", out, re.M)
+    assert re.search(rf"^  FAILED {bad} on cpu#[12]: TrainingError: ", out, re.M)
+    assert re.search(r"^3 runs in \d+s on cpu#1, cpu#2: 2 finished, 1 failed$", out, re.M)
+    for run_id in good:  # finished, their rows written, before run_grid raised
+        assert re.search(rf"^\[cpu#[12]\] {run_id}: finished in ", out, re.M)
+    metrics = experiment.results.read_metrics(experiment.results.metrics_path(p.results_dir, p.profile, "t"))
+    assert set(metrics["run_id"]) == set(good)
+
+
+def test_devices_are_checked_and_resolved(tmp_path):
+    assert tiny(tmp_path, devices=["cpu", "0", "cuda", "cuda:3"]).devices == ["cpu", "0", "cuda", "cuda:3"]
+    for wrong in (["gpu0"], ["cuda:x"], ["-1"], [""]):
+        with pytest.raises(ParamsError, match=r"^params/x.yaml: devices must each be cpu, cuda, cuda:N or a GPU "
+                                              r"index N, got"):
+            params.from_mapping(TrainParams, {**TINY, "devices": wrong}, where="params/x.yaml")
+    with pytest.raises(ParamsError, match="devices must be a list of str"):
+        params.from_mapping(TrainParams, {**TINY, "devices": "0,1"})
+    assert schedule.devices(["cpu", "cpu"]) == ["cpu", "cpu"]
+    assert schedule.devices([], "cpu") == ["cpu"]
+    if torch.cuda.device_count() < 2:
+        assert schedule.devices([], "auto") == ["auto"]  # one device: the serial path, as before
+    with pytest.raises(TrainingError, match=r"^devices cuda:\d+ asked for, but torch sees"):
+        schedule.devices(["cpu", str(torch.cuda.device_count())])
+    assert schedule.labels(["cuda:0", "cpu", "cpu"]) == ["cuda:0", "cpu#1", "cpu#2"]
+
+
+def test_the_runners_devices_reach_the_training_notebooks_only_and_not_their_digest(tmp_path):
+    args = run._arguments(["--profile", "smoke", "--devices", "cpu, cpu", "--only", "02,06"])
+    assert args.devices == ["cpu", "cpu"]
+    plans = dict((nb.stem, values) for nb, values in run.checked_plans(run.notebooks_for("smoke", ["02", "06"]),
+                                                                       "smoke", args))
+    assert plans["02_quadratic"]["devices"] == ["cpu", "cpu"] and "devices" not in plans["06_timing"]
+    nb = tmp_path / "02.ipynb"
+    nb.write_text("{}")
+    assert run.notebook_digest(nb, plans["02_quadratic"], "lib", {}) == \
+        run.notebook_digest(nb, {**plans["02_quadratic"], "devices": []}, "lib", {})
+    with pytest.raises(ParamsError, match=r"devices must each be"):
+        run.checked_plans(run.notebooks_for("smoke", ["02"]), "smoke", run._arguments(["--devices", "gpu0"]))
