@@ -15,6 +15,11 @@ Per run it measures and records (metrics/<notebook>_dry_run.csv, DRY_RUN_COLUMNS
 - seconds per test image of the evaluation, timed once after training;
 - the projected time of the full run on this device: steps per epoch of the real training set x epochs x
   seconds per step, plus the evaluation of the real test set after every epoch.
+
+Every run trains in a process of its own (attnlib.schedule's `one_job_each`), so that its peak memory is its
+own and a run that does not fit ends only its process. Such a run (the system's out-of-memory killer, or
+torch's OutOfMemoryError) gets a row too, its `outcome` saying that it does not fit at its batch size and
+how much memory it had reached; the dry run goes on with the others.
 """
 from __future__ import annotations
 
@@ -40,7 +45,8 @@ FULL_SIZE = {"cifar10": (50_000, 10_000), "fashion_mnist": (60_000, 10_000)}
 TEST_IMAGES = 32  # a dry run's test split: notebook 07 averages over these; each costs a forward pass at full size
 DRY_RUN_COLUMNS = ["run_id", "experiment", "model", "variant", "dataset", "profile", "device", "params", "batch_size",
                    "precision", "steps", "seconds_per_step", "eval_seconds_per_image", "peak_memory_mb",
-                   "memory_kind", "full_epochs", "full_steps_per_epoch", "projected_hours"]
+                   "memory_kind", "full_epochs", "full_steps_per_epoch", "projected_hours", "outcome"]
+MEASURED = "measured"  # the outcome of a run that trained its steps; otherwise why it did not
 
 
 def data(dataset: str, data_root: str, steps: int, batch_sizes: list[int], download: bool = False,
@@ -143,6 +149,15 @@ def measured(results_dir, profile: str, experiment: str, run_id: str) -> bool:
     return recorded and results.checkpoint_path(results_dir, profile, run_id).exists()
 
 
+def outcomes(results_dir, profile: str, experiment: str) -> dict[str, str]:
+    """{run id: outcome} of the runs the notebook's dry run recorded (none when its CSV is absent or damaged)."""
+    try:
+        rows = pd.read_csv(path(results_dir, profile, experiment))
+        return dict(zip(rows["run_id"], rows["outcome"].fillna(MEASURED)))
+    except (OSError, ValueError, KeyError, pd.errors.ParserError, UnicodeDecodeError):
+        return {}
+
+
 def record(csv: Path, row: dict) -> None:
     """Put a run's row into the notebook's dry-run CSV, replacing the run's earlier row. A CSV that cannot be
     read is moved aside (NAME.csv.damaged) with one line saying so, and started anew."""
@@ -172,17 +187,41 @@ def finish(run, experiment: str, profile: str, results_dir, model: nn.Module, da
     watched): time its evaluation, record its row in metrics/<experiment>_dry_run.csv, print one line."""
     steps = math.ceil(len(data.x_train) / run.train.batch_size)
     eval_s = eval_seconds_per_image(model, data, device, run.train.precision)
-    row = dict(run_id=run.run_id, experiment=experiment, model=run.model, variant=run.variant, dataset=data.name,
-               profile=profile, device=results.device_name(device), params=sum(p.numel() for p in model.parameters()),
-               batch_size=run.train.batch_size, precision=run.train.precision, peak_memory_mb=round(peak.mb, 1),
-               memory_kind=peak.kind, **measures(history, steps, run.train.batch_size, full_epochs, full_dataset, eval_s))
+    row = dict(_planned(run, experiment, profile, data.name, device, sum(p.numel() for p in model.parameters())),
+               peak_memory_mb=round(peak.mb, 1), memory_kind=peak.kind, outcome=MEASURED,
+               **measures(history, steps, run.train.batch_size, full_epochs, full_dataset, eval_s))
     record(path(results_dir, profile, experiment), row)
     print(describe(row), flush=True)
     return row
 
 
+def does_not_fit(run, experiment: str, profile: str, results_dir, dataset: str, device: torch.device, params: int,
+                 why: str, peak_mb: float, full_epochs: int, full_dataset: str) -> dict:
+    """Record that a planned run's dry run ran out of memory (`why`: how its process ended; `peak_mb`: the
+    highest resident memory it was seen at, NaN when unknown) and print one line: no times, no projection."""
+    n_train, _ = FULL_SIZE.get(full_dataset, FULL_SIZE["cifar10"])
+    row = dict(_planned(run, experiment, profile, dataset, device, params), steps=0, seconds_per_step=float("nan"),
+               eval_seconds_per_image=float("nan"), peak_memory_mb=round(peak_mb, 1),
+               memory_kind="process peak RSS before it ended" if device.type == "cpu" else "",
+               full_epochs=full_epochs, full_steps_per_epoch=math.ceil(n_train / run.train.batch_size),
+               projected_hours=float("nan"),
+               outcome=f"does not fit in memory at batch {run.train.batch_size}: {why}")
+    record(path(results_dir, profile, experiment), row)
+    print(describe(row), flush=True)
+    return row
+
+
+def _planned(run, experiment: str, profile: str, dataset: str, device: torch.device, params: int) -> dict:
+    """The columns of a dry-run row that the plan decides."""
+    return dict(run_id=run.run_id, experiment=experiment, model=run.model, variant=run.variant, dataset=dataset,
+                profile=profile, device=results.device_name(device), params=params,
+                batch_size=run.train.batch_size, precision=run.train.precision)
+
+
 def describe(row: dict) -> str:
     """One line for the console: what the dry run of one run measured and projects."""
+    if row["outcome"] != MEASURED:
+        return f"dry run {row['run_id']}: {row['outcome']} ({row['device']})"
     return (f"dry run {row['run_id']}: {row['steps']} steps of {row['batch_size']}, {row['seconds_per_step']:.2f} s/step, "
             f"peak {row['peak_memory_mb']:,.0f} MB ({row['memory_kind']}); the full run ({row['full_epochs']} epochs "
             f"of {row['full_steps_per_epoch']} steps) would take about {row['projected_hours']:,.1f} h on {row['device']}")
@@ -195,4 +234,5 @@ def table(rows: pd.DataFrame) -> pd.DataFrame:
     out = rows[["experiment", "model", "variant", "params", "batch_size", "steps", "peak_memory_mb", "seconds_per_step",
                 "projected_hours", "device"]].copy()
     out["projected_days"] = (rows["projected_hours"] / 24).round(1)
+    out["outcome"] = rows["outcome"].fillna(MEASURED)
     return out.sort_values(["experiment", "model", "variant"]).reset_index(drop=True)

@@ -184,21 +184,27 @@ def run_grid(p: TrainParams, experiment: str, data: Dataset | None = None, progr
     """Train every planned run of `p` (resuming or skipping finished ones); return their metric rows. On several
     devices (`p.devices`; none listed: every visible GPU when device is auto) the runs are spread over them, one
     worker each (attnlib.schedule), with the same ids and numbers; a failed run stops no other, and afterwards
-    TrainingError names the failed ones in one line."""
+    TrainingError names the failed ones in one line. A dry run (attnlib.dry_run) trains every run in a process
+    of its own: a run that does not fit in memory is recorded as such, and the others go on."""
     data = data or load_data(p)
     devices = schedule.devices(p.devices, p.device)
-    device = resolve_device(devices[0])
     runs = plan(p, data)
     results.remove_stale_temp_files(results.profile_dir(p.results_dir, p.profile))  # left by a killed run
-    if len(devices) == 1 or len(runs) == 1:
+    if not p.dry_run and (len(devices) == 1 or len(runs) == 1):
+        device = resolve_device(devices[0])
         for i, r in enumerate(runs, 1):
             train_run(p, experiment, r, data, device, progress, label=f"{i}/{len(runs)} ")
-    else:
+    elif runs:
         jobs = [(f"{i}/{len(runs)} ", r) for i, r in enumerate(runs, 1)]
+        devices = [str(resolve_device(d)) for d in devices]  # auto: what it means here
         summary = schedule.run(jobs, devices, functools.partial(_train_job, p, experiment, data, progress),
-                               name=_job_name)
-        if summary.failed:
-            raise TrainingError(summary.error())
+                               name=_job_name, one_job_each=bool(p.dry_run))
+        for (_, r), o in zip(jobs, summary.outcomes):
+            if p.dry_run and o.error and o.out_of_memory:  # what a dry run finds out, not its failure
+                _does_not_fit(p, experiment, r, data, o)
+        failed = [o for o in summary.failed if not (p.dry_run and o.out_of_memory)]
+        if failed:
+            raise TrainingError(summary.error(failed))
     df = results.read_metrics(results.metrics_path(p.results_dir, p.profile, experiment))
     df = df[df["run_id"].isin([r.run_id for r in runs])]
     if len(devices) > 1:  # the rows in the plan's order, as one device writes them
@@ -212,6 +218,16 @@ def _train_job(p: TrainParams, experiment: str, data: Dataset, progress: bool, j
     """One run of a grid spread over devices, in a worker of attnlib.schedule."""
     label, run = job
     train_run(p, experiment, run, data, device, progress, label=label)
+
+
+def _does_not_fit(p: TrainParams, experiment: str, run: PlannedRun, data: Dataset, outcome: schedule.Outcome):
+    """Record that a dry run's run ran out of memory on its worker's device."""
+    device = torch.device(outcome.worker.partition("#")[0] or "cpu")
+    full = p.dataset if p.dataset in dry_run.FULL_SIZE else data.name
+    with torch.device("meta"):  # its parameters counted without their memory
+        params = count_parameters(create_model(run.model, **run.overrides))
+    dry_run.does_not_fit(run, experiment, p.profile, p.results_dir, data.name, device, params, outcome.error,
+                         outcome.peak_mb, train_config(p, run.seed, run.model).epochs, full)
 
 
 def _job_name(job: tuple[str, PlannedRun]) -> str:

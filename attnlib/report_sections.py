@@ -215,11 +215,14 @@ def show_dry_run(data: ReportData):
         return
     table = dry_run.table(rows)
     hours = rows["projected_hours"].sum()
+    unfit = int((table["outcome"] != dry_run.MEASURED).sum())
     display(Markdown(f"**Dry run**: {int(rows['steps'].max())} steps per run, {len(rows)} runs on {_joined(rows['device'])}. "
                      f"The full runs would take about {hours:,.0f} hours ({hours / 24:,.1f} days) one after another "
-                     "on this device; the accuracies above mean nothing."))
+                     "on this device" + (f", leaving out the {unfit} that do not fit in its memory at their batch size "
+                                         "(their outcome says how far they got)" if unfit else "")
+                     + "; the accuracies above mean nothing."))
     display(table.style.hide(axis="index").format({"peak_memory_mb": "{:,.0f}", "seconds_per_step": "{:.2f}",
-                                                   "projected_hours": "{:,.1f}", "params": "{:,}"}))
+                                                   "projected_hours": "{:,.1f}", "params": "{:,}"}, na_rep="-"))
 
 
 def show_times(data: ReportData):

@@ -13,6 +13,11 @@ failed jobs (attnlib.experiment.run_grid raises it as a TrainingError). Two work
 apart as cpu#1, cpu#2. CPU workers share the cores (torch.set_num_threads); a CUDA worker makes its device
 the current one.
 
+A worker that dies in a job (the system's out-of-memory killer sends SIGKILL) fails that job, with the
+signal and the highest resident memory the worker was seen to reach, and a new worker takes its place on
+the same device while jobs remain. With `one_job_each` (a dry run, attnlib.dry_run) every job gets a fresh
+worker: its memory is its own, and a job that does not fit ends only its own process.
+
 Arguments reach the workers pickled as torch.multiprocessing pickles them: tensors (the loaded data set) are
 shared through shared memory, not copied. Progress bars (attnlib.progress.Bar) reach the runner's console:
 the workers inherit ATTNLIB_PROGRESS; without it, this process draws the workers' bars itself
@@ -24,6 +29,7 @@ import contextlib
 import ctypes
 import functools
 import io
+import math
 import os
 import queue
 import re
@@ -49,6 +55,9 @@ DEVICE_RE = re.compile(r"cpu|cuda|cuda:\d+|\d+")
 POLL_S = 0.5  # how often the parent looks at its workers while no event comes
 PR_SET_PDEATHSIG = 1  # Linux's prctl option: a signal when the parent ends
 JOIN_S = 10.0  # how long a worker may take to exit at the end before it is ended
+# how a job's failure reads when it ran out of memory: torch's CUDA and CPU allocators, or a worker killed by
+# SIGKILL, which on Linux is most often the out-of-memory killer
+OUT_OF_MEMORY = ("OutOfMemoryError", "out of memory", "can't allocate memory", "SIGKILL")
 
 
 def canonical(name: str) -> str:
@@ -88,11 +97,17 @@ def labels(names: Sequence[str]) -> list[str]:
 
 @dataclass
 class Outcome:
-    """How one job ended: on which worker, after how long, and why it failed ("" when it finished)."""
+    """How one job ended: on which worker, after how long, and why it failed ("" when it finished); for a job
+    whose worker died in it, the highest resident memory (MB) the worker was seen to reach."""
     name: str
     worker: str = ""
     seconds: float = 0.0
     error: str = ""
+    peak_mb: float = float("nan")
+
+    @property
+    def out_of_memory(self) -> bool:
+        return any(text in self.error for text in OUT_OF_MEMORY)
 
 
 @dataclass
@@ -119,57 +134,76 @@ class Summary:
         out += [f"  FAILED {o.name}{f' on {o.worker}' if o.worker else ''}: {o.error}" for o in self.failed]
         return out
 
-    def error(self) -> str:
-        """One line naming the failed jobs and why."""
-        failed = self.failed
+    def error(self, failed: list[Outcome] | None = None) -> str:
+        """One line naming the failed jobs (or those of them given) and why."""
+        failed = self.failed if failed is None else failed
         return (f"{len(failed)} of {len(self.outcomes)} runs failed: "
                 + "; ".join(f"{o.name} ({o.error})" for o in failed)
                 + f"; the other {len(self.outcomes) - len(failed)} finished")
 
 
-def run(jobs: Sequence, devices: Sequence[str], work: Callable, name: Callable = str, out=None) -> Summary:
+def run(jobs: Sequence, devices: Sequence[str], work: Callable, name: Callable = str, out=None,
+        one_job_each: bool = False) -> Summary:
     """Run `work(job, torch.device)` for every job, in workers on `devices` (canonical names; at most one worker per
-    job), each taking the next job as it becomes free. `name(job)` names a job on the console. The CSVs the
-    workers share are rewritten under a file lock (attnlib.results.locked). `work` and `jobs` must pickle
-    (module-level functions, functools.partial of them)."""
+    job), each taking the next job as it becomes free (with `one_job_each`, a fresh worker for every job).
+    `name(job)` names a job on the console. The CSVs the workers share are rewritten under a file lock
+    (attnlib.results.locked). `work` and `jobs` must pickle (module-level functions, functools.partial of them)."""
     out = out or sys.stdout
     ctx = mp.get_context("spawn")
     names = list(devices)[:max(1, min(len(devices), len(jobs)))]
     workers = labels(names)
+    device_of = dict(zip(workers, names))
     cpu_workers = sum(n == "cpu" for n in names)
     threads = max(1, torch.get_num_threads() // cpu_workers) if cpu_workers else 0
     todo, events = ctx.Queue(), ctx.Queue()
     for i in range(len(jobs)):
         todo.put(i)
-    for _ in workers:
+    for _ in range(len(workers) + len(jobs)):  # an end for every worker that may ever start
         todo.put(None)
     say = functools.partial(print, file=out, flush=True)
     outcomes: dict[int, Outcome] = {}
     running: dict[str, tuple[int, float]] = {}  # worker -> (job, start)
+    peaks: dict[str, float] = {}  # worker -> the highest resident MB its process was seen at in its job
+    took: dict[str, bool] = {}  # worker -> whether its process took a job
+    taken = 0
     summary = Summary([], workers)
     start = time.perf_counter()
     with _progress_file() as progress:
-        procs = {w: ctx.Process(target=_worker, name=f"attnlib-{w}", daemon=True,
-                                args=(w, n, threads if n == "cpu" else 0, work, list(jobs), todo, events, progress))
-                 for w, n in zip(workers, names)}
+        def launch(w: str):
+            n = device_of[w]
+            p = ctx.Process(target=_worker, name=f"attnlib-{w}", daemon=True,
+                            args=(w, n, threads if n == "cpu" else 0, work, list(jobs), todo, events, progress,
+                                  one_job_each))
+            p.start()
+            took[w], peaks[w] = False, float("nan")
+            return p
+
+        procs: dict = {}
         try:
-            for p in procs.values():
-                p.start()
+            for w in workers:
+                procs[w] = launch(w)
             dead: set[str] = set()  # workers seen ended before the queue last ran dry: their events are all read
             while len(outcomes) < len(jobs):
+                for w in running:
+                    peaks[w] = max(_peak_resident_mb(procs[w].pid), peaks[w], key=_number)
                 try:
                     event = events.get(timeout=POLL_S)
                 except queue.Empty:
-                    for w in dead:
-                        if w in running:
+                    relaunched = set()
+                    for w in sorted(dead):
+                        died_in_job = w in running
+                        if died_in_job:
                             i, t0 = running.pop(w)
-                            why = f"its worker process ended (exit code {procs[w].exitcode})"
-                            outcomes[i] = Outcome(name(jobs[i]), w, time.perf_counter() - t0, why)
+                            why = _death(procs[w].exitcode, peaks[w])
+                            outcomes[i] = Outcome(name(jobs[i]), w, time.perf_counter() - t0, why, peaks[w])
                             say(f"[{w}] {name(jobs[i])}: FAILED: {why}")
-                    if len(dead) == len(procs):  # no worker left: what nobody took is not run
+                        if (died_in_job or one_job_each and took[w]) and taken < len(jobs):  # a fresh worker there
+                            procs[w] = launch(w)
+                            relaunched.add(w)
+                    if dead and len(dead) == len(procs) and not relaunched:  # no worker left: the rest is not run
                         for i in range(len(jobs)):
                             outcomes.setdefault(i, Outcome(name(jobs[i]), "", 0.0, "not run: every worker stopped"))
-                    dead |= {w for w, p in procs.items() if not p.is_alive()}
+                    dead = {w for w, p in procs.items() if not p.is_alive()}
                     continue
                 kind, w, *rest = event
                 if kind == "line":
@@ -179,6 +213,7 @@ def run(jobs: Sequence, devices: Sequence[str], work: Callable, name: Callable =
                     say(f"[{w}] the worker stopped: {rest[0]}")
                 elif kind == "started":
                     running[w] = (rest[0], time.perf_counter())
+                    took[w], taken = True, taken + 1
                     say(f"[{w}] {name(jobs[rest[0]])}: started")
                 else:  # "ended"
                     i, seconds, why = rest
@@ -194,6 +229,38 @@ def run(jobs: Sequence, devices: Sequence[str], work: Callable, name: Callable =
     for line in summary.lines():
         say(line)
     return summary
+
+
+def _number(x: float) -> float:
+    return -math.inf if math.isnan(x) else x
+
+
+def _peak_resident_mb(pid: int | None) -> float:
+    """The highest resident set of process `pid` so far, in MB (Linux: VmHWM in /proc/PID/status); NaN elsewhere."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return float("nan")
+
+
+def _death(exitcode: int | None, peak_mb: float) -> str:
+    """Why a worker ended in a job, in one line: its exit code or signal, and for SIGKILL (on Linux most often
+    the out-of-memory killer) how much memory it had reached, of the machine's."""
+    if exitcode is None or exitcode >= 0:
+        return f"its worker process ended (exit code {exitcode})"
+    try:
+        sig = signal.Signals(-exitcode).name
+    except ValueError:
+        sig = f"signal {-exitcode}"
+    if sig != "SIGKILL":
+        return f"its worker process was ended by {sig}"
+    total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**20
+    seen = f"; it had reached at least {peak_mb:,.0f} MB resident, of {total:,.0f} MB" if not math.isnan(peak_mb) else ""
+    return f"its worker process was killed (SIGKILL, most likely by the system for lack of memory{seen})"
 
 
 def _stop(procs, todo, events, wait: bool):
@@ -260,8 +327,10 @@ def _end_with_parent():
         pass
 
 
-def _worker(label: str, device: str, threads: int, work, jobs: list, todo, events, progress: str | None):
-    """One worker: take job indices from `todo` until None, run each, report on `events`."""
+def _worker(label: str, device: str, threads: int, work, jobs: list, todo, events, progress: str | None,
+            one_job: bool = False):
+    """One worker: take job indices from `todo` until None (or, with `one_job`, one), run each, report on
+    `events`."""
     _end_with_parent()
     stdout = _Lines(lambda line: events.put(("line", label, line)))
     sys.stdout = stdout
@@ -288,6 +357,8 @@ def _worker(label: str, device: str, threads: int, work, jobs: list, todo, event
                 why = one_line(error_line(err))
             stdout.close_line()
             events.put(("ended", label, i, time.perf_counter() - t0, why))
+            if one_job:
+                break
     except KeyboardInterrupt:
         code = 130
     except BaseException as err:  # the worker itself cannot go on (its device, say): the others take the jobs

@@ -15,6 +15,8 @@ import torch
 from torch import nn
 
 from attnlib import experiment, params, results
+from attnlib.dry_run import MEASURED
+from attnlib.dry_run import outcomes as dry_run_outcomes
 from attnlib.data import Dataset, normalize
 
 # The runs the explorers open on, best first: the quadratic heads show the kernel-like grid most clearly;
@@ -89,11 +91,14 @@ def trained_runs(experiments: list[str], profile: str, results_dir: str | Path, 
             loaded[key] = experiment.load_data(p)
         data = loaded[key]
         metrics = results.read_metrics(results.metrics_path(results_dir, profile, name))
+        dry_outcomes = dry_run_outcomes(results_dir, profile, name) if dry_run else {}
         for run in experiment.plan(p, data):
             ckpt = results.checkpoint_path(results_dir, profile, run.run_id)
             if not ckpt.exists():
-                missing.append(f"{name}: {run.model} ({run.variant}), seed {run.seed}: no checkpoint {ckpt.name} "
-                               f"(run notebook {name} of profile {profile} first)")
+                why = dry_outcomes.get(run.run_id, MEASURED)
+                missing.append(f"{name}: {run.model} ({run.variant}), seed {run.seed}: "
+                               + (f"its dry run: {why}" if why != MEASURED else
+                                  f"no checkpoint {ckpt.name} (run notebook {name} of profile {profile} first)"))
                 continue
             rows = metrics[metrics["run_id"] == run.run_id].sort_values("epoch")
             found.append(TrainedRun(name, run, p, data, ckpt, int(rows["epoch"].max()) if len(rows) else 0,

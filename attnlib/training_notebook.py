@@ -65,7 +65,11 @@ class TrainingNotebook:
         (the checkpoints' weights); empty for the models without centers."""
         rows = []
         for run in self.runs:
-            if run.seed == self.params.seeds[0]:
+            if run.seed != self.params.seeds[0]:
+                continue
+            if not results.checkpoint_path(self.params.results_dir, self.params.profile, run.run_id).exists():
+                print(f"{run.run_id}: not trained (a dry run's run that did not fit in memory): no centers")
+            else:
                 model = experiment.load_trained(self.params, run)
                 rows += center_rows(model, {"model": run.model, "variant": run.variant}, epoch=run.train.epochs)
         return pd.DataFrame(rows)

@@ -2,8 +2,10 @@
 profile at its published size trains its steps on CIFAR-10-shaped data, checkpoints, is read back on a
 rerun without a duplicated row, and records peak memory, seconds per step and a projected full run; the
 runner's --dry-run puts its results apart and its report shows the table; the memory sampler and the
-projection do what they say."""
+projection do what they say. A run that does not fit in memory (here: a layer larger than any address
+space) gets a row that says so, and the dry run goes on with the others."""
 import math
+import re
 import time
 
 import pandas as pd
@@ -12,6 +14,7 @@ import torch
 from conftest import ROOT, run_runner
 
 from attnlib import dry_run, experiment, params, results
+from attnlib.data import make_synthetic
 
 # (notebook, model): one run of every family of the paper profile, at the published size
 FAMILIES = [("02_quadratic", "sa_quadratic"), ("01_learned_2d", "sa_learned_content"), ("03_san", "san_pairwise"),
@@ -99,3 +102,27 @@ def test_the_runner_dry_run_goes_apart_and_the_report_shows_it(tmp_path):
     assert "**Dry run**: 2 steps per run" in report
     bad = run_runner("--dry-run", "-1", "--results-dir", str(tmp_path))
     assert bad.returncode == 2 and "--dry-run must be" in bad.stderr
+
+
+def test_a_run_that_does_not_fit_in_memory_is_recorded_and_the_dry_run_goes_on(tmp_path, capsys):
+    # sa_quadratic's feed-forward layer of 2**56 units asks for 2**61 bytes at once: no machine has them
+    p = params.from_mapping(params.TrainParams, dict(
+        profile="smoke", dataset="synthetic", synthetic_image_size=8, models=["sa_quadratic", "resnet18"], layers=1,
+        heads=[2], hidden=8, ff=8, epochs=3, batch_size=8, lr=0.05, dry_run=2, results_dir=str(tmp_path),
+        per_model={"sa_quadratic": {"ff": 2**56}, "resnet18": {"width": 4}}))
+    data = make_synthetic(64, 8, image_size=8)
+    unfit, fits = experiment.plan(p, data)
+    metrics = experiment.run_grid(p, "t", data, progress=False)
+    out = capsys.readouterr().out
+    assert metrics["run_id"].unique().tolist() == [fits.run_id]
+    rows = pd.read_csv(dry_run.path(tmp_path, "smoke", "t")).set_index("run_id")
+    assert rows.loc[fits.run_id, "outcome"] == dry_run.MEASURED and rows.loc[fits.run_id, "projected_hours"] > 0
+    row = rows.loc[unfit.run_id]
+    assert row["outcome"].startswith("does not fit in memory at batch 8: RuntimeError: ")
+    assert "can't allocate memory" in row["outcome"] and "\n" not in row["outcome"]
+    assert math.isnan(row["projected_hours"]) and math.isnan(row["seconds_per_step"]) and row["full_epochs"] == 3
+    assert row["params"] > 2**56  # counted without its memory
+    assert re.search(rf"^\[cpu\] {unfit.run_id}: FAILED: RuntimeError: ", out, re.M)
+    assert f"dry run {unfit.run_id}: does not fit in memory at batch 8: RuntimeError: " in out
+    assert dry_run.outcomes(tmp_path, "smoke", "t")[unfit.run_id] == row["outcome"]
+    assert list(dry_run.table(rows.reset_index())["outcome"]) == [dry_run.MEASURED, row["outcome"]]

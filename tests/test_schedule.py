@@ -4,10 +4,18 @@ Two CPU workers stand in for two devices. They train the same runs as the serial
 and the same numbers (up to the seconds and device columns); the console names each run's device when it starts
 and ends, and the workers' progress bars reach the runner's events file, each naming its run. A run that fails
 stops no other: the summary names it, and run_grid raises one line afterwards. The devices parameter is
-checked; the runner's --devices reaches only the training notebooks and is left out of their digest.
+checked; the runner's --devices reaches only the training notebooks and is left out of their digest. A worker
+killed in a job (as the out-of-memory killer kills) fails that job alone, named with the signal and the memory
+it had reached, and a fresh worker takes the rest; with one_job_each every job has a process of its own.
 """
+import functools
+import io
 import json
+import os
 import re
+import signal
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -115,3 +123,34 @@ def test_the_runners_devices_reach_the_training_notebooks_only_and_not_their_dig
         run.notebook_digest(nb, {**plans["02_quadratic"], "devices": []}, "lib", {})
     with pytest.raises(ParamsError, match=r"devices must each be"):
         run.checked_plans(run.notebooks_for("smoke", ["02"]), "smoke", run._arguments(["--devices", "gpu0"]))
+
+
+def _note_process_or_die(folder: str, job: str, device):
+    """A job of the test below: notes the process it ran in; the job "die" is killed as the out-of-memory killer
+    kills, after long enough for the parent to see its memory."""
+    Path(folder, f"{job}.pid").write_text(str(os.getpid()))
+    if job == "die":
+        time.sleep(2 * schedule.POLL_S + 0.5)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@pytest.mark.parametrize("one_job_each", [False, True], ids=["shared-worker", "one-job-each"])
+def test_a_worker_killed_in_a_job_fails_that_job_alone_and_a_fresh_worker_takes_the_rest(tmp_path, one_job_each):
+    out = io.StringIO()
+    jobs = ["a", "die", "b", "c"]
+    summary = schedule.run(jobs, ["cpu"], functools.partial(_note_process_or_die, str(tmp_path)), out=out,
+                           one_job_each=one_job_each)
+    text = out.getvalue()
+    assert [o.name for o in summary.failed] == ["die"]
+    died = summary.failed[0]
+    assert died.out_of_memory and died.peak_mb > 50  # a python process with torch imported
+    assert re.search(r"^\[cpu\] die: FAILED: its worker process was killed \(SIGKILL, most likely by the system for "
+                     r"lack of memory; it had reached at least [\d,]+ MB resident, of [\d,]+ MB\)$", text, re.M)
+    for job in ("a", "b", "c"):
+        assert re.search(rf"^\[cpu\] {job}: finished in \d+s$", text, re.M)
+    assert re.search(r"^4 runs in \d+s on cpu: 3 finished, 1 failed$", text, re.M)
+    processes = {job: (tmp_path / f"{job}.pid").read_text() for job in jobs}
+    if one_job_each:
+        assert len(set(processes.values())) == 4
+    else:  # the worker that died had run "a"; its successor ran the rest
+        assert processes["a"] == processes["die"] != processes["b"] == processes["c"]
