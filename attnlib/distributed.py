@@ -68,13 +68,12 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from attnlib import dry_run, experiment, params, results, speed
+from attnlib import experiment, params, results
 from attnlib.data import DataError
-from attnlib.models import create_model
 from attnlib.params import PROFILES
 from attnlib.process_group import TIMEOUT, ranks
 from attnlib.schema import ParamsError
-from attnlib.train import RunInfo, TrainingError, fit, resolve_device
+from attnlib.train import TrainingError, resolve_device
 
 
 class BadInput(ValueError):
@@ -156,13 +155,9 @@ def train_runs(notebook: str, p, data, runs, device: torch.device, verbose: bool
         results.remove_stale_temp_files(results.profile_dir(p.results_dir, p.profile))  # left by a killed run
     group.barrier()
     for i, r in enumerate(runs, 1):
-        run_data = dry_run.run_data(data, p.dry_run, r.train.batch_size) if p.dry_run else data  # as run_grid's
-        torch.manual_seed(r.seed)
-        model = create_model(r.model, **r.overrides)
-        info = RunInfo(r.run_id, notebook, r.model, r.variant, data.name, p.profile)
         t0 = time.perf_counter()
-        rows = fit(model, run_data, r.train, info, p.results_dir, device, progress=verbose and group.lead,
-                   speed=speed.options(p))
+        rows = experiment.train_run(p, notebook, r, data, device, progress=verbose and group.lead,
+                                    label=f"{i}/{len(runs)} ", lead=group.lead)
         if group.lead:
             last = rows[-1]
             print(f"run {i}/{len(runs)} {r.run_id}: {r.model}, {r.variant}, seed {r.seed}: epoch "

@@ -159,26 +159,25 @@ def outcomes(results_dir, profile: str, experiment: str) -> dict[str, str]:
 
 
 def record(csv: Path, row: dict) -> None:
-    """Put a run's row into the notebook's dry-run CSV, replacing the run's earlier row. A CSV that cannot be
-    read is moved aside (NAME.csv.damaged) with one line saying so, and started anew."""
-    with results.locked(csv):  # runs on several devices record at once
-        _replace_row(csv, row)
+    """Put a run's row into the notebook's dry-run CSV, replacing the run's earlier row, under the CSV's lock
+    (runs on several devices record at once)."""
+    results.write_run_rows(csv, row["run_id"], [row], DRY_RUN_COLUMNS, read=_read_or_set_aside)
 
 
-def _replace_row(csv: Path, row: dict) -> None:
-    rows = pd.DataFrame(columns=DRY_RUN_COLUMNS)
-    if csv.exists():
-        try:
-            rows = pd.read_csv(csv)
-            if list(rows.columns) != DRY_RUN_COLUMNS:
-                raise ValueError("its columns are not the dry run's")
-        except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as err:
-            aside = results.move_aside(csv)
-            print(f"{csv} is damaged ({results.error_line(err)}): moved aside to {aside.name}; written anew", flush=True)
-            rows = pd.DataFrame(columns=DRY_RUN_COLUMNS)
-    rows = rows[rows["run_id"] != row["run_id"]]
-    new = pd.DataFrame([row], columns=DRY_RUN_COLUMNS)
-    results.atomic_write_text(csv, (new if rows.empty else pd.concat([rows, new], ignore_index=True)).to_csv(index=False))
+def _read_or_set_aside(csv: Path, columns: list[str]) -> pd.DataFrame:
+    """The dry-run CSV's rows; one that cannot be read is moved aside (NAME.csv.damaged) with one line saying so,
+    and started anew (no checkpoint holds its rows)."""
+    if not csv.exists():
+        return pd.DataFrame(columns=columns)
+    try:
+        rows = pd.read_csv(csv)
+        if list(rows.columns) != columns:
+            raise ValueError("its columns are not the dry run's")
+        return rows
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as err:
+        aside = results.move_aside(csv)
+        print(f"{csv} is damaged ({results.error_line(err)}): moved aside to {aside.name}; written anew", flush=True)
+        return pd.DataFrame(columns=columns)
 
 
 def finish(run, experiment: str, profile: str, results_dir, model: nn.Module, data: Dataset, history: list[dict],

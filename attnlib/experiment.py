@@ -102,11 +102,21 @@ def check_grid(p: TrainParams, where: str) -> None:
                                   f"images: {err}") from None
 
 
+def batch_sizes(p: TrainParams) -> list[int]:
+    """The batch size of each model of the grid, as it trains."""
+    return [train_settings(p, name)["batch_size"] for name in p.models]
+
+
+def data_key(p: TrainParams) -> tuple:
+    """What decides the data that load_data(p) gives: notebooks with equal keys share one load."""
+    return (p.dataset, p.data_root, p.train_subset, p.test_subset, p.synthetic_image_size, p.dry_run,
+            tuple(batch_sizes(p)) if p.dry_run else ())
+
+
 def load_data(p: TrainParams) -> Dataset:
     """The notebook's data; in a dry run, enough of it (or of generated images of its shape) for N steps."""
     if p.dry_run:
-        batches = [train_settings(p, name)["batch_size"] for name in p.models]
-        return dry_run.data(p.dataset, p.data_root, p.dry_run, batches, p.download, p.synthetic_image_size)
+        return dry_run.data(p.dataset, p.data_root, p.dry_run, batch_sizes(p), p.download, p.synthetic_image_size)
     return load_dataset(p.dataset, p.data_root, p.train_subset, p.test_subset, download=p.download,
                         image_size=p.synthetic_image_size)
 
@@ -157,9 +167,10 @@ def plan(p: TrainParams, data: Dataset) -> list[PlannedRun]:
 
 
 def train_run(p: TrainParams, experiment: str, run: PlannedRun, data: Dataset, device: torch.device,
-              progress: bool = True, label: str = "") -> list[dict]:
+              progress: bool = True, label: str = "", lead: bool = True) -> list[dict]:
     """Train one planned run (or resume it, or read it back when finished) on `device`: its metric rows. In a
-    dry run (attnlib.dry_run) it trains on its share of `data` and records what it measured."""
+    dry run (attnlib.dry_run) it trains on its share of `data` and records what it measured. Under DDP
+    (attnlib.distributed) every rank calls it, and only the `lead` rank (0) records."""
     torch.manual_seed(run.seed)
     model = create_model(run.model, **run.overrides)
     if progress:
@@ -175,8 +186,9 @@ def train_run(p: TrainParams, experiment: str, run: PlannedRun, data: Dataset, d
     with dry_run.PeakMemory(device) as peak:
         history = fit(model, data, run.train, info, p.results_dir, device, progress=progress, speed=options)
     full = p.dataset if p.dataset in dry_run.FULL_SIZE else data.name
-    dry_run.finish(run, experiment, p.profile, p.results_dir, model, data, history, peak, device,
-                   train_config(p, run.seed, run.model).epochs, full)
+    if lead:
+        dry_run.finish(run, experiment, p.profile, p.results_dir, model, data, history, peak, device,
+                       train_config(p, run.seed, run.model).epochs, full)
     return history
 
 

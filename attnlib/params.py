@@ -20,7 +20,7 @@ from attnlib import experiment, schedule, schema
 from attnlib.data import DATASETS
 from attnlib.models import config_class, config_fields, list_models, model_config
 from attnlib.schema import ParamsError, read_yaml
-from attnlib.train import PRECISIONS, TrainSettings
+from attnlib.train import FASTEST, PRECISIONS, TrainSettings
 
 PROFILES = ("smoke", "quick", "evidence", "paper")
 REPO_ROOT = Path(__file__).resolve().parent.parent  # params/, results/ and data/ are found from here
@@ -192,6 +192,7 @@ class TimingParams:
     in_channels: int = 3
     train_batches: list[int] = field(default_factory=lambda: [8, 32])
     infer_batches: list[int] = field(default_factory=lambda: [32])
+    # fp32, bf16, or "fastest": the one whose GEMM peak measures highest on this machine (attnlib.timing)
     precisions: list[str] = field(default_factory=lambda: ["fp32", "bf16"])
     warmup: int = 2
     reps: int = 5
@@ -211,8 +212,8 @@ class TimingParams:
         for key in ("image_size", "in_channels", "warmup", "reps", "latency_reps"):
             if getattr(self, key) < 1:
                 bad(key, f"must be at least 1 (no timing without warm-up), got {getattr(self, key)}")
-        if not self.precisions or any(p not in PRECISIONS for p in self.precisions):
-            bad("precisions", f"must name {' or '.join(PRECISIONS)}, got {self.precisions}")
+        if not self.precisions or any(p not in (*PRECISIONS, FASTEST) for p in self.precisions):
+            bad("precisions", f"must name {', '.join(PRECISIONS)} or {FASTEST}, got {self.precisions}")
         _check_device(bad, self.device)
         for name, options in self.per_model.items():
             _check_models(bad, "per_model", [name])
@@ -364,7 +365,8 @@ def for_notebook(notebook: str, namespace: dict):
     or a user's own line in the parameters cell). Relative folders are taken from the repository's root, so
     a notebook runs the same from JupyterLab, from the runner and from `papermill -f FILE`."""
     cls = params_class(notebook)
-    given = {f.name: namespace[f.name] for f in dataclasses.fields(cls) if f.name in namespace}
+    given = {f.name: schema.list_from_text(namespace[f.name], schema.hints(cls)[f.name])  # papermill's -p: text
+             for f in dataclasses.fields(cls) if f.name in namespace}
     profile = given.get("profile", "smoke")
     params_dir = _from_root(namespace.get("params_dir", "params"))
     path = Path(params_dir) / str(profile) / f"{notebook}.yaml"

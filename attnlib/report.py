@@ -104,6 +104,17 @@ def parameter_table(runs) -> pd.DataFrame:
 TRAINING = ["01_learned_2d", "02_quadratic", "03_san", "04_vit", "05_resnet"]
 
 
+def _current_dry_run(rows: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
+    """A notebook's dry-run rows of its current runs: those its summary lists, and those that did not fit in
+    memory (no summary row) unless a run of the same model and variant in the summary supersedes them."""
+    if "run_id" not in rows:
+        return pd.DataFrame()
+    trained = set(zip(summary["model"], summary["variant"])) if {"model", "variant"} <= set(summary) else set()
+    unfit = rows["outcome"].fillna(dry_run.MEASURED) != dry_run.MEASURED if "outcome" in rows else False
+    superseded = [(m, v) in trained for m, v in zip(rows["model"], rows["variant"])]
+    return rows[rows["run_id"].isin(summary["run_id"]) | (unfit & ~pd.Series(superseded, index=rows.index))]
+
+
 def _read_csv(path) -> pd.DataFrame:
     """A CSV a notebook wrote (empty frame when missing). A damaged one is left out with one line, and the stamp
     of the notebook that writes it is dropped, so the next `make reproduce` writes it again."""
@@ -138,8 +149,7 @@ def load_results(results_dir, profile: str) -> dict:
         if "run_id" in current:
             metrics += [m[m["run_id"].isin(current["run_id"])]] if not m.empty else []
             attention += [a[a["run_id"].isin(current["run_id"])]] if not a.empty else []
-            d = _read_csv(dry_run.path(results_dir, profile, name))
-            dry += [d[d["run_id"].isin(current["run_id"])]] if "run_id" in d else []
+            dry += [_current_dry_run(_read_csv(dry_run.path(results_dir, profile, name)), current)]
     centers = results.read_metrics(results.centers_path(results_dir, profile, "02_quadratic"), results.CENTER_COLUMNS)
     quadratic = summaries["02_quadratic"]
     stamps = results.stamps_path(base)

@@ -28,6 +28,7 @@ import subprocess
 import time
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 import torch
@@ -384,14 +385,16 @@ def locked(path: str | Path):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def write_run_rows(path: str | Path, run_id: str, rows: list[dict], columns: list[str] = METRIC_COLUMNS):
-    """Replace every row of `run_id` in the CSV at `path` by `rows`, atomically, under the CSV's lock."""
+def write_run_rows(path: str | Path, run_id: str, rows: list[dict], columns: list[str] = METRIC_COLUMNS,
+                   read: Callable[[Path, list[str]], pd.DataFrame] = read_metrics):
+    """Replace every row of `run_id` in the CSV at `path` by `rows`, atomically, under the CSV's lock. `read`
+    reads the CSV as it is (and heals it when damaged: by default `read_metrics`, from the checkpoints)."""
     for r in rows:
         missing = set(columns) - set(r)
         if missing:
             raise ValueError(f"row lacks {sorted(missing)}")
     with locked(path):
-        old = read_metrics(path, columns)
+        old = read(Path(path), columns)
         old = old[old["run_id"] != run_id]
         new = pd.DataFrame(rows, columns=columns)
         df = new if old.empty else pd.concat([old, new], ignore_index=True)

@@ -148,87 +148,114 @@ def run(jobs: Sequence, devices: Sequence[str], work: Callable, name: Callable =
     job), each taking the next job as it becomes free (with `one_job_each`, a fresh worker for every job).
     `name(job)` names a job on the console. The CSVs the workers share are rewritten under a file lock
     (attnlib.results.locked). `work` and `jobs` must pickle (module-level functions, functools.partial of them)."""
-    out = out or sys.stdout
-    ctx = mp.get_context("spawn")
+    say = functools.partial(print, file=out or sys.stdout, flush=True)
     names = list(devices)[:max(1, min(len(devices), len(jobs)))]
-    workers = labels(names)
-    device_of = dict(zip(workers, names))
-    cpu_workers = sum(n == "cpu" for n in names)
-    threads = max(1, torch.get_num_threads() // cpu_workers) if cpu_workers else 0
-    todo, events = ctx.Queue(), ctx.Queue()
-    for i in range(len(jobs)):
-        todo.put(i)
-    for _ in range(len(workers) + len(jobs)):  # an end for every worker that may ever start
-        todo.put(None)
-    say = functools.partial(print, file=out, flush=True)
-    outcomes: dict[int, Outcome] = {}
-    running: dict[str, tuple[int, float]] = {}  # worker -> (job, start)
-    peaks: dict[str, float] = {}  # worker -> the highest resident MB its process was seen at in its job
-    took: dict[str, bool] = {}  # worker -> whether its process took a job
-    taken = 0
-    summary = Summary([], workers)
     start = time.perf_counter()
     with _progress_file() as progress:
-        def launch(w: str):
-            n = device_of[w]
-            p = ctx.Process(target=_worker, name=f"attnlib-{w}", daemon=True,
-                            args=(w, n, threads if n == "cpu" else 0, work, list(jobs), todo, events, progress,
-                                  one_job_each))
-            p.start()
-            took[w], peaks[w] = False, float("nan")
-            return p
-
-        procs: dict = {}
+        pool = _Pool(list(jobs), names, work, name, say, progress, one_job_each)
         try:
-            for w in workers:
-                procs[w] = launch(w)
-            dead: set[str] = set()  # workers seen ended before the queue last ran dry: their events are all read
-            while len(outcomes) < len(jobs):
-                for w in running:
-                    peaks[w] = max(_peak_resident_mb(procs[w].pid), peaks[w], key=_number)
+            pool.start()
+            while len(pool.outcomes) < len(jobs):
+                pool.sample_memory()
                 try:
-                    event = events.get(timeout=POLL_S)
+                    event = pool.events.get(timeout=POLL_S)
                 except queue.Empty:
-                    relaunched = set()
-                    for w in sorted(dead):
-                        died_in_job = w in running
-                        if died_in_job:
-                            i, t0 = running.pop(w)
-                            why = _death(procs[w].exitcode, peaks[w])
-                            outcomes[i] = Outcome(name(jobs[i]), w, time.perf_counter() - t0, why, peaks[w])
-                            say(f"[{w}] {name(jobs[i])}: FAILED: {why}")
-                        if (died_in_job or one_job_each and took[w]) and taken < len(jobs):  # a fresh worker there
-                            procs[w] = launch(w)
-                            relaunched.add(w)
-                    if dead and len(dead) == len(procs) and not relaunched:  # no worker left: the rest is not run
-                        for i in range(len(jobs)):
-                            outcomes.setdefault(i, Outcome(name(jobs[i]), "", 0.0, "not run: every worker stopped"))
-                    dead = {w for w, p in procs.items() if not p.is_alive()}
+                    pool.reap()
                     continue
-                kind, w, *rest = event
-                if kind == "line":
-                    say(f"[{w}] {rest[0]}")
-                elif kind == "stopped":
-                    summary.worker_errors[w] = rest[0]
-                    say(f"[{w}] the worker stopped: {rest[0]}")
-                elif kind == "started":
-                    running[w] = (rest[0], time.perf_counter())
-                    took[w], taken = True, taken + 1
-                    say(f"[{w}] {name(jobs[rest[0]])}: started")
-                else:  # "ended"
-                    i, seconds, why = rest
-                    running.pop(w, None)
-                    outcomes[i] = Outcome(name(jobs[i]), w, seconds, why)
-                    say(f"[{w}] {name(jobs[i])}: " + (f"FAILED: {why}" if why else f"finished in {seconds:.0f}s"))
+                pool.handle(event)
         except BaseException:  # an interruption: end the workers (their runs resume from their checkpoints)
-            _stop(procs.values(), todo, events, wait=False)
+            pool.stop(wait=False)
             raise
-        _stop(procs.values(), todo, events, wait=True)
-    summary.outcomes = [outcomes[i] for i in range(len(jobs))]
-    summary.seconds = time.perf_counter() - start
+        pool.stop(wait=True)
+    summary = Summary([pool.outcomes[i] for i in range(len(jobs))], pool.workers, time.perf_counter() - start,
+                      pool.worker_errors)
     for line in summary.lines():
         say(line)
     return summary
+
+
+class _Pool:
+    """The workers of one `run`, as the parent sees them: which job each runs, how much memory it has reached,
+    and a fresh worker for one that died in a job (or, with one_job_each, for each finished one) while jobs
+    remain."""
+
+    def __init__(self, jobs: list, names: list[str], work: Callable, name: Callable, say: Callable,
+                 progress: str | None, one_job_each: bool):
+        ctx = mp.get_context("spawn")
+        self.ctx, self.jobs, self.work, self.name, self.say = ctx, jobs, work, name, say
+        self.progress, self.one_job_each = progress, one_job_each
+        self.workers = labels(names)
+        self.device_of = dict(zip(self.workers, names))
+        cpu_workers = sum(n == "cpu" for n in names)
+        self.threads = max(1, torch.get_num_threads() // cpu_workers) if cpu_workers else 0
+        self.todo, self.events = ctx.Queue(), ctx.Queue()
+        for i in range(len(jobs)):
+            self.todo.put(i)
+        for _ in range(len(self.workers) + len(jobs)):  # an end for every worker that may ever start
+            self.todo.put(None)
+        self.procs: dict = {}
+        self.outcomes: dict[int, Outcome] = {}
+        self.running: dict[str, tuple[int, float]] = {}  # worker -> (job, start)
+        self.peaks: dict[str, float] = {}  # worker -> the highest resident MB its process was seen at
+        self.took: dict[str, bool] = {}  # worker -> whether its process took a job
+        self.taken = 0
+        self.dead: set[str] = set()  # workers seen ended before the queue last ran dry: their events are all read
+        self.worker_errors: dict[str, str] = {}
+
+    def start(self):
+        for w in self.workers:
+            self.launch(w)
+
+    def launch(self, w: str):
+        n = self.device_of[w]
+        p = self.ctx.Process(target=_worker, name=f"attnlib-{w}", daemon=True,
+                             args=(w, n, self.threads if n == "cpu" else 0, self.work, self.jobs, self.todo,
+                                   self.events, self.progress, self.one_job_each))
+        p.start()
+        self.procs[w], self.took[w], self.peaks[w] = p, False, float("nan")
+
+    def sample_memory(self):
+        for w in self.running:
+            self.peaks[w] = max(_peak_resident_mb(self.procs[w].pid), self.peaks[w], key=_number)
+
+    def handle(self, event):
+        kind, w, *rest = event
+        if kind == "line":
+            self.say(f"[{w}] {rest[0]}")
+        elif kind == "stopped":
+            self.worker_errors[w] = rest[0]
+            self.say(f"[{w}] the worker stopped: {rest[0]}")
+        elif kind == "started":
+            self.running[w] = (rest[0], time.perf_counter())
+            self.took[w], self.taken = True, self.taken + 1
+            self.say(f"[{w}] {self.name(self.jobs[rest[0]])}: started")
+        else:  # "ended"
+            i, seconds, why = rest
+            self.running.pop(w, None)
+            self.outcomes[i] = Outcome(self.name(self.jobs[i]), w, seconds, why)
+            self.say(f"[{w}] {self.name(self.jobs[i])}: " + (f"FAILED: {why}" if why else f"finished in {seconds:.0f}s"))
+
+    def reap(self):
+        """With the events all read: the job of a worker that died in it fails; a fresh worker takes its place
+        while jobs remain; when no worker is left, what nobody took is not run."""
+        relaunched = False
+        for w in sorted(self.dead):
+            died_in_job = w in self.running
+            if died_in_job:
+                i, t0 = self.running.pop(w)
+                why = _death(self.procs[w].exitcode, self.peaks[w])
+                self.outcomes[i] = Outcome(self.name(self.jobs[i]), w, time.perf_counter() - t0, why, self.peaks[w])
+                self.say(f"[{w}] {self.name(self.jobs[i])}: FAILED: {why}")
+            if (died_in_job or self.one_job_each and self.took[w]) and self.taken < len(self.jobs):
+                self.launch(w)
+                relaunched = True
+        if self.dead and len(self.dead) == len(self.procs) and not relaunched:
+            for i in range(len(self.jobs)):
+                self.outcomes.setdefault(i, Outcome(self.name(self.jobs[i]), "", 0.0, "not run: every worker stopped"))
+        self.dead = {w for w, p in self.procs.items() if not p.is_alive()}
+
+    def stop(self, wait: bool):
+        _stop(self.procs.values(), self.todo, self.events, wait)
 
 
 def _number(x: float) -> float:

@@ -11,6 +11,7 @@ being one: no file, a folder, not UTF-8, not YAML, a key given twice.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import functools
@@ -48,6 +49,34 @@ def check_type(value, hint) -> bool:
     if hint is int:
         return isinstance(value, int) and not isinstance(value, bool)
     return isinstance(value, hint)
+
+
+def list_from_text(value, hint):
+    """A list field's value given as text (papermill's `-p devices '[0, 1]'` passes text): YAML's flow list
+    or items separated by commas, each made the field's item type where it reads as one (str, int, float).
+    Anything else is returned as it is, for the type check to refuse."""
+    if typing.get_origin(hint) is not list or not isinstance(value, str):
+        return value
+    (item,) = typing.get_args(hint)
+    try:
+        items = yaml.safe_load(value) if value.lstrip().startswith("[") else value.split(",")
+    except yaml.YAMLError:
+        return value
+    if not isinstance(items, list):
+        return value
+    out = []
+    for v in items:
+        if isinstance(v, str):
+            v = v.strip()
+            if not v:
+                continue
+            if item in (int, float):
+                with contextlib.suppress(ValueError):
+                    v = item(v)
+        elif item is str and isinstance(v, int) and not isinstance(v, bool):
+            v = str(v)  # a GPU index
+        out.append(v)
+    return out
 
 
 def type_name(hint) -> str:

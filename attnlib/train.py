@@ -38,6 +38,7 @@ class TrainingError(RuntimeError):
 
 
 PRECISIONS = ("fp32", "bf16")  # bf16: autocast
+FASTEST = "fastest"  # notebook 06's word for whichever of PRECISIONS this machine multiplies fastest
 SCHEDULES = ("cosine", "step", "constant")
 MAX_EPOCHS = 10_000  # the paper trains 300; more is a typo, not a run
 
@@ -254,7 +255,6 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainConfig, run: RunInfo, results
     train_loader, test_loader = loaders(data, cfg.batch_size, device, seed=cfg.seed, augment=cfg.augment,
                                         **group.shard)
     steps_per_epoch = len(train_loader)
-    total_steps = cfg.epochs * steps_per_epoch
     n_params = sum(p.numel() for p in model.parameters())
 
     history: list[dict] = []
@@ -282,41 +282,14 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainConfig, run: RunInfo, results
     net = group.wrap(model)  # the model itself, or the model in DDP
     if speed is not None:
         net = speed.compiled(net)  # torch.compile'd when asked; `model` stays the plain module
-    bar = Bar(run.run_id, total_steps, initial=(start_epoch - 1) * steps_per_epoch, enabled=progress)
+    bar = Bar(run.run_id, cfg.epochs * steps_per_epoch, initial=(start_epoch - 1) * steps_per_epoch, enabled=progress)
     last_test = f", test acc {history[-1]['test_acc']:.3f}" if history else ""
     for epoch in range(start_epoch, cfg.epochs + 1):
-        net.train()
-        train_loader.set_epoch(epoch)
-        t0 = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        seen = 0
-        for i, (x, y) in enumerate(train_loader):
-            if batch_format is not None:
-                x = x.contiguous(memory_format=batch_format)
-            step = (epoch - 1) * steps_per_epoch + i
-            lr = cfg.lr * lr_factor(step, total_steps, cfg, steps_per_epoch)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            with autocast(device, cfg.precision):
-                logits = net(x)
-            # DDP: this process's part of the global batch's loss; the global batch's mean, hits and size
-            loss, batch_loss, batch_correct, batch_n = group.batch_loss(logits, y, cfg.label_smoothing, train_loader, i)
-            if not torch.isfinite(batch_loss):
-                raise TrainingError(f"{run.run_id}: loss became {batch_loss.item()} at epoch {epoch}, step {i} "
-                                    f"(lr {lr:.3g}); lower lr or use precision=fp32")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum += batch_loss * batch_n
-            correct += batch_correct
-            seen += batch_n
-            if progress and i % 10 == 0:
-                bar.update(step + 1, f"epoch {epoch}/{cfg.epochs}, loss {batch_loss.item():.3f}, "
-                                     f"acc {correct.item() / seen:.3f}{last_test}")
-        train_seconds = time.perf_counter() - t0
+        show = (lambda step, text, suffix=last_test: bar.update(step, text + suffix)) if progress else None
+        train_loss, train_acc, lr, train_seconds = _train_epoch(net, opt, train_loader, cfg, device, group, epoch,
+                                                                run.run_id, batch_format, show)
         test_loss, test_acc = evaluate(model, test_loader, device, cfg.precision, group)
-        row = dict(meta, epoch=epoch, train_loss=loss_sum.item() / seen, train_acc=correct.item() / seen,
+        row = dict(meta, epoch=epoch, train_loss=train_loss, train_acc=train_acc,
                    test_loss=test_loss, test_acc=test_acc, lr=lr, seconds=round(train_seconds, 3))
         history.append(row)
         if group.lead:
@@ -324,11 +297,8 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainConfig, run: RunInfo, results
             attention += attention_rows(model, probe, center_meta, epoch)
         rng_ranks = group.rng_states()  # DDP: every process's RNG, gathered (every process calls it)
         if group.lead:
-            cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-            results.atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
-                                       "rng": torch.get_rng_state(), "cuda_rng": cuda_rng, "history": history,
-                                       "centers": centers, "attention": attention, "run_id": run.run_id,
-                                       **rng_ranks}, ckpt_path)
+            _save(ckpt_path, model, opt, epoch, device, run, rng_ranks, history=history, centers=centers,
+                  attention=attention)
             _write_records(results_dir, run, history=history, centers=centers, attention=attention)
         group.barrier()  # rank 0's files are written
         last_test = f", test acc {test_acc:.3f}"
@@ -342,6 +312,53 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainConfig, run: RunInfo, results
             break
     bar.close()
     return history
+
+
+def _train_epoch(net: nn.Module, opt, loader, cfg: TrainConfig, device: torch.device, group, epoch: int, run_id: str,
+                 batch_format, show=None) -> tuple[float, float, float, float]:
+    """One epoch of SGD over `loader` with the schedule's learning rate at every step: (mean training loss,
+    training accuracy, the last step's lr, seconds). `show(step, text)`, when given, is told the running loss
+    and accuracy every 10 steps. A loss that is not finite raises TrainingError."""
+    net.train()
+    loader.set_epoch(epoch)
+    steps_per_epoch = len(loader)
+    total_steps = cfg.epochs * steps_per_epoch
+    t0 = time.perf_counter()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen, lr = 0, cfg.lr
+    for i, (x, y) in enumerate(loader):
+        if batch_format is not None:
+            x = x.contiguous(memory_format=batch_format)
+        step = (epoch - 1) * steps_per_epoch + i
+        lr = cfg.lr * lr_factor(step, total_steps, cfg, steps_per_epoch)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        with autocast(device, cfg.precision):
+            logits = net(x)
+        # DDP: this process's part of the global batch's loss; the global batch's mean, hits and size
+        loss, batch_loss, batch_correct, batch_n = group.batch_loss(logits, y, cfg.label_smoothing, loader, i)
+        if not torch.isfinite(batch_loss):
+            raise TrainingError(f"{run_id}: loss became {batch_loss.item()} at epoch {epoch}, step {i} "
+                                f"(lr {lr:.3g}); lower lr or use precision=fp32")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss_sum += batch_loss * batch_n
+        correct += batch_correct
+        seen += batch_n
+        if show is not None and i % 10 == 0:
+            show(step + 1, f"epoch {epoch}/{cfg.epochs}, loss {batch_loss.item():.3f}, acc {correct.item() / seen:.3f}")
+    return loss_sum.item() / seen, correct.item() / seen, lr, time.perf_counter() - t0
+
+
+def _save(path: Path, model: nn.Module, opt, epoch: int, device: torch.device, run: RunInfo, rng_ranks: dict,
+          **records: list[dict]):
+    """The checkpoint after `epoch`: weights, optimizer, RNG states (every rank's under DDP) and the run's records."""
+    cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    results.atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
+                               "rng": torch.get_rng_state(), "cuda_rng": cuda_rng, **records, "run_id": run.run_id,
+                               **rng_ranks}, path)
 
 
 def _write_records(results_dir, run: RunInfo, **records: list[dict]):

@@ -85,8 +85,7 @@ def trained_runs(experiments: list[str], profile: str, results_dir: str | Path, 
         if dry_run:
             overrides["dry_run"] = dry_run
         p = params.load_with(path, overrides)
-        key = (p.dataset, p.data_root, p.train_subset, p.test_subset, p.synthetic_image_size, p.dry_run,
-               tuple(experiment.train_settings(p, m)["batch_size"] for m in p.models) if p.dry_run else ())
+        key = experiment.data_key(p)
         if key not in loaded:
             loaded[key] = experiment.load_data(p)
         data = loaded[key]

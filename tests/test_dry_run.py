@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import ROOT, run_runner
 
-from attnlib import dry_run, experiment, params, results
+from attnlib import dry_run, experiment, params, report, results
 from attnlib.data import make_synthetic
 
 # (notebook, model): one run of every family of the paper profile, at the published size
@@ -126,3 +126,18 @@ def test_a_run_that_does_not_fit_in_memory_is_recorded_and_the_dry_run_goes_on(t
     assert f"dry run {unfit.run_id}: does not fit in memory at batch 8: RuntimeError: " in out
     assert dry_run.outcomes(tmp_path, "smoke", "t")[unfit.run_id] == row["outcome"]
     assert list(dry_run.table(rows.reset_index())["outcome"]) == [dry_run.MEASURED, row["outcome"]]
+
+
+def test_the_report_lists_the_runs_that_did_not_fit_beside_the_trained_ones(tmp_path):
+    row = dict.fromkeys(dry_run.DRY_RUN_COLUMNS, 1)
+    fits = {**row, "run_id": "a-1", "model": "a", "variant": "9 heads", "outcome": dry_run.MEASURED}
+    unfit = {**row, "run_id": "a-2", "model": "a", "variant": "16 heads", "outcome": "does not fit in memory at batch 100"}
+    stale = {**row, "run_id": "a-0", "model": "a", "variant": "9 heads", "outcome": "does not fit in memory at batch 400"}
+    old = {**fits, "run_id": "a-9"}  # measured by an earlier plan
+    path = dry_run.path(tmp_path, "paper", "02_quadratic")
+    path.parent.mkdir(parents=True)
+    pd.DataFrame([fits, unfit, stale, old], columns=dry_run.DRY_RUN_COLUMNS).to_csv(path, index=False)
+    pd.DataFrame([dict(run_id="a-1", model="a", variant="9 heads")]).to_csv(
+        results.summary_path(tmp_path, "paper", "02_quadratic"), index=False)
+    shown = report.load_results(tmp_path, "paper")["dry_run"]
+    assert sorted(shown["run_id"]) == ["a-1", "a-2"]  # the stale unfit row is superseded by the trained 9-head run

@@ -6,7 +6,8 @@ to the committed parameters; bad values, broken YAML and the command line (`pyth
 exit 2) each one line naming file and key; ints taken where floats are expected; the runner checking every
 file before running anything; downsample dividing the data set's images; every training option having a
 notebook parameter of the same name; `per_model` and `hierarchical`; a notebook taking every setting from
-its profile's file, with what it sets itself or papermill injects on top.
+its profile's file, with what it sets itself or papermill injects on top (a list given as text, as
+papermill's -p gives it, read as the list).
 """
 import dataclasses
 import subprocess
@@ -211,3 +212,17 @@ def test_what_a_notebook_sets_itself_or_papermill_injects_goes_on_top_of_the_fil
     (tmp_path / "smoke" / "07_visualizations.yaml").write_text("profile: smoke\nmax_heads: 3\n")
     viz = params.for_notebook("07_visualizations", {"profile": "smoke", "params_dir": str(tmp_path)})
     assert (viz.params_dir, viz.max_heads) == (str(tmp_path), 3)  # the file in the folder the notebook names
+
+
+@pytest.mark.parametrize("given, field, expected", [
+    ("[cpu, cpu]", "devices", ["cpu", "cpu"]), ('["cpu","cpu"]', "devices", ["cpu", "cpu"]),
+    ("0,1", "devices", ["0", "1"]), ("[0, 1]", "devices", ["0", "1"]), ("[2, 4]", "heads", [2, 4]),
+    ("2, 4", "heads", [2, 4]), ("[0.5]", "seeds", None)])
+def test_a_list_papermill_passes_as_text_is_read_as_the_fields_list(given, field, expected):
+    # papermill -p devices '[0, 1]' injects the text; -y would inject a list
+    namespace = {"profile": "smoke", field: given}
+    if expected is None:
+        with pytest.raises(ParamsError, match=rf"{field} must be a list of int, got \[0.5\]"):
+            params.for_notebook("02_quadratic", namespace)
+    else:
+        assert getattr(params.for_notebook("02_quadratic", namespace), field) == expected
