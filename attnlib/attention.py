@@ -49,6 +49,15 @@ def flush_denormals(probs: torch.Tensor) -> torch.Tensor:
     return probs.masked_fill(probs < torch.finfo(probs.dtype).tiny, 0.0)
 
 
+def bf16_autocast_on_cpu(x: torch.Tensor) -> bool:
+    """Whether `x` is on the CPU under bf16 autocast, where the fused layer takes its plain path: torch's CPU
+    attention with a bias and dropout falls back to a path that expands the values per head and converts
+    between dtypes, and the plain einsum over x itself trained sa_learned_content at its published size 35%
+    faster (4.24 against 3.14 images/s, batch 8; in fp32 the fused path stays ahead, 2.20 against 2.10)."""
+    return (x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
+            and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+
+
 class QuadraticScore(nn.Module):
     """Gaussian (quadratic) positional score, the paper's Lemma 2 generalised.
 
@@ -158,7 +167,8 @@ class MultiHeadSelfAttention(nn.Module):
         fused: fused path (default) or the plain, readable one; they compute the same thing.
 
     Fused path: with a content term, torch's scaled_dot_product_attention with the positional
-    scores as an additive bias. Positional-only attention does not depend on the image, so both
+    scores as an additive bias (except under bf16 autocast on the CPU, where the plain path is faster:
+    bf16_autocast_on_cpu). Positional-only attention does not depend on the image, so both
     paths compute its probabilities once per forward, shape (h, T, T), and apply them to the whole
     batch with one matmul (SDPA would redo the same softmax for every image). Attention dropout on
     positional-only probabilities is likewise one mask shared by the batch.
@@ -242,7 +252,7 @@ class MultiHeadSelfAttention(nn.Module):
             # writing that product out by hand, 27% faster than a loop over heads computing
             # P_h (X W_h), and several times faster than a broadcast (h, T, T) @ (B, 1, T, D) matmul.
             ctx = torch.einsum("hqk,bkd->bqhd", probs, x)  # (B, T, h, D)
-        elif self.fused:
+        elif self.fused and not bf16_autocast_on_cpu(x):
             q = self._split(self.query(x))  # (B, h, T, D_h)
             k = self.keys(x) if keys is None else keys  # (B, h, T, D_h)
             bias = self.position_scores()  # (h, T, T) or None

@@ -9,11 +9,14 @@ the clock is a pair of CUDA events around each repetition; on a CPU, `time.perf_
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import json
 import math
+import os
 import statistics
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,7 +34,7 @@ from attnlib.data import loaders, make_synthetic
 from attnlib.models import count_parameters, create_model, model_config
 from attnlib.progress import Bar
 from attnlib.report import published_table
-from attnlib.train import autocast, resolve_device
+from attnlib.train import FASTEST, PRECISIONS, autocast, resolve_device
 
 WHAT = {
     "train": "one training step on a fixed random batch already on the device: forward, cross-entropy, "
@@ -195,6 +198,45 @@ def matmul_rate(n: int = 2048, precision: str = "fp32", device: str = "cpu", war
     return 2 * n ** 3 / t.median_s / 1e9, t
 
 
+PEAK_SIZES = (1024, 2048, 3072)  # square products whose best rate stands for the machine's GEMM peak
+
+
+def gemm_peak(precision: str = "fp32", device: str = "cpu", sizes=PEAK_SIZES) -> tuple[float, int]:
+    """The machine's GEMM peak at `precision`: (GFLOP/s, n), the best median rate of n x n products over
+    `sizes` (a small product leaves cores idle, a large one can fall out of cache: neither alone is the peak)."""
+    rates = {n: matmul_rate(n, precision, device, warmup=1, reps=3)[0] for n in sizes}
+    best = max(rates, key=rates.get)
+    return rates[best], best
+
+
+def step_profile(step: Callable[[], object], steps: int = 2, top: int | None = 6) -> list[tuple[str, float]]:
+    """What dominates `step` (after one untimed call): the `top` operators (None: all) by self CPU time over
+    `steps` calls, each with its share of the total self CPU time."""
+    step()
+    with _native_stderr_silenced(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events) or 1.0
+    ranked = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
+    return [(e.key, e.self_cpu_time_total / total) for e in ranked]
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """File descriptor 2 sent to /dev/null: the profiler's C++ side logs its start and stop (and, without a GPU,
+    an error about counting GPUs) there, past Python's sys.stderr."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def flops_per_image(model: nn.Module, mode: str = "infer", image_shape=None, batch: int = 2) -> float:
     """FLOPs per image counted by torch.utils.flop_counter (matrix products, convolutions, attention;
     a multiply-add counts 2). mode "train" counts forward + backward."""
@@ -242,9 +284,26 @@ def pipeline_throughput(ds, batch: int = 32, device: str = "cpu", epochs: int = 
 KEY = ["model", "variant", "config", "mode", "batch", "precision", "device", "image_size", "in_channels"]
 
 
-def machine_peak(precisions, device: str = "cpu") -> dict[str, float]:
-    """Measured 2048^3 matrix-product rate (GFLOP/s) per precision, in this process."""
-    return {p: matmul_rate(2048, p, device)[0] for p in precisions}
+def machine_peak(precisions=PRECISIONS, device: str = "cpu") -> dict[str, float]:
+    """The measured GEMM peak (GFLOP/s, gemm_peak) per precision, in this process."""
+    return {p: gemm_peak(p, device)[0] for p in precisions}
+
+
+def fastest_precision(peak: dict[str, float]) -> str:
+    """The precision whose measured GEMM peak is highest."""
+    return max(peak, key=peak.get)
+
+
+def timed_precisions(asked, peak: dict[str, float]) -> list[str]:
+    """The precisions notebook 06 times: those asked for, "fastest" resolved by the measured `peak`."""
+    return list(dict.fromkeys(fastest_precision(peak) if p == FASTEST else p for p in asked))
+
+
+def precision_note(peak: dict[str, float], asked) -> str:
+    """One line: the measured GEMM peaks, which precision is fastest here, and what is timed."""
+    rates = ", ".join(f"{p} {r:,.0f} GFLOP/s" for p, r in peak.items())
+    return (f"GEMM peak measured here (best of n x n torch.mm, n in {', '.join(map(str, PEAK_SIZES))}): {rates}; "
+            f"fastest precision here: {fastest_precision(peak)}; timed in: {', '.join(timed_precisions(asked, peak))}")
 
 
 def _read_rows(path) -> list[dict]:
@@ -283,7 +342,8 @@ def time_models(p, path, progress: bool = True):
     def key(model, variant, config, mode, batch, prec):
         return tuple(map(str, (model, variant, config, mode, batch, prec, dev_name, p.image_size, p.in_channels)))
     done = set() if p.remeasure else {row_key(r) for r in old}
-    peak = machine_peak(p.precisions, device)
+    peak = machine_peak(PRECISIONS, device)  # every precision: which is fastest here is measured, not assumed
+    precisions = timed_precisions(p.precisions, peak)
     plan, wanted = [], set()
     for name in p.timed_models():
         for shared in ([False, True] if name in p.hierarchical_models else [False]):
@@ -291,7 +351,7 @@ def time_models(p, path, progress: bool = True):
             # a fingerprint of the model's configuration: changed options mean new measurements
             config = results.digest(asdict(model_config(name, **p.model_overrides(name, shared))))
             todo = []
-            for prec in p.precisions:
+            for prec in precisions:
                 for mode, batches in (("train", p.train_batches), ("infer", p.infer_batches), ("latency", [1])):
                     for b in batches:
                         k = key(name, variant, config, mode, b, prec)
@@ -386,8 +446,9 @@ def pipeline_against_training(pipe: Timing, df: pd.DataFrame) -> str:
             f"above ({fastest:,.1f} images/s)")
 
 
-def measurement_notes(df: pd.DataFrame, precisions) -> str:
+def measurement_notes(df: pd.DataFrame) -> str:
     """What was and was not measured: the device of time_models rows `df`, whether a GPU was present, the precisions."""
+    precisions = list(dict.fromkeys(df["precision"]))
     lines = [f"All rows above were measured on: {df['device'].iloc[0]}."]
     if not torch.cuda.is_available():
         lines.append("No GPU was present: nothing here was measured on a GPU. On one, the same code runs with CUDA-event "

@@ -3,7 +3,8 @@
 Covers attnlib.attention: relative offsets (key minus query, row-major); the isotropic and anisotropic
 quadratic scores and the learned relative 2-D score against their formulas (the isotropic one also as the
 separated row + column tables); Lemma 2's hard attention at large alpha; the whole layer against the MHSA
-formula written as a loop over heads; the fused and plain paths agreeing in float32, forward and backward;
+formula written as a loop over heads; the fused and plain paths agreeing in float32, forward and backward
+(and under bf16 autocast on the CPU, the fused layer taking the plain path);
 positional-only attention being the same for every image (one fixed linear map of it) while content
 attention changes with it; any head count and a head_dim independent of the width; bad options refused;
 positional scores staying float32 under bf16 autocast.
@@ -178,6 +179,22 @@ def test_fused_and_plain_paths_agree_in_float32_forward_and_backward(kw):
     g2 = torch.autograd.grad(y2.square().sum(), [x, *plain.parameters()])
     for a, b in zip(g1, g2):
         assert torch.allclose(a, b, atol=1e-4, rtol=1e-3)
+
+
+def test_under_bf16_autocast_on_the_cpu_the_fused_layer_takes_the_plain_path(monkeypatch):
+    torch.manual_seed(7)
+    fused = MultiHeadSelfAttention(16, heads=3, grid=(4, 4), positional="learned", content=True, fused=True).eval()
+    plain = MultiHeadSelfAttention(16, heads=3, grid=(4, 4), positional="learned", content=True, fused=False).eval()
+    plain.load_state_dict(fused.state_dict())
+    x = torch.randn(2, 16, 16)
+    calls = []
+    real = torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(fused(x), plain(x)) and not calls  # the same operations
+    fused(x)
+    assert calls == [1]  # in fp32 the fused path
 
 
 @pytest.mark.parametrize("positional", ["quadratic", "quadratic_aniso", "learned"])

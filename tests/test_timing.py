@@ -6,7 +6,9 @@ heads still match float64; the separated isotropic scores equal the general quad
 rows are kept and re-timed only when asked; its parameters are checked; a CPU is named by its model and the
 flags that decide its speed, and rows of another machine are not taken as this one's; the paper profile's runs
 are projected from the measured rows, each naming the row it uses (scaled by FLOPs where the configuration
-differs other than in size, not projected where it was timed at another size).
+differs other than in size, not projected where it was timed at another size). The GEMM peak is the best of
+several sizes; a step's profile names its operators with their shares; `make bench` states each target
+as met or not at the fastest precision measured.
 """
 import math
 import sys
@@ -25,7 +27,9 @@ from attnlib.params import ParamsError, TimingParams, from_mapping
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from reference_sa import ReferenceQuadraticNet  # noqa: E402
+from reference_sa import REFERENCES  # noqa: E402
+
+import bench  # noqa: E402
 
 
 def test_warmup_calls_are_not_timed_and_warmup_is_required():
@@ -58,12 +62,13 @@ def test_flops_are_counted_for_forward_and_training():
     assert timing.flops_per_image(model, "train", image_shape=(3, 2, 2)) == forward + forward + 2 * 6 * 10
 
 
-def test_the_benchmark_reference_is_the_same_network_as_ours():
+@pytest.mark.parametrize("name", sorted(REFERENCES))
+def test_the_benchmark_references_are_the_same_networks_as_ours(name):
     torch.manual_seed(0)
     kw = dict(layers=2, heads=4, hidden=16, ff=24, image_size=8)
-    ours = create_model("sa_quadratic", **kw).eval()
-    ref = ReferenceQuadraticNet(**{k: v for k, v in kw.items()}).eval()
-    ref.load_state_dict(ours.state_dict())
+    ours = create_model(name, **kw).eval()
+    ref = REFERENCES[name](**kw).eval()
+    ref.load_state_dict(ours.state_dict())  # strict: the same parameters, by name and shape
     x = torch.randn(3, 3, 8, 8)
     assert torch.allclose(ours(x), ref(x), atol=1e-5)
 
@@ -200,8 +205,9 @@ def test_attention_products_are_what_the_published_flops_leave_out():
 
 
 def test_notes_say_where_it_was_measured_and_how_the_pipeline_compares():
-    df = pd.DataFrame([timing_row("m", "standard", "train", 8, "fp32", 40.0, 3.0)])
-    notes = timing.measurement_notes(df, ["fp32", "bf16"])
+    df = pd.DataFrame([timing_row("m", "standard", "train", 8, "fp32", 40.0, 3.0),
+                       timing_row("m", "standard", "train", 8, "bf16", 20.0, 3.0)])
+    notes = timing.measurement_notes(df)
     assert notes.startswith("All rows above were measured on: cpu: x.")
     assert "Precisions measured: fp32, bf16 | bf16 is autocast" in notes
     assert ("No GPU was present" in notes) == (not torch.cuda.is_available())
@@ -251,3 +257,54 @@ def test_rows_timed_at_another_size_are_not_projected():
     assert math.isnan(out["hours"]) and out["measured_row"] == ("not projected: resnet18 (standard) was timed at another "
                                                                 "size (width)")
     assert timing.present_devices(rows) == 1
+
+
+def test_the_gemm_peak_is_the_best_rate_over_the_sizes(monkeypatch):
+    rates = {64: 5.0, 128: 9.0, 256: 7.0}
+    monkeypatch.setattr(timing, "matmul_rate", lambda n, precision, device, **kw: (rates[n], None))
+    assert timing.gemm_peak("fp32", "cpu", sizes=(64, 128, 256)) == (9.0, 128)
+    monkeypatch.undo()
+    rate, n = timing.gemm_peak("fp32", "cpu", sizes=(32, 64))
+    assert rate > 0 and n in (32, 64)
+
+
+def test_a_step_profile_names_the_operators_that_dominate():
+    a = torch.randn(256, 256)
+    ops = timing.step_profile(lambda: (a @ a).relu_(), steps=2, top=3)
+    assert 1 <= len(ops) <= 3 and all(0 <= share <= 1 for _, share in ops)
+    assert [share for _, share in ops] == sorted((share for _, share in ops), reverse=True)
+    assert any("mm" in op for op, _ in ops)
+
+
+def test_the_bench_states_each_target_at_the_fastest_precision():
+    rows = pd.DataFrame([
+        dict(network="sa_quadratic", precision="fp32", ours_img_s=6.0, ratio=2.0, ours_gflop_s=70.0),
+        dict(network="sa_quadratic", precision="bf16", ours_img_s=3.0, ratio=0.8, ours_gflop_s=35.0)])
+    lines = bench.verdicts(rows, {"fp32": 100.0, "bf16": 300.0})
+    assert lines[0] == "sa_quadratic: fastest here in fp32, 6.00 img/s (bf16 3.00 img/s)"
+    assert lines[1] == "  share of the fp32 GEMM peak: 70% (target 65%): met"
+    assert lines[2] == "  ours / straightforward in fp32: 2.00x (target 1.5x): met"
+    rows.loc[1, "ours_img_s"] = 9.0  # bf16 fastest: 35 of 300 GFLOP/s, 0.8x
+    profile = [("aten::mm", 0.5), ("aten::bernoulli_", 0.3), ("aten::copy_", 0.2)]
+    lines = bench.verdicts(rows, {"fp32": 100.0, "bf16": 300.0}, {"sa_quadratic": profile})
+    assert lines[1] == ("  share of the bf16 GEMM peak: 12% (target 65%): NOT met; 50% of the step's CPU time is "
+                        "outside matrix products (aten::bernoulli_ 30%, aten::copy_ 20%): what would meet it is less "
+                        "of that, and matrix products nearer their peak")
+    assert lines[2] == ("  ours / straightforward in bf16: 0.80x (target 1.5x): NOT met; the straightforward code "
+                        "already reaches 15% of the peak, so 1.5x of it needs 22%")
+    rows.loc[1, "ours_gflop_s"] = 240.0  # 80% of the peak at 0.8x: the straightforward code is at 100%
+    assert bench.verdicts(rows, {"fp32": 100.0, "bf16": 300.0})[2].endswith(
+        "needs 150%, beyond the peak: only fewer FLOPs can meet it (for the isotropic quadratic heads, the separable "
+        "row x column product, exact without attention dropout)")
+
+
+def test_the_fastest_precision_is_the_one_whose_gemm_peak_measures_highest():
+    amx, plain = {"fp32": 290.0, "bf16": 1800.0}, {"fp32": 150.0, "bf16": 40.0}
+    assert timing.fastest_precision(amx) == "bf16" and timing.fastest_precision(plain) == "fp32"
+    assert timing.timed_precisions(["fastest"], amx) == ["bf16"]
+    assert timing.timed_precisions(["fp32", "fastest"], plain) == ["fp32"]  # once
+    note = timing.precision_note(plain, ["fastest"])
+    assert note.endswith("fp32 150 GFLOP/s, bf16 40 GFLOP/s; fastest precision here: fp32; timed in: fp32")
+    assert from_mapping(TimingParams, {"precisions": ["fastest"]}).precisions == ["fastest"]
+    with pytest.raises(ParamsError, match="precisions must name fp32, bf16 or fastest"):
+        from_mapping(TimingParams, {"precisions": ["fp16"]})
