@@ -141,11 +141,7 @@ def path(results_dir, profile: str, experiment: str) -> Path:
 def measured(results_dir, profile: str, experiment: str, run_id: str) -> bool:
     """Whether the run's dry run finished and was measured: its row is recorded and its checkpoint is there (a
     rerun reads it back instead of measuring the reading)."""
-    csv = path(results_dir, profile, experiment)
-    try:
-        recorded = csv.exists() and run_id in set(pd.read_csv(csv)["run_id"])
-    except (ValueError, KeyError, pd.errors.ParserError, UnicodeDecodeError):
-        return False  # record() heals the file when the run is measured again
+    recorded = outcomes(results_dir, profile, experiment).get(run_id) == MEASURED  # not one that did not fit
     return recorded and results.checkpoint_path(results_dir, profile, run_id).exists()
 
 
@@ -153,9 +149,14 @@ def outcomes(results_dir, profile: str, experiment: str) -> dict[str, str]:
     """{run id: outcome} of the runs the notebook's dry run recorded (none when its CSV is absent or damaged)."""
     try:
         rows = pd.read_csv(path(results_dir, profile, experiment))
-        return dict(zip(rows["run_id"], rows["outcome"].fillna(MEASURED)))
+        return dict(zip(rows["run_id"], _outcome(rows)))
     except (OSError, ValueError, KeyError, pd.errors.ParserError, UnicodeDecodeError):
         return {}
+
+
+def _outcome(rows: pd.DataFrame) -> pd.Series:
+    """Each row's outcome; rows written before outcomes were recorded were all measured."""
+    return rows["outcome"].fillna(MEASURED) if "outcome" in rows else pd.Series(MEASURED, index=rows.index)
 
 
 def record(csv: Path, row: dict) -> None:
@@ -171,6 +172,8 @@ def _read_or_set_aside(csv: Path, columns: list[str]) -> pd.DataFrame:
         return pd.DataFrame(columns=columns)
     try:
         rows = pd.read_csv(csv)
+        if list(rows.columns) == columns[:-1]:  # written before runs that did not fit were recorded
+            rows["outcome"] = MEASURED
         if list(rows.columns) != columns:
             raise ValueError("its columns are not the dry run's")
         return rows
@@ -201,7 +204,7 @@ def does_not_fit(run, experiment: str, profile: str, results_dir, dataset: str, 
     n_train, _ = FULL_SIZE.get(full_dataset, FULL_SIZE["cifar10"])
     row = dict(_planned(run, experiment, profile, dataset, device, params), steps=0, seconds_per_step=float("nan"),
                eval_seconds_per_image=float("nan"), peak_memory_mb=round(peak_mb, 1),
-               memory_kind="process peak RSS before it ended" if device.type == "cpu" else "",
+               memory_kind="" if math.isnan(peak_mb) else "worker process peak RSS (VmHWM), sampled every 0.5 s",
                full_epochs=full_epochs, full_steps_per_epoch=math.ceil(n_train / run.train.batch_size),
                projected_hours=float("nan"),
                outcome=f"does not fit in memory at batch {run.train.batch_size}: {why}")
@@ -233,5 +236,5 @@ def table(rows: pd.DataFrame) -> pd.DataFrame:
     out = rows[["experiment", "model", "variant", "params", "batch_size", "steps", "peak_memory_mb", "seconds_per_step",
                 "projected_hours", "device"]].copy()
     out["projected_days"] = (rows["projected_hours"] / 24).round(1)
-    out["outcome"] = rows["outcome"].fillna(MEASURED)
+    out["outcome"] = _outcome(rows)
     return out.sort_values(["experiment", "model", "variant"]).reset_index(drop=True)

@@ -185,10 +185,9 @@ def train_run(p: TrainParams, experiment: str, run: PlannedRun, data: Dataset, d
     data = dry_run.run_data(data, p.dry_run, run.train.batch_size)
     with dry_run.PeakMemory(device) as peak:
         history = fit(model, data, run.train, info, p.results_dir, device, progress=progress, speed=options)
-    full = p.dataset if p.dataset in dry_run.FULL_SIZE else data.name
     if lead:
         dry_run.finish(run, experiment, p.profile, p.results_dir, model, data, history, peak, device,
-                       train_config(p, run.seed, run.model).epochs, full)
+                       train_config(p, run.seed, run.model).epochs, _full_dataset(p, data))
     return history
 
 
@@ -212,7 +211,7 @@ def run_grid(p: TrainParams, experiment: str, data: Dataset | None = None, progr
         summary = schedule.run(jobs, devices, functools.partial(_train_job, p, experiment, data, progress),
                                name=_job_name, one_job_each=bool(p.dry_run))
         for (_, r), o in zip(jobs, summary.outcomes):
-            if p.dry_run and o.error and o.out_of_memory:  # what a dry run finds out, not its failure
+            if p.dry_run and o.out_of_memory:  # what a dry run finds out, not its failure
                 _does_not_fit(p, experiment, r, data, o)
         failed = [o for o in summary.failed if not (p.dry_run and o.out_of_memory)]
         if failed:
@@ -235,11 +234,15 @@ def _train_job(p: TrainParams, experiment: str, data: Dataset, progress: bool, j
 def _does_not_fit(p: TrainParams, experiment: str, run: PlannedRun, data: Dataset, outcome: schedule.Outcome):
     """Record that a dry run's run ran out of memory on its worker's device."""
     device = torch.device(outcome.worker.partition("#")[0] or "cpu")
-    full = p.dataset if p.dataset in dry_run.FULL_SIZE else data.name
     with torch.device("meta"):  # its parameters counted without their memory
         params = count_parameters(create_model(run.model, **run.overrides))
     dry_run.does_not_fit(run, experiment, p.profile, p.results_dir, data.name, device, params, outcome.error,
-                         outcome.peak_mb, train_config(p, run.seed, run.model).epochs, full)
+                         outcome.peak_mb, train_config(p, run.seed, run.model).epochs, _full_dataset(p, data))
+
+
+def _full_dataset(p: TrainParams, data: Dataset) -> str:
+    """The data set a dry run's projection is for: the profile's (CIFAR-10 where it trained on its stand-in)."""
+    return p.dataset if p.dataset in dry_run.FULL_SIZE else data.name
 
 
 def _job_name(job: tuple[str, PlannedRun]) -> str:

@@ -31,7 +31,6 @@ import functools
 import io
 import math
 import os
-import queue
 import re
 import shutil
 import signal
@@ -52,12 +51,13 @@ from attnlib.results import error_line, one_line
 from attnlib.train import TrainingError
 
 DEVICE_RE = re.compile(r"cpu|cuda|cuda:\d+|\d+")
-POLL_S = 0.5  # how often the parent looks at its workers while no event comes
+POLL_S = 0.2  # how often the parent looks at its workers while no event comes
 PR_SET_PDEATHSIG = 1  # Linux's prctl option: a signal when the parent ends
 JOIN_S = 10.0  # how long a worker may take to exit at the end before it is ended
 # how a job's failure reads when it ran out of memory: torch's CUDA and CPU allocators, or a worker killed by
 # SIGKILL, which on Linux is most often the out-of-memory killer
-OUT_OF_MEMORY = ("OutOfMemoryError", "out of memory", "can't allocate memory", "SIGKILL")
+OUT_OF_MEMORY = ("OutOfMemoryError", "out of memory", "can't allocate memory", "not enough memory", "MemoryError",
+                 "Unable to allocate", "SIGKILL")
 
 
 def canonical(name: str) -> str:
@@ -137,9 +137,9 @@ class Summary:
     def error(self, failed: list[Outcome] | None = None) -> str:
         """One line naming the failed jobs (or those of them given) and why."""
         failed = self.failed if failed is None else failed
+        finished = len(self.outcomes) - len(self.failed)
         return (f"{len(failed)} of {len(self.outcomes)} runs failed: "
-                + "; ".join(f"{o.name} ({o.error})" for o in failed)
-                + f"; the other {len(self.outcomes) - len(failed)} finished")
+                + "; ".join(f"{o.name} ({o.error})" for o in failed) + f"; {finished} finished")
 
 
 def run(jobs: Sequence, devices: Sequence[str], work: Callable, name: Callable = str, out=None,
@@ -148,6 +148,8 @@ def run(jobs: Sequence, devices: Sequence[str], work: Callable, name: Callable =
     job), each taking the next job as it becomes free (with `one_job_each`, a fresh worker for every job).
     `name(job)` names a job on the console. The CSVs the workers share are rewritten under a file lock
     (attnlib.results.locked). `work` and `jobs` must pickle (module-level functions, functools.partial of them)."""
+    if not devices:
+        raise ValueError("no device to run on")
     say = functools.partial(print, file=out or sys.stdout, flush=True)
     names = list(devices)[:max(1, min(len(devices), len(jobs)))]
     start = time.perf_counter()
@@ -157,12 +159,11 @@ def run(jobs: Sequence, devices: Sequence[str], work: Callable, name: Callable =
             pool.start()
             while len(pool.outcomes) < len(jobs):
                 pool.sample_memory()
-                try:
-                    event = pool.events.get(timeout=POLL_S)
-                except queue.Empty:
+                if pool.events.empty():
                     pool.reap()
+                    time.sleep(POLL_S)
                     continue
-                pool.handle(event)
+                pool.handle(pool.events.get())
         except BaseException:  # an interruption: end the workers (their runs resume from their checkpoints)
             pool.stop(wait=False)
             raise
@@ -188,7 +189,12 @@ class _Pool:
         self.device_of = dict(zip(self.workers, names))
         cpu_workers = sum(n == "cpu" for n in names)
         self.threads = max(1, torch.get_num_threads() // cpu_workers) if cpu_workers else 0
-        self.todo, self.events = ctx.Queue(), ctx.Queue()
+        # events go straight into the pipe (SimpleQueue, no feeder thread): what a worker said before it was
+        # killed has reached the parent
+        self.todo, self.events = ctx.Queue(), ctx.SimpleQueue()
+        # the job each worker took, written by the worker before it says so: a worker killed before its
+        # "started" event left its process still names its job (-1: none yet)
+        self.taken_by = ctx.Array("i", [-1] * len(self.workers), lock=False)
         for i in range(len(jobs)):
             self.todo.put(i)
         for _ in range(len(self.workers) + len(jobs)):  # an end for every worker that may ever start
@@ -198,7 +204,7 @@ class _Pool:
         self.running: dict[str, tuple[int, float]] = {}  # worker -> (job, start)
         self.peaks: dict[str, float] = {}  # worker -> the highest resident MB its process was seen at
         self.took: dict[str, bool] = {}  # worker -> whether its process took a job
-        self.taken = 0
+        self.started = 0  # jobs whose worker said it started them
         self.dead: set[str] = set()  # workers seen ended before the queue last ran dry: their events are all read
         self.worker_errors: dict[str, str] = {}
 
@@ -207,16 +213,17 @@ class _Pool:
             self.launch(w)
 
     def launch(self, w: str):
-        n = self.device_of[w]
+        n, slot = self.device_of[w], self.workers.index(w)
+        self.taken_by[slot] = -1
         p = self.ctx.Process(target=_worker, name=f"attnlib-{w}", daemon=True,
                              args=(w, n, self.threads if n == "cpu" else 0, self.work, self.jobs, self.todo,
-                                   self.events, self.progress, self.one_job_each))
+                                   self.events, self.progress, self.one_job_each, self.taken_by, slot))
         p.start()
         self.procs[w], self.took[w], self.peaks[w] = p, False, float("nan")
 
     def sample_memory(self):
         for w in self.running:
-            self.peaks[w] = max(_peak_resident_mb(self.procs[w].pid), self.peaks[w], key=_number)
+            self.peaks[w] = max(_peak_resident_mb(self.procs[w].pid), self.peaks[w], key=_nan_lowest)
 
     def handle(self, event):
         kind, w, *rest = event
@@ -227,7 +234,7 @@ class _Pool:
             self.say(f"[{w}] the worker stopped: {rest[0]}")
         elif kind == "started":
             self.running[w] = (rest[0], time.perf_counter())
-            self.took[w], self.taken = True, self.taken + 1
+            self.took[w], self.started = True, self.started + 1
             self.say(f"[{w}] {self.name(self.jobs[rest[0]])}: started")
         else:  # "ended"
             i, seconds, why = rest
@@ -240,13 +247,17 @@ class _Pool:
         while jobs remain; when no worker is left, what nobody took is not run."""
         relaunched = False
         for w in sorted(self.dead):
+            took = self.taken_by[self.workers.index(w)]
+            if w not in self.running and took >= 0 and took not in self.outcomes:  # its events never came
+                self.running[w] = (took, time.perf_counter())
+                self.took[w], self.started = True, self.started + 1
             died_in_job = w in self.running
             if died_in_job:
                 i, t0 = self.running.pop(w)
                 why = _death(self.procs[w].exitcode, self.peaks[w])
                 self.outcomes[i] = Outcome(self.name(self.jobs[i]), w, time.perf_counter() - t0, why, self.peaks[w])
                 self.say(f"[{w}] {self.name(self.jobs[i])}: FAILED: {why}")
-            if (died_in_job or self.one_job_each and self.took[w]) and self.taken < len(self.jobs):
+            if (died_in_job or self.one_job_each and self.took[w]) and self.started < len(self.jobs):
                 self.launch(w)
                 relaunched = True
         if self.dead and len(self.dead) == len(self.procs) and not relaunched:
@@ -258,7 +269,7 @@ class _Pool:
         _stop(self.procs.values(), self.todo, self.events, wait)
 
 
-def _number(x: float) -> float:
+def _nan_lowest(x: float) -> float:
     return -math.inf if math.isnan(x) else x
 
 
@@ -303,9 +314,9 @@ def _stop(procs, todo, events, wait: bool):
         if p.is_alive():
             p.kill()
             p.join()
-    for q in (todo, events):
-        q.cancel_join_thread()
-        q.close()
+    todo.cancel_join_thread()
+    todo.close()
+    events.close()
 
 
 @contextlib.contextmanager
@@ -354,11 +365,22 @@ def _end_with_parent():
         pass
 
 
+def _first_to_go_when_memory_runs_out():
+    """Linux: this worker is the process the out-of-memory killer picks first (oom_score_adj 1000), not the
+    notebook's kernel that started it. Elsewhere nothing."""
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write("1000")
+    except OSError:
+        pass
+
+
 def _worker(label: str, device: str, threads: int, work, jobs: list, todo, events, progress: str | None,
-            one_job: bool = False):
+            one_job: bool = False, taken_by=None, slot: int = 0):
     """One worker: take job indices from `todo` until None (or, with `one_job`, one), run each, report on
     `events`."""
     _end_with_parent()
+    _first_to_go_when_memory_runs_out()
     stdout = _Lines(lambda line: events.put(("line", label, line)))
     sys.stdout = stdout
     code = 0
@@ -372,6 +394,8 @@ def _worker(label: str, device: str, threads: int, work, jobs: list, todo, event
             torch.cuda.set_device(dev)
         parent = mp.parent_process()
         while (i := todo.get()) is not None and (parent is None or parent.is_alive()):
+            if taken_by is not None:
+                taken_by[slot] = i
             events.put(("started", label, i))
             t0 = time.perf_counter()
             try:
@@ -396,6 +420,5 @@ def _worker(label: str, device: str, threads: int, work, jobs: list, todo, event
     stdout.close_line()
     sys.stdout = sys.__stdout__
     sys.stderr.flush()
-    events.close()
-    events.join_thread()  # every event is in the pipe
+    events.close()  # every event is in the pipe already
     os._exit(code)  # without the interpreter's teardown of torch and pandas (seconds), as a forked worker ends

@@ -67,7 +67,8 @@ class TrainingNotebook:
         for run in self.runs:
             if run.seed != self.params.seeds[0]:
                 continue
-            if not results.checkpoint_path(self.params.results_dir, self.params.profile, run.run_id).exists():
+            trained = results.checkpoint_path(self.params.results_dir, self.params.profile, run.run_id).exists()
+            if self.params.dry_run and not trained:
                 print(f"{run.run_id}: not trained (a dry run's run that did not fit in memory): no centers")
             else:
                 model = experiment.load_trained(self.params, run)

@@ -141,3 +141,13 @@ def test_the_report_lists_the_runs_that_did_not_fit_beside_the_trained_ones(tmp_
         results.summary_path(tmp_path, "paper", "02_quadratic"), index=False)
     shown = report.load_results(tmp_path, "paper")["dry_run"]
     assert sorted(shown["run_id"]) == ["a-1", "a-2"]  # the stale unfit row is superseded by the trained 9-head run
+
+
+def test_a_dry_run_csv_from_before_outcomes_keeps_its_rows_as_measured(tmp_path):
+    csv = tmp_path / "02_quadratic_dry_run.csv"
+    old = dict.fromkeys(dry_run.DRY_RUN_COLUMNS[:-1], 1) | {"run_id": "old"}
+    pd.DataFrame([old], columns=dry_run.DRY_RUN_COLUMNS[:-1]).to_csv(csv, index=False)
+    dry_run.record(csv, dict.fromkeys(dry_run.DRY_RUN_COLUMNS, 2) | {"run_id": "new", "outcome": dry_run.MEASURED})
+    rows = pd.read_csv(csv)
+    assert list(rows["run_id"]) == ["old", "new"] and list(rows["outcome"]) == [dry_run.MEASURED] * 2
+    assert not list(tmp_path.glob("*.damaged"))

@@ -129,6 +129,8 @@ def _note_process_or_die(folder: str, job: str, device):
     """A job of the test below: notes the process it ran in; the job "die" is killed as the out-of-memory killer
     kills, after long enough for the parent to see its memory."""
     Path(folder, f"{job}.pid").write_text(str(os.getpid()))
+    if job == "die-at-once":  # before its "started" event can have left the process
+        os.kill(os.getpid(), signal.SIGKILL)
     if job == "die":
         time.sleep(2 * schedule.POLL_S + 0.5)
         os.kill(os.getpid(), signal.SIGKILL)
@@ -154,3 +156,15 @@ def test_a_worker_killed_in_a_job_fails_that_job_alone_and_a_fresh_worker_takes_
         assert len(set(processes.values())) == 4
     else:  # the worker that died had run "a"; its successor ran the rest
         assert processes["a"] == processes["die"] != processes["b"] == processes["c"]
+
+
+@pytest.mark.parametrize("one_job_each", [False, True], ids=["shared-worker", "one-job-each"])
+def test_a_worker_killed_at_once_still_fails_its_own_job_and_no_other(tmp_path, one_job_each):
+    out = io.StringIO()
+    jobs = ["a", "die-at-once", "b"]
+    summary = schedule.run(jobs, ["cpu"], functools.partial(_note_process_or_die, str(tmp_path)), out=out,
+                           one_job_each=one_job_each)
+    assert [o.name for o in summary.failed] == ["die-at-once"] and summary.failed[0].out_of_memory
+    assert [o.error for o in summary.outcomes if o.name != "die-at-once"] == ["", ""]
+    with pytest.raises(ValueError, match="no device"):
+        schedule.run(jobs, [], functools.partial(_note_process_or_die, str(tmp_path)))
