@@ -201,12 +201,19 @@ def run_grid(p: TrainParams, experiment: str, data: Dataset | None = None, progr
     devices = schedule.devices(p.devices, p.device)
     runs = plan(p, data)
     results.remove_stale_temp_files(results.profile_dir(p.results_dir, p.profile))  # left by a killed run
+    labels = {r.run_id: f"{i}/{len(runs)} " for i, r in enumerate(runs, 1)}
+    todo = runs
+    if p.dry_run:  # the runs measured already are read back here; the others each train in a process of their own
+        done = [r for r in runs if dry_run.measured(p.results_dir, p.profile, experiment, r.run_id)]
+        for r in done:
+            train_run(p, experiment, r, data, resolve_device(devices[0]), progress, label=labels[r.run_id])
+        todo = [r for r in runs if r not in done]
     if not p.dry_run and (len(devices) == 1 or len(runs) == 1):
         device = resolve_device(devices[0])
-        for i, r in enumerate(runs, 1):
-            train_run(p, experiment, r, data, device, progress, label=f"{i}/{len(runs)} ")
-    elif runs:
-        jobs = [(f"{i}/{len(runs)} ", r) for i, r in enumerate(runs, 1)]
+        for r in runs:
+            train_run(p, experiment, r, data, device, progress, label=labels[r.run_id])
+    elif todo:
+        jobs = [(labels[r.run_id], r) for r in todo]
         devices = [str(resolve_device(d)) for d in devices]  # auto: what it means here
         summary = schedule.run(jobs, devices, functools.partial(_train_job, p, experiment, data, progress),
                                name=_job_name, one_job_each=bool(p.dry_run))
