@@ -454,8 +454,8 @@ def measurement_notes(df: pd.DataFrame) -> str:
         lines.append("No GPU was present: nothing here was measured on a GPU. On one, the same code runs with CUDA-event "
                      "timing, device synchronisation and torch's fused attention (scaled_dot_product_attention).")
     lines.append("Precisions measured: " + ", ".join(precisions) + " | bf16 is autocast; whether it is faster than fp32 "
-                 "depends on the CPU (AMX: several times faster; without it, even with AVX512-BF16, often slower): compare "
-                 "the measured matrix-product rates above.")
+                 "depends on the CPU and on torch's kernels for it (CPUs with the same flags have measured either way "
+                 "here): the GEMM peaks above say which is fastest on this one.")
     return "\n".join(lines)
 
 
