@@ -38,13 +38,6 @@ SHARE_TARGET = 0.65  # of the machine's GEMM peak at the precision
 RATIO_TARGET = 1.5  # over the straightforward implementation, same precision, same run
 
 
-def machine(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)}; torch {torch.__version__}"
-    model, flags = results.cpu_model_and_flags()
-    return f"{model} ({' '.join(flags) or 'no avx2'}; {torch.get_num_threads()} threads); torch {torch.__version__}"
-
-
 def time_network(name: str, batch: int, reps: int, device: torch.device) -> tuple[list[dict], dict]:
     """One network: ours and the straightforward code, in every precision, timed in alternating rounds.
     Returns (a row per precision, the step functions by (implementation, precision))."""
@@ -75,13 +68,17 @@ def time_network(name: str, batch: int, reps: int, device: torch.device) -> tupl
 GEMM_OPS = ("aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm", "aten::_scaled_dot_product_flash_attention_cpu")
 
 
+def fastest(rows: pd.DataFrame) -> pd.DataFrame:
+    """Each network's row at the precision our step is fastest in, by network."""
+    return rows.loc[rows.groupby("network", sort=False)["ours_img_s"].idxmax()].set_index("network")
+
+
 def verdicts(rows: pd.DataFrame, peak: dict[str, float], profiles: dict[str, list] | None = None) -> list[str]:
     """Per network, at its fastest precision here: each target, met or not, with the measured figure, and for a
     target not met the measured reason and what would meet it (`profiles`: step_profile of our step there)."""
     lines = []
-    for name, g in rows.groupby("network", sort=False):
-        best = g.loc[g["ours_img_s"].idxmax()]
-        other = g[g["precision"] != best["precision"]]
+    for name, best in fastest(rows).iterrows():
+        other = rows[(rows["network"] == name) & (rows["precision"] != best["precision"])]
         why = (f" ({', '.join(f'{r.precision} {r.ours_img_s:.2f} img/s' for r in other.itertuples())})"
                if len(other) else "")
         lines.append(f"{name}: fastest here in {best['precision']}, {best['ours_img_s']:.2f} img/s{why}")
@@ -118,7 +115,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     device = torch.device(args.device)
 
-    print(f"machine: {machine(device)}", flush=True)
+    print(f"machine: {results.device_name(device)}; torch {torch.__version__}", flush=True)
     peaks = {p: timing.gemm_peak(p, device) for p in PRECISIONS}
     peak = {p: rate for p, (rate, _) in peaks.items()}
     print("GEMM peak (best median rate of n x n torch.mm, n in "
@@ -142,9 +139,7 @@ def main(argv=None) -> int:
     print("of peak: our achieved FLOP rate over this machine's GEMM peak at the same precision.\n")
 
     profiles = {}
-    for name in args.networks:
-        g = df[df["network"] == name]
-        best = g.loc[g["ours_img_s"].idxmax(), "precision"]
+    for name, best in fastest(df)["precision"].items():
         profiles[name] = timing.step_profile(steps[name][("ours", best)], top=None)
         print(f"what dominates our {name} step in {best} (self CPU time, 2 steps): "
               + ", ".join(f"{op} {share:.0%}" for op, share in profiles[name][:6]))
@@ -154,8 +149,8 @@ def main(argv=None) -> int:
 
     ds = make_synthetic(4096, 16, image_size=32)
     pipe = timing.pipeline_throughput(ds, 32, device)
-    fastest = df["ours_img_s"].max()
-    print(f"\ninput pipeline: {pipe.images_per_s:,.0f} images/s at batch 32 ({pipe.images_per_s / fastest:,.0f}x the "
+    top_rate = df["ours_img_s"].max()
+    print(f"\ninput pipeline: {pipe.images_per_s:,.0f} images/s at batch 32 ({pipe.images_per_s / top_rate:,.0f}x the "
           f"fastest training step above); {pipe.what}")
     if args.csv:
         df.to_csv(args.csv, index=False)
