@@ -4,7 +4,7 @@ Covers attnlib.attention: relative offsets (key minus query, row-major); the iso
 quadratic scores and the learned relative 2-D score against their formulas (the isotropic one also as the
 separated row + column tables); Lemma 2's hard attention at large alpha; the whole layer against the MHSA
 formula written as a loop over heads; the fused and plain paths agreeing in float32, forward and backward
-(and under bf16 autocast on the CPU, the fused layer taking the plain path);
+(the fused path made to take SDPA on the CPU; by default, on the CPU, it takes the plain path);
 positional-only attention being the same for every image (one fixed linear map of it) while content
 attention changes with it; any head count and a head_dim independent of the width; bad options refused;
 positional scores staying float32 under bf16 autocast.
@@ -15,6 +15,7 @@ import math
 import pytest
 import torch
 
+from attnlib import attention
 from attnlib.attention import LearnedRelativeScore, MultiHeadSelfAttention, QuadraticScore, relative_offsets
 
 
@@ -155,7 +156,8 @@ VARIANTS = [
 
 @pytest.mark.parametrize("kw", VARIANTS, ids=lambda kw: "-".join(f"{k}={v}" for k, v in kw.items()))
 @pytest.mark.parametrize("fused", [True, False])
-def test_layer_computes_the_mhsa_formula(kw, fused):
+def test_layer_computes_the_mhsa_formula(kw, fused, monkeypatch):
+    monkeypatch.setattr(attention, "sdpa_pays", lambda x: fused)  # fused: SDPA, as on a GPU
     torch.manual_seed(4)
     grid = (3, 4)
     layer = MultiHeadSelfAttention(6, heads=5, grid=grid, head_dim=7, fused=fused, **kw).eval()
@@ -167,7 +169,8 @@ def test_layer_computes_the_mhsa_formula(kw, fused):
 
 
 @pytest.mark.parametrize("kw", VARIANTS, ids=lambda kw: "-".join(f"{k}={v}" for k, v in kw.items()))
-def test_fused_and_plain_paths_agree_in_float32_forward_and_backward(kw):
+def test_fused_and_plain_paths_agree_in_float32_forward_and_backward(kw, monkeypatch):
+    monkeypatch.setattr(attention, "sdpa_pays", lambda x: True)  # the path GPUs take, here on the CPU
     torch.manual_seed(5)
     fused = MultiHeadSelfAttention(16, heads=3, grid=(4, 4), fused=True, **kw).float().eval()
     plain = MultiHeadSelfAttention(16, heads=3, grid=(4, 4), fused=False, **kw).float().eval()
@@ -181,7 +184,7 @@ def test_fused_and_plain_paths_agree_in_float32_forward_and_backward(kw):
         assert torch.allclose(a, b, atol=1e-4, rtol=1e-3)
 
 
-def test_under_bf16_autocast_on_the_cpu_the_fused_layer_takes_the_plain_path(monkeypatch):
+def test_on_the_cpu_the_fused_layer_takes_the_plain_path_elsewhere_sdpa(monkeypatch):
     torch.manual_seed(7)
     fused = MultiHeadSelfAttention(16, heads=3, grid=(4, 4), positional="learned", content=True, fused=True).eval()
     plain = MultiHeadSelfAttention(16, heads=3, grid=(4, 4), positional="learned", content=True, fused=False).eval()
@@ -191,10 +194,13 @@ def test_under_bf16_autocast_on_the_cpu_the_fused_layer_takes_the_plain_path(mon
     real = torch.nn.functional.scaled_dot_product_attention
     monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention",
                         lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert torch.equal(fused(x), plain(x)) and not calls  # the same operations
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert torch.equal(fused(x), plain(x)) and not calls  # the same operations
+        assert torch.equal(fused(x), plain(x)) and not calls
+    assert not attention.sdpa_pays(x) and attention.sdpa_pays(torch.empty(1, device="meta"))
+    monkeypatch.setattr(attention, "sdpa_pays", lambda x: True)
     fused(x)
-    assert calls == [1]  # in fp32 the fused path
+    assert calls == [1]  # where it pays, the fused path
 
 
 @pytest.mark.parametrize("positional", ["quadratic", "quadratic_aniso", "learned"])

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attnlib.attention import POSITIONAL, LearnedRelativeScore, MultiHeadSelfAttention
+from attnlib.dropout import Dropout
 from attnlib.models.common import eval_mode
 
 INITS = ("original", "bert")
@@ -133,7 +134,7 @@ class Block(nn.Module):
         self.act = ACTIVATIONS[cfg.activation]
         self.ff_out = nn.Linear(cfg.ff, cfg.hidden)
         self.norm2 = nn.LayerNorm(cfg.hidden, eps=cfg.layer_norm_eps)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, keys: torch.Tensor | None = None) -> torch.Tensor:
         x = self.norm1(x + self.dropout(self.attn_out(self.attn(x, keys))))

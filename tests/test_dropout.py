@@ -1,0 +1,81 @@
+"""attnlib.dropout: torch's inverted dropout with a mask drawn from random bits on the CPU.
+
+Each element dropped with probability p (counted over a million draws) and the others scaled by 1/(1 - p),
+so the mean is kept; the random bits uniform in every position of a 64-bit word (a draw of 63 bits would
+leave one half of the int32s never negative); the same seed or generator state giving the same mask; the
+gradient passing through the kept elements only; identity in evaluation and at p = 0, zeros at p = 1; the
+module a drop-in nn.Dropout with the same (empty) state and the models built with it.
+"""
+import pytest
+import torch
+
+from attnlib.dropout import Dropout, dropout, keep_mask, random_bits32
+from attnlib.models import create_model
+
+N = 1_000_000
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
+def test_each_element_is_dropped_with_probability_p_and_the_rest_scaled(p):
+    torch.manual_seed(0)
+    x = torch.full((N,), 3.0)
+    y = dropout(x, p)
+    dropped = (y == 0).double().mean().item()
+    assert abs(dropped - p) < 5 * (p * (1 - p) / N) ** 0.5  # five standard deviations of the count
+    assert torch.allclose(y[y != 0], torch.tensor(3.0 / (1 - p)))
+    assert abs(y.mean().item() - 3.0) < 0.02  # inverted dropout keeps the mean
+
+
+def test_random_bits_are_uniform_in_every_position_of_the_word():
+    torch.manual_seed(1)
+    bits = random_bits32(N)
+    for half in (bits[0::2], bits[1::2]):  # the low and the high 32 bits of each 64-bit draw
+        assert abs((half < 0).double().mean().item() - 0.5) < 0.005
+        for b in range(31):
+            assert abs(((half >> b) & 1).double().mean().item() - 0.5) < 0.005
+
+
+def test_the_same_seed_or_generator_state_draws_the_same_mask():
+    torch.manual_seed(2)
+    first = keep_mask((64, 33), 0.3)
+    state = torch.get_rng_state()
+    after = keep_mask((64, 33), 0.3)
+    torch.manual_seed(2)
+    assert torch.equal(keep_mask((64, 33), 0.3), first)
+    torch.set_rng_state(state)
+    assert torch.equal(keep_mask((64, 33), 0.3), after) and not torch.equal(first, after)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_gradient_flows_through_the_kept_elements_only(dtype):
+    torch.manual_seed(3)
+    x = torch.randn(7, 5, 3, dtype=dtype, requires_grad=True)
+    y = dropout(x, 0.25)
+    y.backward(torch.ones_like(y))
+    kept = y != 0
+    assert y.dtype == dtype and y.shape == x.shape
+    assert torch.equal(x.grad, torch.where(kept, torch.tensor(1 / 0.75, dtype=dtype), torch.tensor(0, dtype=dtype)))
+
+
+def test_identity_in_evaluation_and_at_zero_zeros_at_one():
+    x = torch.randn(4, 6)
+    assert torch.equal(dropout(x, 0.3, training=False), x) and torch.equal(dropout(x, 0.0), x)
+    assert torch.equal(dropout(x, 1.0), torch.zeros_like(x))
+
+
+def test_the_module_is_a_drop_in_nn_dropout():
+    layer = Dropout(0.2)
+    assert isinstance(layer, torch.nn.Dropout) and layer.state_dict() == {} and "p=0.2" in repr(layer)
+    x = torch.randn(8, 8)
+    assert torch.equal(layer.eval()(x), x)
+    torch.manual_seed(4)
+    y = layer.train()(x)
+    torch.manual_seed(4)
+    assert torch.equal(y, dropout(x, 0.2))
+
+
+@pytest.mark.parametrize("name", ["sa_quadratic", "sa_learned_content", "vit"])
+def test_the_models_drop_out_with_it(name):
+    model = create_model(name, layers=1, hidden=16, ff=16, heads=2, image_size=8)
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    assert layers and all(isinstance(m, Dropout) for m in layers)
