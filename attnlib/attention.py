@@ -100,8 +100,17 @@ class QuadraticScore(nn.Module):
         return -0.5 * (sd * d).sum(-1)  # (h, T, T)
 
     def _isotropic(self, height: int, width: int) -> torch.Tensor:
-        """The same score, separated: -s^2/2 ((d_row - mu_row)^2 + (d_col - mu_col)^2) is a row term
-        plus a column term, each an (h, H, H) or (h, W, W) table, broadcast to (h, T, T) by one add."""
+        """The same score, separated: a row term plus a column term (separated_terms), broadcast to (h, T, T)
+        by one add."""
+        row_term, col_term = self.separated_terms(height, width)
+        t = height * width  # token (i, j) is i * width + j, for queries and keys alike
+        return (row_term[:, :, None, :, None] + col_term[:, None, :, None, :]).reshape(self.heads, t, t)
+
+    def separated_terms(self, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The isotropic score's two parts: -s^2/2 ((d_row - mu_row)^2 + (d_col - mu_col)^2) is a row term
+        (h, H query rows, H key rows) plus a column term (h, W, W)."""
+        if self.anisotropic:
+            raise ValueError("an anisotropic score does not separate into a row and a column term")
         s2 = -0.5 * self.spreads.pow(2)[:, None, None]  # (h, 1, 1)
         rows = torch.arange(height, device=self.centers.device, dtype=self.centers.dtype)
         cols = torch.arange(width, device=self.centers.device, dtype=self.centers.dtype)
@@ -109,8 +118,7 @@ class QuadraticScore(nn.Module):
         d_col = cols[None, :] - cols[:, None]  # (W, W)
         row_term = s2 * (d_row - self.centers[:, 0, None, None]).pow(2)  # (h, Hq, Hk)
         col_term = s2 * (d_col - self.centers[:, 1, None, None]).pow(2)  # (h, Wq, Wk)
-        t = height * width  # token (i, j) is i * width + j, for queries and keys alike
-        return (row_term[:, :, None, :, None] + col_term[:, None, :, None, :]).reshape(self.heads, t, t)
+        return row_term, col_term
 
 
 class LearnedRelativeScore(nn.Module):

@@ -15,9 +15,25 @@ tested (tests/test_dropout.py). On other devices this is torch's dropout (one fu
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+_torch_masks = False  # set by torch_masks()
+
+
+@contextlib.contextmanager
+def torch_masks():
+    """Within it, `dropout` is torch's own on the CPU too (benchmarks/parity.py compares the two)."""
+    global _torch_masks
+    saved, _torch_masks = _torch_masks, True
+    try:
+        yield
+    finally:
+        _torch_masks = saved
 
 
 def random_bits32(n: int) -> torch.Tensor:
@@ -34,7 +50,7 @@ def keep_mask(shape: torch.Size | tuple[int, ...], p: float) -> torch.Tensor:
 
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     """F.dropout(x, p, training), with the cheaper mask when x is on the CPU."""
-    if not training or p == 0.0 or p == 1.0 or x.device.type != "cpu":
+    if not training or p == 0.0 or p == 1.0 or x.device.type != "cpu" or _torch_masks:
         return F.dropout(x, p, training)
     return torch.where(keep_mask(x.shape, p), x * (1.0 / (1.0 - p)), 0.0)
 

@@ -2,7 +2,7 @@
 
 Covers attnlib.attention: relative offsets (key minus query, row-major); the isotropic and anisotropic
 quadratic scores and the learned relative 2-D score against their formulas (the isotropic one also as the
-separated row + column tables); Lemma 2's hard attention at large alpha; the whole layer against the MHSA
+separated row + column tables, whose softmax is a row factor times a column factor); Lemma 2's hard attention at large alpha; the whole layer against the MHSA
 formula written as a loop over heads; the fused and plain paths agreeing in float32, forward and backward
 (the fused path made to take SDPA on the CPU; by default, on the CPU, it takes the plain path);
 positional-only attention being the same for every image (one fixed linear map of it) while content
@@ -46,6 +46,19 @@ def test_quadratic_isotropic_matches_gaussian_formula():
             d = torch.tensor([k // w - q // w, k % w - q % w], dtype=torch.float64)
             expected = -0.5 * s2 * ((d - mu) ** 2).sum()
             assert torch.allclose(s[head, q, k], expected)
+
+
+def test_isotropic_probabilities_are_a_row_factor_times_a_column_factor():
+    """softmax over the H x W keys of (row term + column term) = softmax over key rows x softmax over key columns:
+    what a separable product would use (benchmarks/separable_product.py); an anisotropic score refuses."""
+    torch.manual_seed(2)
+    score = QuadraticScore(heads=3).double()
+    h, w = 4, 5
+    rows, cols = score.separated_terms(h, w)
+    outer = torch.softmax(rows, -1)[:, :, None, :, None] * torch.softmax(cols, -1)[:, None, :, None, :]
+    assert torch.allclose(torch.softmax(score(h, w), -1), outer.reshape(3, h * w, h * w), atol=1e-12)
+    with pytest.raises(ValueError, match="anisotropic"):
+        QuadraticScore(heads=2, anisotropic=True).separated_terms(h, w)
 
 
 def test_quadratic_log_probs_are_exactly_quadratic_in_the_offset():

@@ -4,12 +4,13 @@ Each element dropped with probability p (counted over a million draws) and the o
 so the mean is kept; the random bits uniform in every position of a 64-bit word (a draw of 63 bits would
 leave one half of the int32s never negative); the same seed or generator state giving the same mask; the
 gradient passing through the kept elements only; identity in evaluation and at p = 0, zeros at p = 1; the
-module a drop-in nn.Dropout with the same (empty) state and the models built with it.
+module a drop-in nn.Dropout with the same (empty) state and the models built with it; torch_masks() giving
+torch's own dropout.
 """
 import pytest
 import torch
 
-from attnlib.dropout import Dropout, dropout, keep_mask, random_bits32
+from attnlib.dropout import Dropout, dropout, keep_mask, random_bits32, torch_masks
 from attnlib.models import create_model
 
 N = 1_000_000
@@ -79,3 +80,14 @@ def test_the_models_drop_out_with_it(name):
     model = create_model(name, layers=1, hidden=16, ff=16, heads=2, image_size=8)
     layers = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
     assert layers and all(isinstance(m, Dropout) for m in layers)
+
+
+def test_within_torch_masks_it_is_torchs_dropout():
+    x = torch.randn(50, 40)
+    with torch_masks():
+        torch.manual_seed(5)
+        ours = Dropout(0.3)(x)
+    torch.manual_seed(5)
+    assert torch.equal(ours, torch.nn.functional.dropout(x, 0.3))
+    torch.manual_seed(5)
+    assert not torch.equal(Dropout(0.3)(x), ours)  # outside it, attnlib's masks again

@@ -1,0 +1,88 @@
+"""Do the faster paths move accuracy? Short training runs of the exact path and of each faster one, over seeds.
+
+The exact path is float32 with torch's own dropout (attnlib.dropout.torch_masks). Against it:
+- "fp32": float32 with attnlib's dropout masks, what the profiles train with (the same arithmetic, another
+  random draw of the masks);
+- "bf16": bf16 autocast with attnlib's masks (other arithmetic; the masks are those of "fp32" for the same seed,
+  so the same-seed difference between the two is the arithmetic's alone).
+Each is trained from the same initial weights and batches for every seed: the quick profile's networks
+(params/quick), on its data, for `--epochs` epochs. Printed per network: each path's test accuracy per seed,
+their mean, and the differences: same-seed against "fp32" (bf16), and of the means against the exact path,
+beside the exact path's own spread over the seeds. A path agrees when its mean is within TOLERANCE of the exact
+path's (and bf16's same-seed differences too).
+
+    .venv/bin/python benchmarks/parity.py [--seeds 0 1 2] [--epochs 2] [--networks sa_quadratic sa_learned_content]
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import replace
+
+import torch
+
+from attnlib import dropout, experiment, params, results
+from attnlib.models import create_model
+from attnlib.train import RunInfo, fit
+
+TOLERANCE = 0.01  # test accuracy, absolute: one percentage point
+NOTEBOOK = {"sa_quadratic": "02_quadratic", "sa_learned_content": "01_learned_2d", "sa_learned": "01_learned_2d",
+            "vit": "04_vit"}
+PATHS = {"exact": ("fp32", dropout.torch_masks), "fp32": ("fp32", contextlib.nullcontext),
+         "bf16": ("bf16", contextlib.nullcontext)}
+
+
+def test_accuracy(name: str, path: str, seed: int, epochs: int) -> float:
+    p = params.load(f"params/quick/{NOTEBOOK[name]}.yaml")
+    data = experiment.load_data(p)
+    heads = experiment.heads_for(p, name)[0]
+    overrides = {**experiment.model_overrides(p, name, heads), **data.model_overrides()}
+    precision, masks = PATHS[path]
+    cfg = replace(experiment.train_config(p, seed, name), epochs=epochs, precision=precision)
+    torch.manual_seed(seed)
+    model = create_model(name, **overrides)
+    with tempfile.TemporaryDirectory() as d, masks():
+        rows = fit(model, data, cfg, RunInfo(f"{name}-{path}-s{seed}", "parity", name, path, data.name, "parity"),
+                   results_dir=d, progress=False)
+    return rows[-1]["test_acc"]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--networks", nargs="+", default=["sa_quadratic", "sa_learned_content"], choices=list(NOTEBOOK))
+    args = ap.parse_args(argv)
+    start = time.perf_counter()
+    verdicts = []
+    for name in args.networks:
+        acc = {path: [] for path in PATHS}
+        for seed in args.seeds:
+            for path in PATHS:
+                acc[path].append(test_accuracy(name, path, seed, args.epochs))
+                print(f"{name} seed {seed} {path}: test acc {acc[path][-1]:.4f}", flush=True)
+        spread = statistics.stdev(acc["exact"]) if len(args.seeds) > 1 else float("nan")
+        print(f"\n{name}, {args.epochs} epochs, seeds {args.seeds}: the exact path's spread over seeds {spread:.4f}")
+        for path in PATHS:
+            diff = statistics.mean(acc[path]) - statistics.mean(acc["exact"])
+            line = f"  {path:<5} mean {statistics.mean(acc[path]):.4f}  mean - exact {diff:+.4f}"
+            ok = abs(diff) <= TOLERANCE
+            if path == "bf16":
+                same_seed = [b - f for b, f in zip(acc["bf16"], acc["fp32"])]
+                line += "  same seed, bf16 - fp32: " + ", ".join(f"{d:+.4f}" for d in same_seed)
+                ok = ok and all(abs(d) <= TOLERANCE for d in same_seed)
+            print(line)
+            if path != "exact":
+                verdicts.append(f"{name} {path}: {'agrees' if ok else 'DIFFERS'} (tolerance {TOLERANCE:.2f})")
+        print()
+    print("\n".join(verdicts))
+    print(f"{time.perf_counter() - start:.0f} s on {results.device_name(torch.device('cpu'))}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
