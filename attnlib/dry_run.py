@@ -111,9 +111,11 @@ def _rss_bytes() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def eval_seconds_per_image(model: nn.Module, data: Dataset, device: torch.device, precision: str) -> float:
-    """Seconds per test image of one evaluation pass over `data`'s test split (the model as trained)."""
-    _, test = loaders(data, 1, device, eval_batch_size=500)
+def eval_seconds_per_image(model: nn.Module, data: Dataset, device: torch.device, precision: str,
+                           batch_size: int) -> float:
+    """Seconds per test image of one evaluation pass over `data`'s test split (the model as trained), in test
+    batches of the run's `batch_size`, as fit evaluates."""
+    _, test = loaders(data, batch_size, device)
     start = time.perf_counter()
     evaluate(model, test, device, precision)
     if device.type == "cuda":
@@ -188,7 +190,7 @@ def finish(run, experiment: str, profile: str, results_dir, model: nn.Module, da
     """After a planned run's dry run (`run`: an experiment.PlannedRun, trained on `data` by fit while `peak`
     watched): time its evaluation, record its row in metrics/<experiment>_dry_run.csv, print one line."""
     steps = math.ceil(len(data.x_train) / run.train.batch_size)
-    eval_s = eval_seconds_per_image(model, data, device, run.train.precision)
+    eval_s = eval_seconds_per_image(model, data, device, run.train.precision, run.train.batch_size)
     row = dict(_planned(run, experiment, profile, data.name, device, sum(p.numel() for p in model.parameters())),
                peak_memory_mb=round(peak.mb, 1), memory_kind=peak.kind, outcome=MEASURED,
                **measures(history, steps, run.train.batch_size, full_epochs, full_dataset, eval_s))

@@ -193,14 +193,12 @@ def train_run(p: TrainParams, experiment: str, run: PlannedRun, data: Dataset, d
 
 def run_grid(p: TrainParams, experiment: str, data: Dataset | None = None, progress: bool = True) -> pd.DataFrame:
     """Train every planned run of `p` (resuming or skipping finished ones); return their metric rows. On several
-    devices (`p.devices`; none listed: every visible GPU when device is auto, or `p.cpu_workers` workers sharing
-    the CPU) the runs are spread over them, one worker each (attnlib.schedule), with the same ids and numbers (on
-    the CPU, up to the rounding of matrix products split over fewer threads); a failed run stops no other, and
-    afterwards TrainingError names the failed ones in one line. A dry run (attnlib.dry_run) trains every run in a
-    process of its own: a run that does not fit in memory is recorded as such, and the others go on."""
+    devices (`p.devices`; none listed: every visible GPU when device is auto) the runs are spread over them, one
+    worker each (attnlib.schedule), with the same ids and numbers; a failed run stops no other, and afterwards
+    TrainingError names the failed ones in one line. A dry run (attnlib.dry_run) trains every run in a process
+    of its own: a run that does not fit in memory is recorded as such, and the others go on."""
     data = data or load_data(p)
-    # a dry run measures each run's memory and step time alone: one at a time unless devices are listed
-    devices = schedule.devices(p.devices, p.device, 1 if p.dry_run else p.cpu_workers)
+    devices = schedule.devices(p.devices, p.device)
     runs = plan(p, data)
     results.remove_stale_temp_files(results.profile_dir(p.results_dir, p.profile))  # left by a killed run
     labels = {r.run_id: f"{i}/{len(runs)} " for i, r in enumerate(runs, 1)}

@@ -85,10 +85,6 @@ class TrainParams(TrainSettings):
     # the runs spread over these, one worker each (attnlib.schedule): cpu, cuda, cuda:N or N (cuda:N); a device
     # may repeat (two workers on it). Empty: every visible GPU when device is auto, else device. Not in a run's id
     devices: list[str] = field(default_factory=list)
-    # where the runs train on the CPU (device cpu, or auto without a GPU) and no devices are listed: this many runs
-    # at once, one worker each, the cores split between them. Small networks use 2 cores poorly: on 2 cores, two
-    # runs of one thread each finish sooner than one after the other with two. Not in a run's id
-    cpu_workers: int = 1
     # speed options (attnlib.speed.options(p) -> fit's speed): float rounding only, not part of a run's id
     tf32: bool = False  # TF32 matrix products and convolutions on CUDA; a no-op on the CPU
     compile: bool = False  # torch.compile of the model that trains
@@ -115,8 +111,6 @@ class TrainParams(TrainSettings):
             bad("heads", f"must all be at least 1, got {self.heads}")
         if any(not 0 <= seed < MAX_SEED for seed in self.seeds):
             bad("seeds", f"must all be in [0, 2**32), got {self.seeds}")
-        if self.cpu_workers < 1:
-            bad("cpu_workers", f"must be at least 1, got {self.cpu_workers}")
         for key in ("train_subset", "test_subset", "head_dim", "dry_run"):
             if getattr(self, key) < 0:
                 bad(key, f"must not be negative, got {getattr(self, key)}")

@@ -94,7 +94,7 @@ def environment(values: dict, stem: str = "") -> dict:
     return env
 
 
-NOT_DIGESTED = ("devices", "cpu_workers")  # where the runs train, not what they compute: another --devices reruns nothing
+NOT_DIGESTED = ("devices",)  # where the runs train, not what they compute: another --devices reruns nothing
 
 
 def notebook_digest(nb: Path, values: dict, library: str, upstream: dict, env: dict | None = None) -> str:

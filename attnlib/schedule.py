@@ -68,16 +68,13 @@ def canonical(name: str) -> str:
     return f"cuda:{text}" if text.isdigit() else text
 
 
-def devices(listed: Sequence[str], device: str = "auto", cpu_workers: int = 1) -> list[str]:
+def devices(listed: Sequence[str], device: str = "auto") -> list[str]:
     """The devices a grid trains on: `listed` (canonical); none listed: `device`, or, when that is auto, every
-    visible CUDA device (one: just `device`, as one device trains); where that is the CPU (cpu, or auto without a
-    GPU), `cpu_workers` workers on it. A CUDA device torch does not see raises TrainingError, one line."""
+    visible CUDA device (one: just `device`, as one device trains). A CUDA device torch does not see raises
+    TrainingError, one line."""
     if not listed:
         count = torch.cuda.device_count() if device == "auto" else 0
-        if count > 1:
-            return [f"cuda:{i}" for i in range(count)]
-        on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
-        return ["cpu"] * cpu_workers if on_cpu and cpu_workers > 1 else [device]
+        return [f"cuda:{i}" for i in range(count)] if count > 1 else [device]
     names = [canonical(d) for d in listed]
     count = torch.cuda.device_count() if any(n.startswith("cuda") for n in names) else 0
     missing = [n for n in names if n.startswith("cuda") and (count == 0 or int(n.partition(":")[2] or 0) >= count)]

@@ -104,12 +104,6 @@ def test_devices_are_checked_and_resolved(tmp_path):
         params.from_mapping(TrainParams, {**TINY, "devices": "0,1"})
     assert schedule.devices(["cpu", "cpu"]) == ["cpu", "cpu"]
     assert schedule.devices([], "cpu") == ["cpu"]
-    assert schedule.devices([], "cpu", cpu_workers=3) == ["cpu"] * 3  # runs at once on the CPU, cores split
-    assert schedule.devices(["cpu"], "cpu", cpu_workers=3) == ["cpu"]  # devices listed: those, as listed
-    if not torch.cuda.is_available():
-        assert schedule.devices([], "auto", cpu_workers=2) == ["cpu", "cpu"]
-    with pytest.raises(ParamsError, match=r"^params/x.yaml: cpu_workers must be at least 1, got 0$"):
-        params.from_mapping(TrainParams, {**TINY, "cpu_workers": 0}, where="params/x.yaml")
     if torch.cuda.device_count() < 2:
         assert schedule.devices([], "auto") == ["auto"]  # one device: the serial path, as before
     with pytest.raises(TrainingError, match=r"^devices cuda:\d+ asked for, but torch sees"):

@@ -10,8 +10,9 @@ classifier. Pooling is a mean, so there is no class token (the [Re] code drew it
 at random on every pass; a token that is not learned carries no information).
 
 Heads have width `head_dim` (default hidden // heads = 44 for 400 / 9) with their own query, key
-and value maps and an output map, as in ViT. The fused path is torch's scaled_dot_product_attention;
-the plain path writes the softmax out, and `attention_probs(x)` reads it.
+and value maps and an output map, as in ViT. The fused path is torch's scaled_dot_product_attention
+(except while dropping out on the CPU, where the plain path measured faster); the plain path writes the
+softmax out, and `attention_probs(x)` reads it. Dropout is attnlib.dropout's.
 `hierarchical=True` ([Re]): one block applied `layers` times.
 
 `vit_re` is [Re]'s network itself (its ViT/models/networks.py), so that [Re]'s accuracy is compared
@@ -28,10 +29,9 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from attnlib.dropout import Dropout, dropout
 from torchvision.models.resnet import BasicBlock
 
+from attnlib.dropout import Dropout, dropout
 from attnlib.models.common import eval_mode
 
 INITS = ("vit", "torch")
