@@ -36,11 +36,16 @@ PATHS = {"exact": ("fp32", dropout.torch_masks), "fp32": ("fp32", contextlib.nul
          "bf16": ("bf16", contextlib.nullcontext)}
 
 
-def test_accuracy(name: str, path: str, seed: int, epochs: int) -> float:
+def quick_setup(name: str):
+    """The quick profile's parameters, data and model overrides for `name`, loaded once per network."""
     p = params.load(f"params/quick/{NOTEBOOK[name]}.yaml")
     data = experiment.load_data(p)
     heads = experiment.heads_for(p, name)[0]
-    overrides = {**experiment.model_overrides(p, name, heads), **data.model_overrides()}
+    return p, data, {**experiment.model_overrides(p, name, heads), **data.model_overrides()}
+
+
+def test_accuracy(name: str, setup, path: str, seed: int, epochs: int) -> float:
+    p, data, overrides = setup
     precision, masks = PATHS[path]
     cfg = replace(experiment.train_config(p, seed, name), epochs=epochs, precision=precision)
     torch.manual_seed(seed)
@@ -61,9 +66,10 @@ def main(argv=None) -> int:
     verdicts = []
     for name in args.networks:
         acc = {path: [] for path in PATHS}
+        setup = quick_setup(name)
         for seed in args.seeds:
             for path in PATHS:
-                acc[path].append(test_accuracy(name, path, seed, args.epochs))
+                acc[path].append(test_accuracy(name, setup, path, seed, args.epochs))
                 print(f"{name} seed {seed} {path}: test acc {acc[path][-1]:.4f}", flush=True)
         spread = statistics.stdev(acc["exact"]) if len(args.seeds) > 1 else float("nan")
         print(f"\n{name}, {args.epochs} epochs, seeds {args.seeds}: the exact path's spread over seeds {spread:.4f}")

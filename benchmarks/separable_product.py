@@ -47,7 +47,7 @@ def separable(score: QuadraticScore, x: torch.Tensor, side: int) -> torch.Tensor
     b, t, d = x.shape
     image = x.view(b, side, side, d)
     by_columns = torch.einsum("hjc,bacd->bhajd", factor(cols), image)  # C along each row of the image
-    return torch.einsum("hia,bhajd->bijhd", factor(rows), by_columns).reshape(b, t, HEADS, d)
+    return torch.einsum("hia,bhajd->bijhd", factor(rows), by_columns).reshape(b, t, score.heads, d)
 
 
 def main(argv=None) -> int:
