@@ -88,7 +88,7 @@ class TrainParams(TrainSettings):
     # speed options (attnlib.speed.options(p) -> fit's speed): float rounding only, not part of a run's id
     tf32: bool = False  # TF32 matrix products and convolutions on CUDA; a no-op on the CPU
     compile: bool = False  # torch.compile of the model that trains
-    channels_last: bool = False  # ResNet and SAN in channels-last memory format; ignored for the attention models
+    channels_last: bool = False  # ResNet, SAN and a ViT's conv stem in channels-last memory format; else ignored
     results_dir: str = "results"
     # N > 0: a dry run (attnlib.dry_run): every run at its size for one epoch of N steps, timed and measured
     dry_run: int = 0

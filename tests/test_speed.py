@@ -72,6 +72,20 @@ def test_what_an_option_does_not_do_here_is_said():
     assert SpeedOptions(channels_last=True).batch(x, attention) is x and SpeedOptions().batch(x, resnet) is x
 
 
+def test_channels_last_takes_a_vits_convolutional_stem_and_changes_no_output():
+    torch.manual_seed(0)
+    vit = create_model("vit", layers=1, heads=2, hidden=8, ff=8, stem_channels=4, image_size=8, patch_size=2).eval()
+    plain = create_model("vit_plain", layers=1, heads=2, hidden=8, ff=8, image_size=8, patch_size=2)
+    x = torch.randn(2, 3, 8, 8)
+    before = vit(x)
+    options = SpeedOptions(channels_last=True)
+    assert options.prepare(vit, "cpu") == torch.channels_last
+    assert vit.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(vit(options.batch(x, vit)), before, rtol=1e-5, atol=1e-6)
+    assert options.prepare(plain, "cpu") is None and options.batch(x, plain) is x  # no stem: left as it is
+    assert any("ignored" in n for n in options.notes(plain)) and not options.notes(vit)
+
+
 def test_the_paper_profiles_speed_keys_change_no_run_id(tmp_path):
     """The keys are not in the fingerprint: the paper files plan the same run ids with and without them, and
     with every option switched on."""
