@@ -6,20 +6,15 @@ Ours carry their data set, profile and epochs, so a reduced run is never read as
 from __future__ import annotations
 
 import io
-import shutil
-import subprocess
 from pathlib import Path
 
-import nbformat
 import pandas as pd
-from nbconvert import HTMLExporter
 
 from attnlib import claims as learning
 from attnlib import dry_run, results
 from attnlib.claims import verdict_row
 from attnlib.experiment import summarize
 from attnlib.models import count_parameters, create_model
-from attnlib.results import atomic_write_text
 
 # (model, heads, hierarchical) -> published figures. Paper: Table 1 (accuracy), parameter counts computed
 # from the original code; beside the models that follow the paper. [Re]: best test accuracy from its run logs;
@@ -247,42 +242,3 @@ def series_time(stamps: dict, metrics: pd.DataFrame) -> pd.DataFrame:
     rows = [dict(notebook=k, last_run=v.get("finished"), last_run_seconds=v.get("seconds"),
                  training_seconds=round(train.get(k, 0.0), 1)) for k, v in sorted(stamps.items())]
     return pd.DataFrame(rows)
-
-
-def export_report(notebook, out_dir) -> list[str]:
-    """The executed report notebook as report.html (code hidden, figures embedded) and, where Debian's
-    Chromium is installed, report.pdf printed from that HTML. Returns one line per file written or skipped."""
-    out_dir = Path(out_dir)
-    exporter = HTMLExporter(template_name="offline", extra_template_basedirs=[str(TEMPLATES)], exclude_input=True,
-                            exclude_input_prompt=True, exclude_output_prompt=True)
-    body, _ = exporter.from_notebook_node(nbformat.read(str(notebook), as_version=4))
-    html = out_dir / "report.html"
-    atomic_write_text(html, body)
-    lines = [f"report: {html} ({html.stat().st_size / 1e6:.1f} MB)"]
-    browser = find_chromium()
-    if browser is None:
-        return lines + [f"report: no PDF ({NO_CHROMIUM})"]
-    pdf = out_dir / "report.pdf"
-    tmp = pdf.with_suffix(".pdf.tmp")
-    cmd = [browser, *CHROMIUM_FLAGS, "--no-pdf-header-footer", f"--print-to-pdf={tmp}", html.resolve().as_uri()]
-    try:
-        subprocess.run(cmd, check=True, capture_output=True, timeout=180)
-        tmp.replace(pdf)
-        lines.append(f"report: {pdf} ({pdf.stat().st_size / 1e6:.1f} MB)")
-    except (subprocess.SubprocessError, OSError) as err:
-        tmp.unlink(missing_ok=True)
-        lines.append(f"report: no PDF ({browser} failed: {type(err).__name__})")
-    return lines
-
-
-TEMPLATES = Path(__file__).resolve().parent / "templates"  # offline/: the HTML template of the report
-NO_CHROMIUM = "no Chromium on PATH; `make setup` installs Debian's as root, or: apt-get install chromium"
-
-# Headless Chromium on a machine without internet: no first-run, sync or update traffic.
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"]
-
-
-def find_chromium() -> str | None:
-    """Debian's Chromium (apt-get install chromium), or another Chromium on PATH; None if there is none."""
-    return next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)

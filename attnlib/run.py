@@ -49,7 +49,7 @@ from attnlib.dry_run import RESULTS_DIR as DRY_RUN_RESULTS
 from attnlib.params import PROFILES, REPO_ROOT, ParamsError, load_with, params_class
 from attnlib.progress import ENV as PROGRESS_ENV
 from attnlib.progress import ProgressView
-from attnlib.report import export_report
+from attnlib.report_export import export_report
 from attnlib.results import (atomic_write_text, device_name, one_line, read_stamps, remove_stale_temp_files,
                              stamps_path, temp_file)
 from attnlib.train import TrainingError

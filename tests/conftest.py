@@ -9,7 +9,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from attnlib.report import CHROMIUM_FLAGS, NO_CHROMIUM, find_chromium
+from attnlib.report_export import CHROMIUM_FLAGS, NO_CHROMIUM, find_chromium
 
 ROOT = Path(__file__).resolve().parent.parent
 
