@@ -112,10 +112,22 @@ def header_text(data: ReportData) -> str:
         total, training = times["last_run_seconds"].sum() / 60, times["training_seconds"].sum() / 60
         timing_text = (f"the notebooks' last executions took {total:.1f} minutes in all; the training they report took "
                        f"{training:.1f} minutes when it ran (a notebook that finds its runs finished reads them back "
-                       "instead of training). Per notebook at the end of this report.")
+                       "instead of training). Per notebook at the end of this report." + _yardstick(timing))
     return (f"**Profile** `{data.profile}` · **data** {datasets} · **trained on** {devices} · "
             f"**timed on** {timed_on} · **torch** {versions} · "
             f"**commits** {commits}\n\n**Time**: {timing_text}")
+
+
+def _yardstick(timing: pd.DataFrame) -> str:
+    """A sentence on how fast this machine multiplied fp32 matrices when notebook 06 ran, or '' when unknown: the
+    same series takes longer on a slower or busier machine (a shared 2-core VM measured 100-193 GFLOP/s on one day)."""
+    if timing.empty or "peak_gflops" not in timing:
+        return ""
+    peak = timing.loc[timing["precision"] == "fp32", "peak_gflops"].dropna()
+    if peak.empty:
+        return ""
+    return (f" For comparing these times with another machine's: notebook 06 measured this one's fp32 matrix "
+            f"products at {peak.median():.0f} GFLOP/s.")
 
 
 def explorer_text(data: ReportData) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from attnlib import report, report_sections, results
+from attnlib import report, report_export, report_sections, results
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -117,10 +117,10 @@ def test_report_is_exported_to_html_with_figures_embedded(tmp_path):
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("secret_code = 1", outputs=[
         nbformat.v4.new_output("display_data", data={"image/png": png})])])
     nbformat.write(nb, tmp_path / "08_report.ipynb")
-    lines = report.export_report(tmp_path / "08_report.ipynb", tmp_path)
+    lines = report_export.export_report(tmp_path / "08_report.ipynb", tmp_path)
     html = (tmp_path / "report.html").read_text()
     assert "data:image/png;base64," in html and "secret_code" not in html  # figures inline, code hidden
-    if report.find_chromium():
+    if report_export.find_chromium():
         assert (tmp_path / "report.pdf").read_bytes()[:4] == b"%PDF" and len(lines) == 2
     else:
         assert "no PDF" in lines[-1]
@@ -192,7 +192,10 @@ def test_the_header_names_what_the_runs_ran_on_and_how_long_the_series_took(tmp_
     header = report_sections.header_text(data)
     assert "**data** fashion_mnist · **trained on** cpu: x · **timed on** not timed · **torch** 2.14" in header
     assert "**commits** 1234567" in header and "last executions took 2.0 minutes in all" in header
-    assert "training they report took 1.0 minutes" in header
+    assert "training they report took 1.0 minutes" in header and "GFLOP/s" not in header  # 06 did not run
+    timing = pd.DataFrame({"precision": ["fp32", "fp32", "bf16"], "peak_gflops": [190.0, 196.0, 420.0]})
+    assert report_sections._yardstick(timing) == (" For comparing these times with another machine's: notebook 06 "
+                                                  "measured this one's fp32 matrix products at 193 GFLOP/s.")
     assert "(beside this report, 2.0 MB)" in report_sections.explorer_text(data)
     report_sections.show_accuracy(data)
     written = pd.read_csv(data.metrics_dir / "08_report_accuracy.csv")
