@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from reference_sa import REFERENCES  # noqa: E402
 
 import bench  # noqa: E402
+import parity  # noqa: E402
 
 
 def test_warmup_calls_are_not_timed_and_warmup_is_required():
@@ -309,3 +310,20 @@ def test_the_fastest_precision_is_the_one_whose_gemm_peak_measures_highest():
     assert from_mapping(TimingParams, {"precisions": ["fastest"]}).precisions == ["fastest"]
     with pytest.raises(ParamsError, match="precisions must name fp32, bf16 or fastest"):
         from_mapping(TimingParams, {"precisions": ["fp16"]})
+
+
+def test_parity_verdicts_set_a_difference_beyond_the_tolerance_against_the_seeds_noise():
+    exact = [0.6305, 0.5570, 0.6045]
+    fp32 = [0.6130, 0.6200, 0.6240]  # other masks: as far from exact as another seed
+    acc = {"exact": exact, "fp32": fp32, "bf16": [a - 0.0025 for a in fp32]}
+    assert parity.verdict(acc, "fp32").startswith("agrees within the seeds' noise: mean fp32 - exact +0.0217, within")
+    assert "cannot resolve the tolerance 0.01" in parity.verdict(acc, "fp32")
+    assert parity.verdict(acc, "bf16") == "agrees: same seed, bf16 - fp32, mean -0.0025 (tolerance 0.01)"
+    assert parity.verdict(dict(acc, bf16=[0.6430, 0.6150, 0.6340]), "bf16").startswith(
+        "agrees within the seeds' noise: same seed, bf16 - fp32, mean +0.0117")  # +0.030, -0.005, +0.010
+    assert parity.verdict(dict(acc, bf16=[a + 0.02 for a in fp32]), "bf16").startswith(
+        "DIFFERS: same seed, bf16 - fp32, mean +0.0200, beyond twice")  # the same shift in every seed
+    assert parity.verdict(dict(acc, fp32=exact), "fp32") == "agrees: mean fp32 - exact +0.0000 (tolerance 0.01)"
+    steady = {"exact": [0.60, 0.61, 0.62], "fp32": [0.70, 0.71, 0.72]}
+    assert parity.verdict(steady, "fp32").startswith("DIFFERS: mean fp32 - exact +0.1000, beyond twice")
+    assert "one seed gives no noise" in parity.verdict({"exact": [0.6], "fp32": [0.7]}, "fp32")
