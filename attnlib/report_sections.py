@@ -120,7 +120,7 @@ def header_text(data: ReportData) -> str:
 
 def _yardstick(timing: pd.DataFrame) -> str:
     """A sentence on how fast this machine multiplied fp32 matrices when notebook 06 ran, or '' when unknown: the
-    same series takes longer on a slower or busier machine (a shared 2-core VM measured 100-193 GFLOP/s on one day)."""
+    same series takes longer on a slower or busier machine (a shared 2-core VM measured 97-193 GFLOP/s over two days)."""
     if timing.empty or "peak_gflops" not in timing:
         return ""
     peak = timing.loc[timing["precision"] == "fp32", "peak_gflops"].dropna()
