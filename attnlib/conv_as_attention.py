@@ -57,9 +57,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attnlib import attention_maps, results
+from attnlib import results
 from attnlib.attention import MultiHeadSelfAttention
 from attnlib.data import Dataset
+from attnlib.evidence import attention_maps
 
 DEFAULT_ALPHA = 46.0  # see "Sharpness" in the module docstring
 ENCODINGS = ("quadratic", "learned")

@@ -6,7 +6,7 @@ float32 and in bf16 autocast. Each network's implementations and precisions are 
 round (A, B, C, D, A, B, ...) after a warm-up round; medians reported. Printed, as one report:
 
 - the machine: CPU model, the flags that decide its speed (AVX512-BF16, AMX, ...), threads;
-- its GEMM peak per precision (attnlib.timing.gemm_peak: the best median rate of n x n products);
+- its GEMM peak per precision (attnlib.report.timing.gemm_peak: the best median rate of n x n products);
 - per network and precision: ours and the straightforward code (benchmarks/reference_sa.py) in images/s,
   their ratio, and ours as a share of that precision's peak (training FLOPs per image counted by
   torch.utils.flop_counter on the straightforward code, attention products included);
@@ -29,9 +29,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference_sa import REFERENCES  # noqa: E402
 
-from attnlib import results, timing  # noqa: E402
+from attnlib import results  # noqa: E402
 from attnlib.data import make_synthetic  # noqa: E402
 from attnlib.models import create_model  # noqa: E402
+from attnlib.report import timing
 
 PRECISIONS = ("fp32", "bf16")
 SHARE_TARGET = 0.65  # of the machine's GEMM peak at the precision

@@ -3,14 +3,14 @@
 On CUDA, in this order, each part within its own time budget (a hard stop at HARD_LIMIT_S prints and writes what
 was measured so far, and exits 2):
 
-1. timing: every registered model's training step (forward, loss, backward, SGD; attnlib.timing: CUDA events,
+1. timing: every registered model's training step (forward, loss, backward, SGD; attnlib.report.timing: CUDA events,
    median of REPS calls after WARMUP) at the published size and the paper profile's batch, in fp32 (TF32 off),
    TF32 and bf16 autocast, with the peak memory (torch.cuda.max_memory_allocated); channels-last for ResNet18
    and SAN in fp32 and bf16;
 2. dry run: 2 training steps of one model per family (sa_quadratic, resnet18, san_pairwise, vit) as the paper
-   profile plans it (attnlib.experiment.plan, its speed options: attnlib.speed.options) through attnlib.train.fit
+   profile plans it (attnlib.experiments.runs.plan, its speed options: attnlib.training.speed.options) through attnlib.training.train.fit
    on generated CIFAR-shaped images, with its time per step and peak memory;
-3. parity: `python -m attnlib.speed parity --device cuda` (fp32 against channels_last, TF32, bf16 and compile);
+3. parity: `python -m attnlib.training.speed parity --device cuda` (fp32 against channels_last, TF32, bf16 and compile);
 4. ddp: with 2 or more GPUs, the smoke profile's 02_quadratic trained over every GPU with NCCL
    (torchrun -m attnlib.distributed; its file with dropout 0) against one process, metric rows compared;
 5. compile timing: sa_quadratic and resnet18 compiled, fp32, if time is left.
@@ -37,11 +37,14 @@ import pandas as pd
 import torch
 import yaml
 
-from attnlib import experiment, params, speed, timing
 from attnlib.data import make_synthetic
-from attnlib.dry_run import PeakMemory
+from attnlib.experiments import params
+from attnlib.experiments import runs as experiment
 from attnlib.models import create_model, list_models
-from attnlib.train import RunInfo, fit
+from attnlib.report import timing
+from attnlib.training import speed
+from attnlib.training.dry_run import PeakMemory
+from attnlib.training.train import RunInfo, fit
 
 ROOT = Path(__file__).resolve().parent.parent
 HARD_LIMIT_S = 470  # 8 minutes less a margin for printing and writing

@@ -33,9 +33,11 @@ from dataclasses import replace
 
 import torch
 
-from attnlib import dropout, experiment, params, results
+from attnlib import dropout, results
+from attnlib.experiments import params
+from attnlib.experiments import runs as experiment
 from attnlib.models import create_model
-from attnlib.train import RunInfo, fit
+from attnlib.training.train import RunInfo, fit
 
 TOLERANCE = 0.01  # test accuracy, absolute: one percentage point
 NOTEBOOK = {"sa_quadratic": "02_quadratic", "sa_learned_content": "01_learned_2d", "sa_learned": "01_learned_2d",

@@ -23,8 +23,9 @@ import sys
 
 import torch
 
-from attnlib import results, timing
+from attnlib import results
 from attnlib.attention import QuadraticScore, flush_denormals
+from attnlib.report import timing
 
 SIZES = {"paper": (8, 16, 400), "quick": (32, 7, 64)}  # batch, grid side, width
 HEADS = 9

@@ -9,7 +9,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from attnlib.report_export import CHROMIUM_FLAGS, NO_CHROMIUM, find_chromium
+from attnlib.report.export import CHROMIUM_FLAGS, NO_CHROMIUM, find_chromium
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,7 +35,8 @@ def train_smoke_runs(results_dir: Path, params_dir: Path, changes: dict[str, dic
     `changes` applied (per_model kept only for the models left), written under params_dir/smoke/."""
     import yaml
 
-    from attnlib import experiment, params
+    from attnlib.experiments import params
+    from attnlib.experiments import runs as experiment
 
     (params_dir / "smoke").mkdir(parents=True, exist_ok=True)
     for name, change in changes.items():

@@ -1,7 +1,7 @@
 """Attention maps of trained models (notebook 07): checked against the models' own probabilities, the
 paper's quadratic formula, SAN's weights recomputed by hand, and hand-built attention patterns.
 
-Covers attnlib.attention_maps: the maps equal the probabilities the forward pass uses; the quadratic maps
+Covers attnlib.evidence.attention_maps: the maps equal the probabilities the forward pass uses; the quadratic maps
 follow the paper's formula computed by hand; SAN's maps are each bottleneck's window weights recomputed
 from its input (one map per depth when blocks are shared; strides kept when pooling rounds down; [Re]'s
 SAN pooling before its first stage); offset averages and conv_likeness of hand-built one-tap heads and of
@@ -13,9 +13,9 @@ import pytest
 import torch
 from conftest import hard_shift_model
 
-from attnlib import attention_maps as am
 from attnlib.conv_as_attention import kernel_shifts
-from attnlib.attention_maps import mean_attention
+from attnlib.evidence import attention_maps as am
+from attnlib.evidence.attention_maps import mean_attention
 from attnlib.models import create_model
 
 

@@ -27,7 +27,7 @@ from conftest import ROOT, chromium, open_offline, train_smoke_runs
 from papermill.iorw import load_notebook_node
 from papermill.parameterize import parameterize_notebook
 
-from attnlib.report_export import CHROMIUM_FLAGS, export_report
+from attnlib.report.export import CHROMIUM_FLAGS, export_report
 
 ARTIFACTS = ROOT / "build" / "test-artifacts"
 

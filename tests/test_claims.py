@@ -1,4 +1,4 @@
-"""The learning claims compare trained runs with the same runs at initialisation (attnlib.claims).
+"""The learning claims compare trained runs with the same runs at initialisation (attnlib.evidence.claims).
 
 The null: ten draws of three untrained networks per model, each compared with another untrained draw (what
 random initialisation alone can differ by) and with itself, must all read "not shown". Hand-built heads that
@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 import torch
 
-from attnlib import claims
+from attnlib.evidence import claims
 from attnlib.models import create_model
-from attnlib.train import attention_rows, center_rows
+from attnlib.training.train import attention_rows, center_rows
 
 SMALL = dict(heads=9, layers=3, hidden=16, ff=32, image_size=28, in_channels=1, downsample=4)  # a 7x7 token grid
 GRID = [(r, c) for r in (-1, 0, 1) for c in (-1, 0, 1)]

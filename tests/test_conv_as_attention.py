@@ -20,14 +20,15 @@ import torch
 from conftest import assert_every_field_injected, hard_shift_model, run_runner
 from torch import nn
 
-from attnlib import params, results
+from attnlib import results
 from attnlib.conv_as_attention import (DEFAULT_ALPHA, ENCODINGS, ERROR_COLUMNS, ConvAsAttention, alpha_sweep,
                                        attention_from_conv, case_outputs, check_supported, construction_error,
                                        conv_likeness, error_table, example_convolutions, kernel_shifts, pick_image,
                                        write_records)
 from attnlib.data import make_synthetic
+from attnlib.experiments import params
+from attnlib.experiments.params import ConvParams
 from attnlib.models import create_model
-from attnlib.params import ConvParams
 
 ROOT = Path(__file__).resolve().parent.parent
 TOL = {torch.float32: 1e-3, torch.float64: 1e-4}  # the relative max error the project holds the construction to

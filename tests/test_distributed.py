@@ -1,6 +1,6 @@
 """Training with DDP over 2 processes (gloo on the CPU, launched with torchrun) against 1 process.
 
-Covers attnlib.train.fit under a process group and attnlib.distributed: 2 processes reproduce the 1-process
+Covers attnlib.training.train.fit under a process group and attnlib.experiments.distributed: 2 processes reproduce the 1-process
 run with the same global batch (metric rows and final weights within float rounding; an uneven split of
 every batch and a last batch of one image, which leaves one process a stand-in row); rank 0 alone writes
 the checkpoint, whose state dict has the 1-process keys; a rank killed with SIGKILL mid-epoch and a rerun
@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 from attnlib import results  # noqa: E402
 from attnlib.data import BatchLoader, make_synthetic  # noqa: E402
 from attnlib.models import create_model  # noqa: E402
-from attnlib.train import RunInfo, TrainConfig, fit  # noqa: E402
+from attnlib.training.train import RunInfo, TrainConfig, fit  # noqa: E402
 
 TINY = dict(layers=1, heads=4, hidden=16, ff=16, downsample=2, image_size=8)
 NUMBERS = ["train_loss", "train_acc", "test_loss", "test_acc", "lr"]
@@ -56,7 +56,7 @@ def worker(results_dir: str, mode: str):
     killed (SIGKILL) at the third batch of epoch 2."""
     import torch.distributed as dist
 
-    from attnlib.distributed import init
+    from attnlib.experiments.distributed import init
 
     init("cpu")
     if mode == "kill" and dist.get_rank() == 1:
@@ -142,7 +142,8 @@ def test_a_ddp_checkpoint_resumes_in_one_process(launched, tmp_path):
 
 
 def test_command_line_trains_the_notebooks_runs_and_the_notebook_reads_them_back(tmp_path, capsys):
-    from attnlib import experiment, params
+    from attnlib.experiments import params
+    from attnlib.experiments import runs as experiment
 
     out = torchrun("-m", "attnlib.distributed", "02_quadratic", "--profile", "smoke", "--results-dir", str(tmp_path))
     lines = out.stdout.splitlines()
@@ -161,7 +162,7 @@ def test_command_line_trains_the_notebooks_runs_and_the_notebook_reads_them_back
     (["02_quadratic", "--profile", "smoke", "--only", "resnet"], "no planned run's id starts with 'resnet'"),
 ])
 def test_command_line_bad_input_is_one_line_and_exit_2(argv, says, tmp_path, capsys):
-    from attnlib import distributed
+    from attnlib.experiments import distributed
 
     assert distributed.main([a.replace("{tmp}", str(tmp_path)) for a in argv]) == 2
     err = capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""The dry run (attnlib.dry_run, `make reproduce DRY_RUN=N`): one run of every model family of the paper
+"""The dry run (attnlib.training.dry_run, `make reproduce DRY_RUN=N`): one run of every model family of the paper
 profile at its published size trains its steps on CIFAR-10-shaped data, checkpoints, is read back on a
 rerun without a duplicated row, and records peak memory, seconds per step and a projected full run; the
 runner's --dry-run puts its results apart and its report shows the table; the memory sampler and the
@@ -13,8 +13,12 @@ import pytest
 import torch
 from conftest import ROOT, run_runner
 
-from attnlib import dry_run, experiment, params, report, results
+from attnlib import results
 from attnlib.data import make_synthetic
+from attnlib.experiments import params
+from attnlib.experiments import runs as experiment
+from attnlib.report import tables as report
+from attnlib.training import dry_run
 
 # (notebook, model): one run of every family of the paper profile, at the published size
 FAMILIES = [("02_quadratic", "sa_quadratic"), ("01_learned_2d", "sa_learned_content"), ("03_san", "san_pairwise"),

@@ -1,4 +1,4 @@
-"""The static explorer page (attnlib.explore) and your own image (attnlib.explore_image): the page's data, the
+"""The static explorer page (attnlib.explorer.page) and your own image (attnlib.explorer.image): the page's data, the
 command `python -m attnlib.explore`, the notebook explorer's upload, and the page in headless Chromium.
 
 Covers: the 8-bit quantisation (each row within half a step); the page's data round-trips, stores the
@@ -22,12 +22,13 @@ import torch
 from conftest import ROOT, chromium, open_offline, train_smoke_runs
 from PIL import Image
 
-from attnlib import explore, explorer
-from attnlib.attention_maps import attention_maps, mean_attention
 from attnlib.data import normalize
-from attnlib.explore_image import NotAnImage, open_image, prepare_image, query_on_object
-from attnlib.explorer_widget import ExplorerWidget
-from attnlib.trained_runs import trained_runs
+from attnlib.evidence.attention_maps import attention_maps, mean_attention
+from attnlib.explorer.image import NotAnImage, open_image, prepare_image, query_on_object
+from attnlib.explorer import live as explorer
+from attnlib.explorer import page as explore
+from attnlib.explorer.trained_runs import trained_runs
+from attnlib.explorer.widget import ExplorerWidget
 
 ARTIFACTS = ROOT / "build" / "test-artifacts"
 NOW = datetime.datetime.now(datetime.timezone.utc)

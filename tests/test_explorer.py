@@ -2,7 +2,7 @@
 
 Covers: the trained runs found from the parameter files (the same plan as the notebooks that trained them,
 missing checkpoints named); the explorer computing attention once per image and updating its panels in
-place on a slider move; notebook 07's figures, and its jobs (attnlib.head_figures) writing the figures and
+place on a slider move; notebook 07's figures, and its jobs (attnlib.explorer.head_figures) writing the figures and
 the table it names; the zoom being the query's 7x7 token neighbourhood;
 notebook 07's parameters checked against what was trained.
 """
@@ -14,11 +14,14 @@ import pytest
 from conftest import train_smoke_runs
 from matplotlib import pyplot as plt
 
-from attnlib import attention_maps as am
-from attnlib import explorer, head_figures, params, viz
-from attnlib.explore_image import query_on_object
-from attnlib.explorer_widget import ExplorerWidget
-from attnlib.trained_runs import trained_runs
+from attnlib import viz
+from attnlib.evidence import attention_maps as am
+from attnlib.experiments import params
+from attnlib.explorer.image import query_on_object
+from attnlib.explorer import head_figures
+from attnlib.explorer import live as explorer
+from attnlib.explorer.trained_runs import trained_runs
+from attnlib.explorer.widget import ExplorerWidget
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -101,7 +104,7 @@ def test_figures_of_notebook_07(trained, tmp_path):
 
 
 def test_notebook_07_jobs_write_its_figures_and_table(trained):
-    """attnlib.head_figures, what notebook 07's cells call: the figures it names, the table, and nothing left open."""
+    """attnlib.explorer.head_figures, what notebook 07's cells call: the figures it names, the table, and nothing left open."""
     results_dir, params_dir = trained
     p = params.VizParams(profile="smoke", results_dir=str(results_dir), params_dir=str(params_dir),
                          experiments=["02_quadratic", "03_san"], average_images=4, device="cpu")

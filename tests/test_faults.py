@@ -32,10 +32,15 @@ import torch
 import yaml
 from conftest import ROOT, run_runner
 
-from attnlib import data, experiment, params, report, results, run, timing
+from attnlib import data, results
 from attnlib.data import DataError
+from attnlib.experiments import params
+from attnlib.experiments import runs as experiment
+from attnlib.report import tables as report
+from attnlib.report import timing
 from attnlib.results import ATTENTION_COLUMNS, CENTER_COLUMNS, METRIC_COLUMNS
-from attnlib.train import TrainingError
+from attnlib.runner import run
+from attnlib.training.train import TrainingError
 
 TIME_COLUMNS = ["seconds"]  # what may differ between two runs of the same settings (besides nothing else)
 
@@ -246,7 +251,7 @@ def viz_params(trained, results_dir: Path, **values):
 
 @pytest.mark.parametrize("name", list(VIZ_FAULTS), ids=[f"stop-viz-{n}" for n in VIZ_FAULTS])
 def test_visualization_parameters_beyond_what_was_trained_stop_with_one_line(trained, name):
-    from attnlib import trained_runs
+    from attnlib.explorer import trained_runs
 
     values, words = VIZ_FAULTS[name]
     p = viz_params(trained, trained.results_dir, **values)
@@ -579,8 +584,8 @@ def cifar(tmp_path, monkeypatch):
     """A fake CIFAR-10 archive whose MD5s torchvision is told, so its integrity checks run for real."""
     import hashlib
 
-    from torchvision.datasets import CIFAR10
     from test_data import write_fake_cifar10
+    from torchvision.datasets import CIFAR10
 
     src = tmp_path / "src"
     write_fake_cifar10(src)

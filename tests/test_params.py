@@ -1,6 +1,6 @@
 """Parameter files: typed, checked before work starts, one clear line for every mistake.
 
-Covers attnlib.params: every committed file valid and naming its profile (a file naming another profile
+Covers attnlib.experiments.params: every committed file valid and naming its profile (a file naming another profile
 than its folder refused), the paper profile being the published setting, the committed results belonging
 to the committed parameters; bad values, broken YAML and the command line (`python -m attnlib.params`,
 exit 2) each one line naming file and key; ints taken where floats are expected; the runner checking every
@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from conftest import run_runner
 
-from attnlib import params
-from attnlib.params import ParamsError, TrainParams, from_mapping
+from attnlib.experiments import params
+from attnlib.experiments.params import ParamsError, TrainParams, from_mapping
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -103,8 +103,8 @@ def test_downsample_must_divide_the_images_of_the_dataset():
 def test_every_training_option_has_a_notebook_parameter_of_the_same_name():
     import dataclasses
 
-    from attnlib.experiment import train_config
-    from attnlib.train import TrainConfig
+    from attnlib.experiments.runs import train_config
+    from attnlib.training.train import TrainConfig
     p = from_mapping(TrainParams, {"lr": 0.3, "milestones": [5], "schedule": "step", "precision": "bf16"})
     cfg = train_config(p, seed=7)
     assert (cfg.lr, cfg.milestones, cfg.schedule, cfg.precision, cfg.seed) == (0.3, [5], "step", "bf16", 7)
@@ -115,7 +115,7 @@ def test_every_training_option_has_a_notebook_parameter_of_the_same_name():
 def test_per_model_sets_one_models_options_and_training_fields():
     from types import SimpleNamespace
 
-    from attnlib.experiment import plan
+    from attnlib.experiments.runs import plan
     p = from_mapping(TrainParams, {"models": ["resnet18", "vit", "sa_quadratic"], "heads": [4, 9], "seeds": [1, 2],
                                    "lr": 0.1, "hidden": 36, "per_model": {"resnet18": {"lr": 0.01, "width": 8},
                                                                           "vit": {"stem_channels": 16}}})
@@ -142,7 +142,7 @@ def test_committed_results_belong_to_the_committed_parameters(profile):
 
     import pandas as pd
 
-    from attnlib.experiment import plan
+    from attnlib.experiments.runs import plan
     checked = 0
     for path in sorted((ROOT / "params" / profile).glob("*.yaml")):
         csv = ROOT / "results" / profile / "metrics" / f"{path.stem}.csv"
@@ -161,7 +161,7 @@ def test_committed_results_belong_to_the_committed_parameters(profile):
 def test_hierarchical_lists_the_weight_sharing_settings_to_train():
     from types import SimpleNamespace
 
-    from attnlib.experiment import plan
+    from attnlib.experiments.runs import plan
     data = SimpleNamespace(name="synthetic", x_train=range(10), x_test=range(5),
                            model_overrides=lambda: {"image_size": 16, "in_channels": 3, "num_classes": 10})
     p = from_mapping(TrainParams, {"models": ["sa_quadratic", "resnet18"], "heads": [9], "hierarchical": [False, True]})

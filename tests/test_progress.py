@@ -1,6 +1,6 @@
 """Progress from inside a notebook's kernel reaches the runner's console as one bar per run.
 
-Covers attnlib.progress: under the runner a bar writes events and draws nothing; without it, a plain text
+Covers attnlib.training.progress: under the runner a bar writes events and draws nothing; without it, a plain text
 bar and no events; the runner's view draws one bar per run and leaves each as one line.
 """
 import io
@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from attnlib import progress
+from attnlib.training import progress
 
 
 def test_under_the_runner_a_bar_writes_events_and_draws_nothing(tmp_path, monkeypatch, capsys):

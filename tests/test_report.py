@@ -1,6 +1,6 @@
 """Tables beside the published numbers, and CSV text columns that stay text.
 
-Covers attnlib.report: ours beside the paper's and [Re]'s numbers, differences only on CIFAR-10; the
+Covers attnlib.report.tables: ours beside the paper's and [Re]'s numbers, differences only on CIFAR-10; the
 parameter table (published size beside the published counts) and the accuracy table (mean and spread over
 seeds); the claim verdicts following their stated criteria; the HTML export with figures embedded; each
 notebook's time; only the runs of each notebook's latest settings read; and the committed quick and
@@ -13,7 +13,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from attnlib import report, report_export, report_sections, results
+from attnlib import results
+from attnlib.report import export as report_export
+from attnlib.report import sections as report_sections
+from attnlib.report import tables as report
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,9 +50,9 @@ def test_text_columns_are_read_back_as_text(tmp_path):
 def test_parameter_table_puts_full_size_counts_beside_the_published_ones():
     from types import SimpleNamespace
 
-    from attnlib.experiment import plan
-    from attnlib.params import TrainParams, from_mapping
-    from attnlib.report import parameter_table
+    from attnlib.experiments.params import TrainParams, from_mapping
+    from attnlib.experiments.runs import plan
+    from attnlib.report.tables import parameter_table
     data = SimpleNamespace(name="synthetic", x_train=range(10), x_test=range(5),
                            model_overrides=lambda: {"image_size": 8, "in_channels": 1, "num_classes": 10})
     p = from_mapping(TrainParams, {"models": ["resnet18", "sa_quadratic"], "heads": [9], "hidden": 16, "layers": 1,
@@ -163,7 +166,7 @@ def test_committed_verdicts_are_what_the_committed_results_earn(profile):
         assert len(learning) == 3 and set(learning["verdict"]) == {"not shown"}, learning
 
 
-# -- the report's sections (attnlib.report_sections) --------------------------------------------------------
+# -- the report's sections (attnlib.report.sections) --------------------------------------------------------
 def test_an_empty_profile_gives_a_report_that_says_what_is_missing(tmp_path, capsys):
     data = report_sections.load(tmp_path, "quick")
     header = report_sections.header_text(data)

@@ -1,11 +1,11 @@
 """The runner's bookkeeping: which notebooks an unchanged checkout may skip.
 
-Covers attnlib.run's stamps: the digest follows parameters, notebook, library and the notebooks before
+Covers attnlib.runner.run's stamps: the digest follows parameters, notebook, library and the notebooks before
 (not where the checkout lies); stamps record, skip and name the notebooks before; a notebook about to run
 loses its stamp on disk, and recording keeps what a notebook dropped meanwhile; dataset=auto notes whether
 CIFAR-10 is there; only the timing notebook reruns on another CPU.
 """
-from attnlib import run
+from attnlib.runner import run
 
 
 def test_digest_follows_parameters_notebook_library_and_upstream(tmp_path):

@@ -15,8 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from attnlib.models import create_model
-from attnlib.models.san import (SAM, SAN, SANConfig, aggregation, neighbours, position, subtraction,
-                                subtraction2)
+from attnlib.models.san import SAM, SAN, SANConfig, aggregation, neighbours, position, subtraction, subtraction2
 
 TINY = dict(widths=[16, 32], blocks=[1, 1], stem=8, rel_ratio=4, mid_ratio=2, share_planes=2, image_size=8)
 

@@ -1,4 +1,4 @@
-"""A grid's runs spread over several devices (attnlib.schedule through attnlib.experiment.run_grid).
+"""A grid's runs spread over several devices (attnlib.training.schedule through attnlib.experiments.runs.run_grid).
 
 Two CPU workers stand in for two devices. They train the same runs as the serial run_grid, with the same ids
 and the same numbers (up to the seconds and device columns); the console names each run's device when it starts
@@ -20,11 +20,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from attnlib import experiment, params, run, schedule
 from attnlib.data import make_synthetic
-from attnlib.params import ParamsError, TrainParams
-from attnlib.progress import ENV as PROGRESS_ENV
-from attnlib.train import TrainingError
+from attnlib.experiments import params
+from attnlib.experiments import runs as experiment
+from attnlib.experiments.params import ParamsError, TrainParams
+from attnlib.runner import run
+from attnlib.training import schedule
+from attnlib.training.progress import ENV as PROGRESS_ENV
+from attnlib.training.train import TrainingError
 
 TINY = dict(profile="smoke", dataset="synthetic", synthetic_image_size=8, models=["sa_quadratic", "resnet18"], layers=1,
             heads=[2], hidden=8, ff=8, epochs=1, batch_size=16, lr=0.05, per_model={"resnet18": {"width": 4}})

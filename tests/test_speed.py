@@ -1,4 +1,4 @@
-"""Speed options (attnlib.speed): off by default, outside the run ids, and changing the numbers by rounding only.
+"""Speed options (attnlib.training.speed): off by default, outside the run ids, and changing the numbers by rounding only.
 
 Covers: SpeedOptions from TrainParams and the paper profile's keys, which leave every run id as it was; fit with
 speed=None, without the argument and with every option off trains exactly alike; channels_last's parity on the
@@ -19,13 +19,15 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from attnlib import params, results, speed
+from attnlib import results
 from attnlib.data import make_synthetic
-from attnlib.experiment import plan
+from attnlib.experiments import params
+from attnlib.experiments.params import TrainParams, from_mapping
+from attnlib.experiments.runs import plan
 from attnlib.models import create_model
-from attnlib.params import TrainParams, from_mapping
-from attnlib.speed import SpeedOptions
-from attnlib.train import RunInfo, TrainConfig, fit
+from attnlib.training import speed
+from attnlib.training.speed import SpeedOptions
+from attnlib.training.train import RunInfo, TrainConfig, fit
 
 ROOT = Path(__file__).resolve().parent.parent
 NUMBERS = ["train_loss", "train_acc", "test_loss", "test_acc", "lr"]

@@ -20,17 +20,17 @@ import pytest
 import torch
 from torch import nn
 
-from attnlib import results, timing
+from attnlib import results
 from attnlib.attention import QuadraticScore, flush_denormals
+from attnlib.experiments.params import ParamsError, TimingParams, from_mapping
 from attnlib.models import create_model, list_models, model_config
-from attnlib.params import ParamsError, TimingParams, from_mapping
+from attnlib.report import timing
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from reference_sa import REFERENCES  # noqa: E402
-
 import bench  # noqa: E402
 import parity  # noqa: E402
+from reference_sa import REFERENCES  # noqa: E402
 
 
 def test_warmup_calls_are_not_timed_and_warmup_is_required():

@@ -1,6 +1,6 @@
 """Training: exact resume, NaN stop, schedule, weight-decay groups, bf16 vs fp32, metric rows.
 
-Covers attnlib.train.fit: an interrupted run resumes and ends exactly like an uninterrupted one; a finished
+Covers attnlib.training.train.fit: an interrupted run resumes and ends exactly like an uninterrupted one; a finished
 run is read back, not retrained; metric rows carry the schema and other runs' rows survive; checkpoints
 load with weights_only; a NaN loss stops with one clear line; a small model learns the synthetic task; bf16
 trains like fp32 over a short run; warm-up then cosine to zero, and the step schedule at its milestones;
@@ -16,7 +16,7 @@ import torch
 from attnlib import results
 from attnlib.data import make_synthetic
 from attnlib.models import create_model
-from attnlib.train import RunInfo, TrainConfig, TrainingError, fit, lr_factor, make_optimizer
+from attnlib.training.train import RunInfo, TrainConfig, TrainingError, fit, lr_factor, make_optimizer
 
 SMALL = dict(layers=2, heads=4, hidden=16, ff=32, image_size=8)
 NUMBERS = ["train_loss", "train_acc", "test_loss", "test_acc", "lr"]

@@ -1,8 +1,8 @@
-"""The processes that train one run together (DDP under torchrun), as attnlib.train.fit sees them.
+"""The processes that train one run together (DDP under torchrun), as attnlib.training.train.fit sees them.
 
 `ranks(device)` is this process's place among them: rank 0 of 1 without a process group (and then every
 method does exactly what fit does without DDP), or rank r of world w under torchrun. How the global batch
-is shared, how losses are weighed, who writes and how a run resumes: attnlib.distributed's docstring.
+is shared, how losses are weighed, who writes and how a run resumes: attnlib.experiments.distributed's docstring.
 """
 from __future__ import annotations
 
@@ -103,7 +103,7 @@ class Ranks:
         return [o.cpu() for o in out]
 
     def resume(self, model: nn.Module, opt: torch.optim.Optimizer, load, seed: int):
-        """load() (attnlib.train's _resume: (optimizer, checkpoint state or None)) on rank 0, which alone reads
+        """load() (attnlib.training.train's _resume: (optimizer, checkpoint state or None)) on rank 0, which alone reads
         the checkpoint (moving a damaged one aside); the others get its state from rank 0 and load it. Then each
         process's RNG: its own from a DDP checkpoint of this world size; otherwise rank 0 keeps the 1-process
         stream and the others draw from their own seed (dropout masks differ between processes)."""

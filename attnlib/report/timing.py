@@ -29,12 +29,15 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from attnlib import dry_run, experiment, params, results
+from attnlib import results
 from attnlib.data import loaders, make_synthetic
+from attnlib.experiments import params
+from attnlib.experiments import runs as experiment
 from attnlib.models import count_parameters, create_model, model_config
-from attnlib.progress import Bar
-from attnlib.report import published_table
-from attnlib.train import FASTEST, PRECISIONS, autocast, resolve_device
+from attnlib.report.tables import published_table
+from attnlib.training import dry_run
+from attnlib.training.progress import Bar
+from attnlib.training.train import FASTEST, PRECISIONS, autocast, resolve_device
 
 WHAT = {
     "train": "one training step on a fixed random batch already on the device: forward, cross-entropy, "

@@ -8,7 +8,7 @@ depend only on (seed, epoch), and the dropout RNG is restored from the checkpoin
 epoch 1, with one line saying so; its rows in the CSVs are replaced as it trains.
 
 Under a process group of several processes (torchrun), fit trains with DDP, each process on its shard of every
-global batch, rank 0 alone writing files; the helpers are attnlib.process_group's, the command line attnlib.distributed's.
+global batch, rank 0 alone writing files; the helpers are attnlib.training.process_group's, the command line attnlib.experiments.distributed's.
 """
 from __future__ import annotations
 
@@ -24,13 +24,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attnlib import process_group, results
-from attnlib.attention_maps import attention_maps, conv_likeness
+from attnlib import results
 from attnlib.data import Dataset, loaders, normalize
-from attnlib.progress import Bar
+from attnlib.evidence.attention_maps import attention_maps, conv_likeness
+from attnlib.training import process_group
+from attnlib.training.progress import Bar
 
-if TYPE_CHECKING:  # attnlib.speed imports this module; fit only calls the options' methods
-    from attnlib.speed import SpeedOptions
+if TYPE_CHECKING:  # attnlib.training.speed imports this module; fit only calls the options' methods
+    from attnlib.training.speed import SpeedOptions
 
 
 class TrainingError(RuntimeError):
@@ -240,10 +241,10 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainConfig, run: RunInfo, results
     """Train (or resume, or just return a finished run's rows) and record a metric row per epoch.
 
     stop_after_epoch: return after that epoch as if interrupted (for tests of resume).
-    speed: attnlib.speed.SpeedOptions (TF32, torch.compile, channels-last), which change the numbers by float rounding
+    speed: attnlib.training.speed.SpeedOptions (TF32, torch.compile, channels-last), which change the numbers by float rounding
     only and are not part of the run's id; None changes nothing. The checkpoint holds the plain model's state dict.
     Under an initialised process group of several processes (torchrun), it trains with DDP: each process on
-    its shard of every global batch of cfg.batch_size; rank 0 alone writes files (attnlib.process_group).
+    its shard of every global batch of cfg.batch_size; rank 0 alone writes files (attnlib.training.process_group).
     """
     device = resolve_device(device) if isinstance(device, str) else device
     model.to(device)

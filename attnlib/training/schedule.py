@@ -9,19 +9,19 @@ device (torch.multiprocessing, spawn), each taking the next job from a shared qu
 
 and what the workers print, each line prefixed with its device. A failing job does not stop the others; at the
 end a summary says what finished and what failed, per device, and `Summary.error()` is one line naming the
-failed jobs (attnlib.experiment.run_grid raises it as a TrainingError). Two workers on one device are told
+failed jobs (attnlib.experiments.runs.run_grid raises it as a TrainingError). Two workers on one device are told
 apart as cpu#1, cpu#2. CPU workers share the cores (torch.set_num_threads); a CUDA worker makes its device
 the current one.
 
 A worker that dies in a job (the system's out-of-memory killer sends SIGKILL) fails that job, with the
 signal and the highest resident memory the worker was seen to reach, and a new worker takes its place on
-the same device while jobs remain. With `one_job_each` (a dry run, attnlib.dry_run) every job gets a fresh
+the same device while jobs remain. With `one_job_each` (a dry run, attnlib.training.dry_run) every job gets a fresh
 worker: its memory is its own, and a job that does not fit ends only its own process.
 
 Arguments reach the workers pickled as torch.multiprocessing pickles them: tensors (the loaded data set) are
-shared through shared memory, not copied. Progress bars (attnlib.progress.Bar) reach the runner's console:
+shared through shared memory, not copied. Progress bars (attnlib.training.progress.Bar) reach the runner's console:
 the workers inherit ATTNLIB_PROGRESS; without it, this process draws the workers' bars itself
-(attnlib.progress.ProgressView on its stderr), so that several processes never draw on one terminal.
+(attnlib.training.progress.ProgressView on its stderr), so that several processes never draw on one terminal.
 """
 from __future__ import annotations
 
@@ -45,10 +45,10 @@ from typing import Callable, Sequence
 import torch
 import torch.multiprocessing as mp
 
-from attnlib.progress import ENV as PROGRESS_ENV
-from attnlib.progress import ProgressView
 from attnlib.results import error_line, one_line
-from attnlib.train import TrainingError
+from attnlib.training.progress import ENV as PROGRESS_ENV
+from attnlib.training.progress import ProgressView
+from attnlib.training.train import TrainingError
 
 DEVICE_RE = re.compile(r"cpu|cuda|cuda:\d+|\d+")
 POLL_S = 0.2  # how often the parent looks at its workers while no event comes

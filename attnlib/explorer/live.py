@@ -5,8 +5,8 @@ What is shown is a `View` (run, layer, image, query pixel, mean or one image, zo
 of a run on one image (or on the mean over N images, or on your image) is computed for all layers in one forward
 pass when first shown and kept (`AttentionCache`); changing the query or the layer only indexes it, and `render`
 redraws the panels in place. It opens on `first_view`: the quadratic model, layer 1, a query pixel on the object
-of the first test image. The ipywidgets controls are attnlib.explorer_widget; the static page that needs no
-kernel is attnlib.explore. The runs it shows are found by attnlib.trained_runs.
+of the first test image. The ipywidgets controls are attnlib.explorer.widget; the static page that needs no
+kernel is attnlib.explorer.page. The runs it shows are found by attnlib.explorer.trained_runs.
 """
 from __future__ import annotations
 
@@ -21,11 +21,12 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import nn
 
-from attnlib.attention_maps import LayerMaps, attention_maps, mean_attention
 from attnlib.data import normalize
-from attnlib.explore_image import open_image, prepare_image, query_on_object
-from attnlib.trained_runs import TrainedRun, first_view
+from attnlib.evidence.attention_maps import LayerMaps, attention_maps, mean_attention
+from attnlib.explorer.image import open_image, prepare_image, query_on_object
+from attnlib.explorer.trained_runs import TrainedRun, first_view
 from attnlib.viz import HeadPanel, image_for_display
+
 
 @dataclass
 class View:
@@ -115,7 +116,7 @@ class AttentionExplorer:
 
     Opens on `first_view(runs)`, layer 1, with the query pixel on the object of test image 0 (or at `query`).
     `set_own_image` adds a picture of yours, explored like a test image; `select_run` moves to another run.
-    In a notebook, attnlib.explorer_widget.ExplorerWidget(explorer).box holds its controls and its picture.
+    In a notebook, attnlib.explorer.widget.ExplorerWidget(explorer).box holds its controls and its picture.
     """
 
     def __init__(self, runs: list[TrainedRun], average_images: int = 100, max_heads: int = 16, device: str = "cpu",

@@ -209,7 +209,7 @@ def first_few(names, n: int = 3) -> str:
 
 
 def stamps_path(profile_dir: str | Path) -> Path:
-    """The runner's stamps of a profile: which notebooks ran, with which inputs (see attnlib.run)."""
+    """The runner's stamps of a profile: which notebooks ran, with which inputs (see attnlib.runner.run)."""
     return Path(profile_dir) / ".cache" / "stamps.json"
 
 

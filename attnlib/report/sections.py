@@ -2,7 +2,7 @@
 the published numbers (also written as CSV for reading without Jupyter), the accuracy curves and, per claim of
 the paper, its verdicts and the figures notebooks 00-07 drew for it.
 
-attnlib.report holds the published numbers and builds the tables and verdicts; this module puts them on the page.
+attnlib.report.tables holds the published numbers and builds the tables and verdicts; this module puts them on the page.
 The show_* functions display (or print, where there is nothing to show) and return nothing, so a notebook cell
 that ends with one adds no output of its own.
 """
@@ -15,8 +15,10 @@ from typing import NamedTuple
 import pandas as pd
 from IPython.display import Image, Markdown, display
 
-from attnlib import claims as learning
-from attnlib import dry_run, report, results, viz
+from attnlib import results, viz
+from attnlib.evidence import claims as learning
+from attnlib.report import tables as report
+from attnlib.training import dry_run
 
 NOTEBOOK = "08_report"
 EXPLORER = "explorer.html"  # notebook 07 writes it beside the report
@@ -220,7 +222,7 @@ def show_effects(data: ReportData):
 
 
 def show_dry_run(data: ReportData):
-    """A dry run's per-run table (attnlib.dry_run): memory, seconds per step and the projected full run."""
+    """A dry run's per-run table (attnlib.training.dry_run): memory, seconds per step and the projected full run."""
     rows = data.res["dry_run"]
     if rows.empty:
         print("not a dry run: every run trained as its parameters say")

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from attnlib import claims as learning
-from attnlib import dry_run, results
-from attnlib.claims import verdict_row
-from attnlib.experiment import summarize
+from attnlib import results
+from attnlib.evidence import claims as learning
+from attnlib.evidence.claims import verdict_row
+from attnlib.experiments.runs import summarize
 from attnlib.models import count_parameters, create_model
+from attnlib.training import dry_run
 
 # (model, heads, hierarchical) -> published figures. Paper: Table 1 (accuracy), parameter counts computed
 # from the original code; beside the models that follow the paper. [Re]: best test accuracy from its run logs;
@@ -155,7 +156,7 @@ def load_results(results_dir, profile: str) -> dict:
         timing=_read_csv(base / "metrics" / "06_timing_this_run.csv"),  # 06's latest settings and device only
         centers=centers[centers["run_id"].isin(quadratic["run_id"])] if "run_id" in quadratic else centers.iloc[:0],
         stamps=results.read_stamps(stamps),  # damaged ones: left out, with one line
-        dry_run=pd.concat(dry, ignore_index=True) if dry else pd.DataFrame(),  # attnlib.dry_run's rows, if one ran
+        dry_run=pd.concat(dry, ignore_index=True) if dry else pd.DataFrame(),  # attnlib.training.dry_run's rows, if one ran
     )
 
 
@@ -226,7 +227,7 @@ def learning_effects(res: dict) -> pd.DataFrame:
 
 def claims(res: dict, table: pd.DataFrame) -> pd.DataFrame:
     """One row per claim of the paper: verdict and evidence. The learning claims compare every trained run with
-    the same run at initialisation (attnlib.claims)."""
+    the same run at initialisation (attnlib.evidence.claims)."""
     effects = learning_effects(res)
     return pd.DataFrame([claim_convolution(res["conv"]), learning.claim_quadratic_grid(effects),
                          learning.claim_deeper_wider(effects), learning.claim_learned_locality(effects),

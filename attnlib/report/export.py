@@ -1,7 +1,7 @@
 """The executed report notebook as one HTML file (code hidden, figures embedded) and, where Chromium is installed,
 a PDF printed from it: what `make reproduce` and `make report` write beside the report notebook.
 
-Apart from attnlib.report, which every notebook imports, because nbconvert and nbformat take seconds to import
+Apart from attnlib.report.tables, which every notebook imports, because nbconvert and nbformat take seconds to import
 (nbformat's schema validation pulls in a URI grammar that alone took 1.5 s on a 2-core AMD EPYC).
 """
 from __future__ import annotations

@@ -12,11 +12,14 @@ from dataclasses import dataclass
 import pandas as pd
 from matplotlib.figure import Figure
 
-from attnlib import experiment, params, report, results, viz
+from attnlib import results, viz
 from attnlib.data import Dataset
-from attnlib.experiment import PlannedRun
-from attnlib.params import TrainParams
-from attnlib.train import center_rows
+from attnlib.experiments import params
+from attnlib.experiments import runs as experiment
+from attnlib.experiments.params import TrainParams
+from attnlib.experiments.runs import PlannedRun
+from attnlib.report import tables as report
+from attnlib.training.train import center_rows
 
 
 @dataclass
@@ -28,7 +31,7 @@ class TrainingNotebook:
 
     @classmethod
     def start(cls, name: str, namespace: dict) -> "TrainingNotebook":
-        """The notebook's parameters (attnlib.params.for_notebook), data and planned runs."""
+        """The notebook's parameters (attnlib.experiments.params.for_notebook), data and planned runs."""
         p = params.for_notebook(name, namespace)
         data = experiment.load_data(p)
         return cls(name, p, data, experiment.plan(p, data))

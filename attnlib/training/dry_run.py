@@ -16,7 +16,7 @@ Per run it measures and records (metrics/<notebook>_dry_run.csv, DRY_RUN_COLUMNS
 - the projected time of the full run on this device: steps per epoch of the real training set x epochs x
   seconds per step, plus the evaluation of the real test set after every epoch.
 
-Every run trains in a process of its own (attnlib.schedule's `one_job_each`), so that its peak memory is its
+Every run trains in a process of its own (attnlib.training.schedule's `one_job_each`), so that its peak memory is its
 own and a run that does not fit ends only its process. Such a run (the system's out-of-memory killer, or
 torch's OutOfMemoryError) gets a row too, its `outcome` saying that it does not fit at its batch size and
 how much memory it had reached; the dry run goes on with the others.
@@ -36,8 +36,8 @@ import torch
 from torch import nn
 
 from attnlib import results
-from attnlib.data import Dataset, DataError, load_dataset, loaders, make_synthetic
-from attnlib.train import evaluate
+from attnlib.data import DataError, Dataset, load_dataset, loaders, make_synthetic
+from attnlib.training.train import evaluate
 
 RESULTS_DIR = "results/dry-run"  # where the runner puts a dry run's results, apart from the real ones
 # the real data sets' sizes, for projecting a full run from a dry one

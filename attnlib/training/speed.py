@@ -1,5 +1,5 @@
 """Speed options that change what training computes by float rounding only, each off by default, and their
-parity check (`python -m attnlib.speed parity [--device cuda] [--steps N]`).
+parity check (`python -m attnlib.training.speed parity [--device cuda] [--steps N]`).
 
 - `tf32`: TF32 matrix products and convolutions on CUDA (`torch.backends.cuda.matmul.allow_tf32` and
   `torch.backends.cudnn.allow_tf32`): float32 inputs rounded to a 10-bit mantissa inside the product, float32
@@ -19,7 +19,7 @@ above; the parity check measures it beside them. None of these options enters a 
 TrainParams (`speed.options(p)`), not of TrainSettings/TrainConfig, so switching one on resumes the same run.
 
     opts = speed.options(p)                  # from a notebook's TrainParams
-    fit(model, data, cfg, run, speed=opts)   # attnlib.train.fit
+    fit(model, data, cfg, run, speed=opts)   # attnlib.training.train.fit
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ from attnlib.models import create_model
 from attnlib.models.resnet import CifarResNet
 from attnlib.models.san import SAN
 from attnlib.models.vit import ViT
-from attnlib.train import RunInfo, TrainConfig, fit, resolve_device
+from attnlib.training.train import RunInfo, TrainConfig, fit, resolve_device
 
 OPTIONS = ("tf32", "compile", "channels_last")
 COMPILE_OPTIONS = {"fallback_random": True}  # Inductor draws random numbers as eager torch does: same dropout masks
@@ -244,7 +244,7 @@ def format_table(df: pd.DataFrame) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m attnlib.speed", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m attnlib.training.speed", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
     pa = sub.add_parser("parity", help="short same-seed runs in fp32 and with each option; a table of differences")
     pa.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")

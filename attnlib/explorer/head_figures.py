@@ -16,13 +16,14 @@ from typing import Callable
 import pandas as pd
 from matplotlib import pyplot as plt
 
-from attnlib import attention_maps as am
-from attnlib import explore, results, viz
-from attnlib.attention_maps import LayerMaps, attention_maps, mean_attention
-from attnlib.explore_image import NotAnImage, open_image
-from attnlib.explorer import AttentionExplorer
-from attnlib.params import VizParams
-from attnlib.trained_runs import TrainedRun, first_view, recorded_centers
+from attnlib import results, viz
+from attnlib.evidence import attention_maps as am
+from attnlib.evidence.attention_maps import LayerMaps, attention_maps, mean_attention
+from attnlib.experiments.params import VizParams
+from attnlib.explorer.image import NotAnImage, open_image
+from attnlib.explorer.live import AttentionExplorer
+from attnlib.explorer import page as explore
+from attnlib.explorer.trained_runs import TrainedRun, first_view, recorded_centers
 
 NAME = "07_visualizations"
 # the models whose attention depends on the image: their per-query figure is also drawn averaged over images

@@ -20,14 +20,16 @@ from typing import TYPE_CHECKING, Iterator
 import pandas as pd
 import torch
 
-from attnlib import dry_run, results, schedule, schema, speed
+from attnlib import results
 from attnlib.data import Dataset, image_shapes, load_dataset
+from attnlib.experiments import schema
+from attnlib.experiments.schema import ParamsError
 from attnlib.models import config_class, config_fields, count_parameters, create_model, model_config
-from attnlib.schema import ParamsError
-from attnlib.train import TRAIN_FIELDS, RunInfo, TrainConfig, TrainingError, TrainSettings, fit, resolve_device
+from attnlib.training import dry_run, schedule, speed
+from attnlib.training.train import TRAIN_FIELDS, RunInfo, TrainConfig, TrainingError, TrainSettings, fit, resolve_device
 
 if TYPE_CHECKING:  # the parameters are checked with this module's grid (params imports it), not the reverse
-    from attnlib.params import TrainParams
+    from attnlib.experiments.params import TrainParams
 
 GRID_AXES = ("heads", "hierarchical")  # set at the top level, for every model that has them
 DATA_OPTIONS = ("image_size", "in_channels", "num_classes")  # the data set decides them
@@ -156,7 +158,7 @@ def plan(p: TrainParams, data: Dataset) -> list[PlannedRun]:
             for seed in p.seeds:
                 cfg = train_config(p, seed, name)
                 n_train = len(data.x_train)
-                if p.dry_run:  # one epoch of dry_run steps (attnlib.dry_run)
+                if p.dry_run:  # one epoch of dry_run steps (attnlib.training.dry_run)
                     cfg, n_train = replace(cfg, epochs=1), min(n_train, p.dry_run * cfg.batch_size)
                 fingerprint = {"model": name, "config": asdict(model_config(name, **overrides)),
                                "train": asdict(cfg), "data": [data.name, n_train, len(data.x_test)]}
@@ -169,8 +171,8 @@ def plan(p: TrainParams, data: Dataset) -> list[PlannedRun]:
 def train_run(p: TrainParams, experiment: str, run: PlannedRun, data: Dataset, device: torch.device,
               progress: bool = True, label: str = "", lead: bool = True) -> list[dict]:
     """Train one planned run (or resume it, or read it back when finished) on `device`: its metric rows. In a
-    dry run (attnlib.dry_run) it trains on its share of `data` and records what it measured. Under DDP
-    (attnlib.distributed) every rank calls it, and only the `lead` rank (0) records."""
+    dry run (attnlib.training.dry_run) it trains on its share of `data` and records what it measured. Under DDP
+    (attnlib.experiments.distributed) every rank calls it, and only the `lead` rank (0) records."""
     torch.manual_seed(run.seed)
     model = create_model(run.model, **run.overrides)
     if progress:
@@ -194,8 +196,8 @@ def train_run(p: TrainParams, experiment: str, run: PlannedRun, data: Dataset, d
 def run_grid(p: TrainParams, experiment: str, data: Dataset | None = None, progress: bool = True) -> pd.DataFrame:
     """Train every planned run of `p` (resuming or skipping finished ones); return their metric rows. On several
     devices (`p.devices`; none listed: every visible GPU when device is auto) the runs are spread over them, one
-    worker each (attnlib.schedule), with the same ids and numbers; a failed run stops no other, and afterwards
-    TrainingError names the failed ones in one line. A dry run (attnlib.dry_run) trains every run in a process
+    worker each (attnlib.training.schedule), with the same ids and numbers; a failed run stops no other, and afterwards
+    TrainingError names the failed ones in one line. A dry run (attnlib.training.dry_run) trains every run in a process
     of its own: a run that does not fit in memory is recorded as such, and the others go on."""
     data = data or load_data(p)
     devices = schedule.devices(p.devices, p.device)
@@ -233,7 +235,7 @@ def run_grid(p: TrainParams, experiment: str, data: Dataset | None = None, progr
 
 def _train_job(p: TrainParams, experiment: str, data: Dataset, progress: bool, job: tuple[str, PlannedRun],
                device: torch.device):
-    """One run of a grid spread over devices, in a worker of attnlib.schedule."""
+    """One run of a grid spread over devices, in a worker of attnlib.training.schedule."""
     label, run = job
     train_run(p, experiment, run, data, device, progress, label=label)
 

@@ -14,10 +14,12 @@ import pandas as pd
 import torch
 from torch import nn
 
-from attnlib import experiment, params, results
-from attnlib.dry_run import MEASURED
-from attnlib.dry_run import outcomes as dry_run_outcomes
+from attnlib import results
 from attnlib.data import Dataset, normalize
+from attnlib.experiments import params
+from attnlib.experiments import runs as experiment
+from attnlib.training.dry_run import MEASURED
+from attnlib.training.dry_run import outcomes as dry_run_outcomes
 
 # The runs the explorers open on, best first: the quadratic heads show the kernel-like grid most clearly;
 # content-based maps depend on the image and say less on one picture.
@@ -72,7 +74,7 @@ def trained_runs(experiments: list[str], profile: str, results_dir: str | Path, 
                  data_root: str | Path = "data", dataset: str = "", dry_run: int = 0) -> tuple[list[TrainedRun], list[str]]:
     """(runs with a checkpoint, one line per planned run without one) of the given notebooks, planned
     from params/<profile>/<notebook>.yaml with this results_dir (and dataset, when given; and as a dry run of
-    `dry_run` steps, attnlib.dry_run, when above 0)."""
+    `dry_run` steps, attnlib.training.dry_run, when above 0)."""
     found, missing, loaded = [], [], {}
     for name in experiments:
         path = Path(params_dir) / profile / f"{name}.yaml"

@@ -1,5 +1,5 @@
 """The ipywidgets of notebook 07's explorer: controls that set the fields of an AttentionExplorer's View and show
-what it renders (attnlib.explorer computes, caches and draws)."""
+what it renders (attnlib.explorer.live computes, caches and draws)."""
 from __future__ import annotations
 
 import functools
@@ -8,8 +8,8 @@ from contextlib import contextmanager
 
 import ipywidgets as W
 
-from attnlib.explore_image import NotAnImage
-from attnlib.explorer import AttentionExplorer
+from attnlib.explorer.image import NotAnImage
+from attnlib.explorer.live import AttentionExplorer
 
 STYLE = {"description_width": "initial"}
 FIELDS = ("layer", "image", "average", "zoom", "row", "col", "own")  # the controls that set the View's field of that name

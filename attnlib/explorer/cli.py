@@ -1,0 +1,88 @@
+"""TODO"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import sys
+from pathlib import Path
+
+from attnlib import results
+from attnlib.data import DataError
+from attnlib.experiments.params import REPO_ROOT, ParamsError
+from attnlib.explorer.image import NotAnImage, open_image
+from attnlib.explorer.page import EXPERIMENTS, write_page
+from attnlib.explorer.trained_runs import TrainedRun, trained_runs
+
+
+def human_size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.0f} kB"
+
+
+# -- the command -----------------------------------------------------------------------------------
+def _guess_profile(results_dir: Path, wanted: list[str]) -> str:
+    for profile in ("quick", "paper", "smoke"):
+        ckpts = [p.stem for p in (results_dir / profile / "checkpoints").glob("*.pt")]
+        if ckpts and (not wanted or all(any(c.startswith(w) for c in ckpts) for w in wanted)):
+            return profile
+    return "quick"
+
+
+def select_runs(runs: list[TrainedRun], wanted: list[str]) -> list[TrainedRun]:
+    """The runs named by id or unique id prefix (e.g. sa_quadratic-h9-s42), in the order named; all when
+    none is named. Raises ValueError (one line) for a name that matches none or several."""
+    if not wanted:
+        return runs
+    chosen = []
+    for name in wanted:
+        exact = [r for r in runs if r.run.run_id == name]
+        match = exact or [r for r in runs if r.run.run_id.startswith(name)]
+        if len(match) != 1:
+            known = ", ".join(r.run.run_id for r in runs) or "none"
+            why = "matches no trained run" if not match else f"matches {len(match)} runs"
+            raise ValueError(f"--run {name} {why} (trained runs: {known})")
+        chosen.append(match[0])
+    return chosen
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m attnlib.explore",
+        description="Write a self-contained HTML page showing where every head of trained attention models attends "
+                    "on your own image(s), for every query pixel.")
+    ap.add_argument("images", nargs="+", metavar="IMAGE", help="image file(s) (PNG, JPEG, ...)")
+    ap.add_argument("--run", action="append", default=[], metavar="RUN_ID",
+                    help="a trained run's id or a unique prefix of it (e.g. sa_quadratic-h9-s42); repeat for several; "
+                         "default: every trained run of the profile")
+    ap.add_argument("--out", required=True, help="the HTML file to write")
+    ap.add_argument("--profile", default="", help="default: the profile whose checkpoints hold the runs")
+    ap.add_argument("--results-dir", default=str(REPO_ROOT / "results"))
+    ap.add_argument("--params-dir", default=str(REPO_ROOT / "params"))
+    ap.add_argument("--data-root", default=str(REPO_ROOT / "data"))
+    ap.add_argument("--dataset", default="", help="as the runner's --dataset, if the runs were trained with one")
+    ap.add_argument("--experiments", default=",".join(EXPERIMENTS), help="the training notebooks whose runs to look in")
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args(argv)
+    try:
+        pictures = [(Path(p).name, open_image(p)) for p in args.images]
+    except NotAnImage as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    results_dir = Path(args.results_dir)
+    profile = args.profile or _guess_profile(results_dir, args.run)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # the data sets' banners: this command prints one line
+            runs, _ = trained_runs([e for e in args.experiments.split(",") if e], profile, results_dir,
+                                   args.params_dir, args.data_root, args.dataset)
+        if not runs:
+            raise ValueError(f"no trained runs in {results_dir / profile} (checkpoints are not committed): "
+                             f"train them with `make reproduce PROFILE={profile}` first")
+        runs = select_runs(runs, args.run)
+        path, size, what = write_page(args.out, runs, test_images=(), own_images=pictures, average_images=0,
+                                      device=args.device, title="Attention on your image",
+                                      source="Written by python -m attnlib.explore.")
+    except (ValueError, ParamsError, DataError, OSError) as err:
+        print(f"error: {results.one_line(err)}", file=sys.stderr)
+        return 2
+    print(f"wrote {path} ({human_size(size)}): {what}")
+    return 0
