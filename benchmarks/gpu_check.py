@@ -8,9 +8,9 @@ was measured so far, and exits 2):
    TF32 and bf16 autocast, with the peak memory (torch.cuda.max_memory_allocated); channels-last for ResNet18
    and SAN in fp32 and bf16;
 2. dry run: 2 training steps of one model per family (sa_quadratic, resnet18, san_pairwise, vit) as the paper
-   profile plans it (attnlib.experiments.runs.plan, its speed options: attnlib.training.speed.options) through attnlib.training.train.fit
+   profile plans it (attnlib.experiments.grid.plan, its speed options: attnlib.training.speed.options) through attnlib.training.train.fit
    on generated CIFAR-shaped images, with its time per step and peak memory;
-3. parity: `python -m attnlib.training.speed parity --device cuda` (fp32 against channels_last, TF32, bf16 and compile);
+3. parity: `python -m attnlib.training.parity parity --device cuda` (fp32 against channels_last, TF32, bf16 and compile);
 4. ddp: with 2 or more GPUs, the smoke profile's 02_quadratic trained over every GPU with NCCL
    (torchrun -m attnlib.distributed; its file with dropout 0) against one process, metric rows compared;
 5. compile timing: sa_quadratic and resnet18 compiled, fp32, if time is left.
@@ -38,11 +38,10 @@ import torch
 import yaml
 
 from attnlib.data import make_synthetic
-from attnlib.experiments import params
-from attnlib.experiments import runs as experiment
+from attnlib.experiments import grid, params, settings
 from attnlib.models import create_model, list_models
 from attnlib.report import timing
-from attnlib.training import speed
+from attnlib.training import parity, speed
 from attnlib.training.dry_run import PeakMemory
 from attnlib.training.train import RunInfo, fit
 
@@ -115,12 +114,12 @@ def device_line() -> str:
 def paper_batches() -> dict[str, int]:
     """Each model's training batch in the paper profile (params/paper/0[1-5]_*.yaml)."""
     out = {}
-    for nb in params.training_notebooks():
+    for nb in settings.training_notebooks():
         path = ROOT / "params" / "paper" / f"{nb}.yaml"
         if path.exists():
             p = params.load(path)
             for name in p.models:
-                out.setdefault(name, experiment.train_settings(p, name)["batch_size"])
+                out.setdefault(name, grid.train_settings(p, name)["batch_size"])
     return out
 
 
@@ -213,7 +212,7 @@ def part_dry_run(check: Check, device, results_dir: Path):
                         results_dir=str(results_dir), heads=base.heads[:1], hierarchical=[False], seeds=base.seeds[:1],
                         dataset="cifar10")
             p = params.load_with(ROOT / "params" / "paper" / f"{nb}.yaml", over)
-            run = experiment.plan(p, CIFAR10_SHAPE)[0]
+            run = grid.plan(p, CIFAR10_SHAPE)[0]
             batch = 2 if check.small else run.train.batch_size
             data = make_synthetic(n_train=2 * batch, n_test=32, image_size=8 if check.small else 32, channels=3)
             overrides = {**run.overrides, **(small_options(name) if check.small else {})}
@@ -243,7 +242,7 @@ CIFAR10_SHAPE = SimpleNamespace(name="cifar10", x_train=range(50_000), x_test=ra
 
 
 def part_parity(check: Check, device, work: Path):
-    df = speed.parity(device, steps=3 if check.small else 8, workdir=work, deadline=check.deadline("parity"))
+    df = parity.parity(device, steps=3 if check.small else 8, workdir=work, deadline=check.deadline("parity"))
     for r in df.to_dict("records"):
         diffs = ", ".join(f"{k.replace('_diff', '')} {r[k]:.1e}" for k in ("early_diff", "final_loss_diff",
                                                                             "max_curve_diff", "acc_diff")

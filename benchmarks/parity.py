@@ -34,7 +34,7 @@ from dataclasses import replace
 import torch
 
 from attnlib import dropout, results
-from attnlib.experiments import params
+from attnlib.experiments import grid, params
 from attnlib.experiments import runs as experiment
 from attnlib.models import create_model
 from attnlib.training.train import RunInfo, fit
@@ -50,14 +50,14 @@ def quick_setup(name: str):
     """The quick profile's parameters, data and model overrides for `name`, loaded once per network."""
     p = params.load(f"params/quick/{NOTEBOOK[name]}.yaml")
     data = experiment.load_data(p)
-    heads = experiment.heads_for(p, name)[0]
-    return p, data, {**experiment.model_overrides(p, name, heads), **data.model_overrides()}
+    heads = grid.heads_for(p, name)[0]
+    return p, data, {**grid.model_overrides(p, name, heads), **data.model_overrides()}
 
 
 def test_accuracy(name: str, setup, path: str, seed: int, epochs: int) -> float:
     p, data, overrides = setup
     precision, masks = PATHS[path]
-    cfg = replace(experiment.train_config(p, seed, name), epochs=epochs, precision=precision)
+    cfg = replace(grid.train_config(p, seed, name), epochs=epochs, precision=precision)
     torch.manual_seed(seed)
     model = create_model(name, **overrides)
     with tempfile.TemporaryDirectory() as d, masks():

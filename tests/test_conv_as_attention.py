@@ -26,8 +26,8 @@ from attnlib.conv_as_attention import (DEFAULT_ALPHA, ENCODINGS, ERROR_COLUMNS, 
                                        conv_likeness, error_table, example_convolutions, kernel_shifts, pick_image,
                                        write_records)
 from attnlib.data import make_synthetic
-from attnlib.experiments import params
-from attnlib.experiments.params import ConvParams
+from attnlib.experiments import params, settings
+from attnlib.experiments.settings import ConvParams
 from attnlib.models import create_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -273,8 +273,8 @@ def test_alpha_sweep_and_case_outputs_and_the_two_csvs(tmp_path):
 
 # -- parameters and notebook -------------------------------------------------------------------------
 def test_notebook_parameters_are_registered_and_checked():
-    cls = params.params_class("00_conv_as_attention")
-    assert cls is params.ConvParams and cls().alpha == DEFAULT_ALPHA
+    cls = settings.params_class("00_conv_as_attention")
+    assert cls is settings.ConvParams and cls().alpha == DEFAULT_ALPHA
     for profile in ("smoke", "quick", "paper"):
         p = params.load(ROOT / "params" / profile / "00_conv_as_attention.yaml")
         assert isinstance(p, cls)  # the runner injects profile itself

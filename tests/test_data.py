@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from attnlib import data
-from attnlib.data import DataError, augment, load_dataset, loaders, make_synthetic, normalize
+from attnlib.data import DataError, load_dataset, make_synthetic, normalize
+from attnlib.loaders import augment, loaders, shard_bounds
 
 
 def write_fake_fashion_mnist(folder, n_train=30, n_test=20):
@@ -185,7 +186,7 @@ def test_sharded_loaders_split_each_global_batch_into_contiguous_shards(world):
 def test_shard_bounds_cover_a_batch_once():
     for n in range(0, 12):
         for world in (1, 2, 3, 5):
-            bounds = [data.shard_bounds(n, r, world) for r in range(world)]
+            bounds = [shard_bounds(n, r, world) for r in range(world)]
             assert bounds[0][0] == 0 and bounds[-1][1] == n
             assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
             assert max(hi - lo for lo, hi in bounds) - min(hi - lo for lo, hi in bounds) <= 1

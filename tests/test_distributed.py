@@ -25,7 +25,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from attnlib import results  # noqa: E402
-from attnlib.data import BatchLoader, make_synthetic  # noqa: E402
+from attnlib.data import make_synthetic  # noqa: E402
+from attnlib.experiments import grid
+from attnlib.loaders import BatchLoader
 from attnlib.models import create_model  # noqa: E402
 from attnlib.training.train import RunInfo, TrainConfig, fit  # noqa: E402
 
@@ -148,7 +150,7 @@ def test_command_line_trains_the_notebooks_runs_and_the_notebook_reads_them_back
     out = torchrun("-m", "attnlib.distributed", "02_quadratic", "--profile", "smoke", "--results-dir", str(tmp_path))
     lines = out.stdout.splitlines()
     p = params.load_with(ROOT / "params" / "smoke" / "02_quadratic.yaml", {"results_dir": str(tmp_path)})
-    runs = experiment.plan(p, experiment.load_data(p))
+    runs = grid.plan(p, experiment.load_data(p))
     assert all(any(r.run_id in line for line in lines) for r in runs), out.stdout
     mtimes = {r.run_id: results.checkpoint_path(tmp_path, "smoke", r.run_id).stat().st_mtime_ns for r in runs}
     df = experiment.run_grid(p, "02_quadratic", progress=False)  # what the notebook does: reads them back

@@ -15,7 +15,7 @@ from conftest import ROOT, run_runner
 
 from attnlib import results
 from attnlib.data import make_synthetic
-from attnlib.experiments import params
+from attnlib.experiments import grid, params, settings
 from attnlib.experiments import runs as experiment
 from attnlib.report import tables as report
 from attnlib.training import dry_run
@@ -26,7 +26,7 @@ FAMILIES = [("02_quadratic", "sa_quadratic"), ("01_learned_2d", "sa_learned_cont
 BATCH = 2  # the published sizes, but small batches: this is a test on 2 cores
 
 
-def paper_params(notebook: str, model: str, results_dir) -> params.TrainParams:
+def paper_params(notebook: str, model: str, results_dir) -> settings.TrainParams:
     """params/paper/<notebook>.yaml, one model of it, as a dry run of 2 steps of BATCH images."""
     p = params.load(ROOT / "params" / "paper" / f"{notebook}.yaml")
     own = {model: {**p.per_model.get(model, {}), "batch_size": BATCH}}
@@ -41,7 +41,7 @@ def test_every_model_family_dry_runs_at_its_published_size(tmp_path, monkeypatch
     p = paper_params(notebook, model, tmp_path)
     data = experiment.load_data(p)  # no CIFAR-10 here: generated images of its shape
     assert tuple(data.x_train.shape[1:]) == (3, 32, 32) and data.num_classes == 10
-    (run,) = experiment.plan(p, data)
+    (run,) = grid.plan(p, data)
     assert run.train.epochs == 1 and run.train_images == 2 * BATCH
     experiment.run_grid(p, notebook, data, progress=False)
     rows = pd.read_csv(dry_run.path(tmp_path, "paper", notebook))
@@ -110,12 +110,12 @@ def test_the_runner_dry_run_goes_apart_and_the_report_shows_it(tmp_path):
 
 def test_a_run_that_does_not_fit_in_memory_is_recorded_and_the_dry_run_goes_on(tmp_path, capsys):
     # sa_quadratic's feed-forward layer of 2**56 units asks for 2**61 bytes at once: no machine has them
-    p = params.from_mapping(params.TrainParams, dict(
+    p = params.from_mapping(settings.TrainParams, dict(
         profile="smoke", dataset="synthetic", synthetic_image_size=8, models=["sa_quadratic", "resnet18"], layers=1,
         heads=[2], hidden=8, ff=8, epochs=3, batch_size=8, lr=0.05, dry_run=2, results_dir=str(tmp_path),
         per_model={"sa_quadratic": {"ff": 2**56}, "resnet18": {"width": 4}}))
     data = make_synthetic(64, 8, image_size=8)
-    unfit, fits = experiment.plan(p, data)
+    unfit, fits = grid.plan(p, data)
     metrics = experiment.run_grid(p, "t", data, progress=False)
     out = capsys.readouterr().out
     assert metrics["run_id"].unique().tolist() == [fits.run_id]

@@ -24,9 +24,9 @@ from PIL import Image
 
 from attnlib.data import normalize
 from attnlib.evidence.attention_maps import attention_maps, mean_attention
-from attnlib.explorer.image import NotAnImage, open_image, prepare_image, query_on_object
 from attnlib.explorer import live as explorer
 from attnlib.explorer import page as explore
+from attnlib.explorer.image import NotAnImage, open_image, prepare_image, query_on_object
 from attnlib.explorer.trained_runs import trained_runs
 from attnlib.explorer.widget import ExplorerWidget
 

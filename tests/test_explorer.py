@@ -16,10 +16,10 @@ from matplotlib import pyplot as plt
 
 from attnlib import viz
 from attnlib.evidence import attention_maps as am
-from attnlib.experiments import params
-from attnlib.explorer.image import query_on_object
+from attnlib.experiments import params, settings
 from attnlib.explorer import head_figures
 from attnlib.explorer import live as explorer
+from attnlib.explorer.image import query_on_object
 from attnlib.explorer.trained_runs import trained_runs
 from attnlib.explorer.widget import ExplorerWidget
 
@@ -106,7 +106,7 @@ def test_figures_of_notebook_07(trained, tmp_path):
 def test_notebook_07_jobs_write_its_figures_and_table(trained):
     """attnlib.explorer.head_figures, what notebook 07's cells call: the figures it names, the table, and nothing left open."""
     results_dir, params_dir = trained
-    p = params.VizParams(profile="smoke", results_dir=str(results_dir), params_dir=str(params_dir),
+    p = settings.VizParams(profile="smoke", results_dir=str(results_dir), params_dir=str(params_dir),
                          experiments=["02_quadratic", "03_san"], average_images=4, device="cpu")
     runs, _ = trained_runs(p.experiments, p.profile, results_dir, params_dir)
     out, open_before = head_figures.Outputs.of(p), plt.get_fignums()
@@ -135,11 +135,11 @@ def test_zoom_limits_are_the_seven_by_seven_token_neighbourhood():
 
 def test_viz_params_are_checked():
     p = params.load(ROOT / "params" / "quick" / "07_visualizations.yaml")
-    assert isinstance(p, params.VizParams) and p.average_images == 100
+    assert isinstance(p, settings.VizParams) and p.average_images == 100
     for values, message in [({"experiments": []}, "experiments is empty"),
                             ({"experiments": ["06_timing"]}, "not a training notebook"),
                             ({"dataset": "mnist"}, "dataset must be empty"),
                             ({"query_row": -2}, "query_row must be a pixel index"),
                             ({"page_images": 0}, "page_images must be at least 1")]:
         with pytest.raises(params.ParamsError, match=message):
-            params.from_mapping(params.VizParams, values, where="params/x.yaml")
+            params.from_mapping(settings.VizParams, values, where="params/x.yaml")

@@ -34,7 +34,7 @@ from conftest import ROOT, run_runner
 
 from attnlib import data, results
 from attnlib.data import DataError
-from attnlib.experiments import params
+from attnlib.experiments import grid, params, settings
 from attnlib.experiments import runs as experiment
 from attnlib.report import tables as report
 from attnlib.report import timing
@@ -99,7 +99,7 @@ class Copy:
         self.trained, self.results_dir = trained, results_dir
         self.p = trained.p(results_dir)
         self.root = results_dir / "smoke"
-        self.runs = experiment.plan(self.p, trained.data)
+        self.runs = grid.plan(self.p, trained.data)
 
     def checkpoint(self, i: int = 0) -> Path:
         return results.checkpoint_path(self.results_dir, "smoke", self.runs[i].run_id)
@@ -244,7 +244,7 @@ VIZ_FAULTS = {  # the runs of SMALL_02: one layer, 8x8 images, 32 test images
 
 
 def viz_params(trained, results_dir: Path, **values):
-    return params.from_mapping(params.VizParams, {"profile": "smoke", "experiments": ["02_quadratic"],
+    return params.from_mapping(settings.VizParams, {"profile": "smoke", "experiments": ["02_quadratic"],
                                                   "params_dir": str(trained.params_file.parent.parent),
                                                   "results_dir": str(results_dir), **values})
 
@@ -655,9 +655,9 @@ def _dead_pid() -> int:
 
 
 TEMP_FAULTS = {  # (folder, name of a temporary file left behind)
-    "checkpoint-write-killed": ("checkpoints", lambda: f".run.pt.{results._host()}-{_dead_pid()}.0123abcd.tmp"),
-    "csv-write-killed": ("metrics", lambda: f".02_quadratic.csv.{results._host()}-{_dead_pid()}.0123abcd.tmp"),
-    "executed-notebook-killed": ("notebooks", lambda: f".02_quadratic.ipynb.{results._host()}-{_dead_pid()}.0123abcd.tmp.ipynb"),
+    "checkpoint-write-killed": ("checkpoints", lambda: f".run.pt.{results.files._host()}-{_dead_pid()}.0123abcd.tmp"),
+    "csv-write-killed": ("metrics", lambda: f".02_quadratic.csv.{results.files._host()}-{_dead_pid()}.0123abcd.tmp"),
+    "executed-notebook-killed": ("notebooks", lambda: f".02_quadratic.ipynb.{results.files._host()}-{_dead_pid()}.0123abcd.tmp.ipynb"),
     "written-by-an-older-version": ("checkpoints", lambda: ".run.pt.k3j2_x9a.tmp"),
 }
 
@@ -671,7 +671,7 @@ def test_temporary_files_of_a_killed_writer_are_removed_on_the_next_start(traine
     stale.write_bytes(b"half a file")
     if name == "written-by-an-older-version":
         os.utime(stale, (time.time() - 7200, time.time() - 7200))
-    live = c.root / "metrics" / f".x.csv.{results._host()}-{os.getpid()}.89abcdef.tmp"  # a writer still at work
+    live = c.root / "metrics" / f".x.csv.{results.files._host()}-{os.getpid()}.89abcdef.tmp"  # a writer still at work
     live.write_bytes(b"being written")
     c.train()
     line = one_line(capsys.readouterr().out)

@@ -16,7 +16,7 @@ import torch
 from conftest import ROOT, assert_every_field_injected, run_runner
 
 from attnlib.evidence.claims import VERDICTS
-from attnlib.experiments.params import TimingParams, TrainParams, VizParams
+from attnlib.experiments.settings import TimingParams, TrainParams, VizParams
 from attnlib.models import list_models
 from attnlib.results import ATTENTION_COLUMNS, METRIC_COLUMNS
 

@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 from conftest import run_runner
 
-from attnlib.experiments import params
-from attnlib.experiments.params import ParamsError, TrainParams, from_mapping
+from attnlib.experiments import params, settings
+from attnlib.experiments.params import ParamsError, from_mapping
+from attnlib.experiments.settings import TrainParams
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.parametrize("path", sorted((ROOT / "params").glob("*/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_every_committed_parameter_file_is_valid(path):
     p = params.load(path)
-    assert isinstance(p, params.params_class(path.stem))
+    assert isinstance(p, settings.params_class(path.stem))
 
 
 def test_paper_profile_is_the_published_setting():
@@ -103,7 +104,7 @@ def test_downsample_must_divide_the_images_of_the_dataset():
 def test_every_training_option_has_a_notebook_parameter_of_the_same_name():
     import dataclasses
 
-    from attnlib.experiments.runs import train_config
+    from attnlib.experiments.grid import train_config
     from attnlib.training.train import TrainConfig
     p = from_mapping(TrainParams, {"lr": 0.3, "milestones": [5], "schedule": "step", "precision": "bf16"})
     cfg = train_config(p, seed=7)
@@ -115,7 +116,7 @@ def test_every_training_option_has_a_notebook_parameter_of_the_same_name():
 def test_per_model_sets_one_models_options_and_training_fields():
     from types import SimpleNamespace
 
-    from attnlib.experiments.runs import plan
+    from attnlib.experiments.grid import plan
     p = from_mapping(TrainParams, {"models": ["resnet18", "vit", "sa_quadratic"], "heads": [4, 9], "seeds": [1, 2],
                                    "lr": 0.1, "hidden": 36, "per_model": {"resnet18": {"lr": 0.01, "width": 8},
                                                                           "vit": {"stem_channels": 16}}})
@@ -142,11 +143,11 @@ def test_committed_results_belong_to_the_committed_parameters(profile):
 
     import pandas as pd
 
-    from attnlib.experiments.runs import plan
+    from attnlib.experiments.grid import plan
     checked = 0
     for path in sorted((ROOT / "params" / profile).glob("*.yaml")):
         csv = ROOT / "results" / profile / "metrics" / f"{path.stem}.csv"
-        if params.params_class(path.stem) is not TrainParams or not csv.exists():
+        if settings.params_class(path.stem) is not TrainParams or not csv.exists():
             continue
         p = params.load(path)  # Fashion-MNIST has 60,000 / 10,000 images, or the subsets the file asks for
         data = SimpleNamespace(name="fashion_mnist", x_train=range(p.train_subset or 60_000),
@@ -161,7 +162,7 @@ def test_committed_results_belong_to_the_committed_parameters(profile):
 def test_hierarchical_lists_the_weight_sharing_settings_to_train():
     from types import SimpleNamespace
 
-    from attnlib.experiments.runs import plan
+    from attnlib.experiments.grid import plan
     data = SimpleNamespace(name="synthetic", x_train=range(10), x_test=range(5),
                            model_overrides=lambda: {"image_size": 16, "in_channels": 3, "num_classes": 10})
     p = from_mapping(TrainParams, {"models": ["sa_quadratic", "resnet18"], "heads": [9], "hierarchical": [False, True]})
@@ -189,7 +190,7 @@ def test_a_file_naming_another_profile_than_its_folder_is_refused(tmp_path):
         params.load(path)
 
 
-@pytest.mark.parametrize("profile", list(params.PROFILES))
+@pytest.mark.parametrize("profile", list(settings.PROFILES))
 def test_a_notebook_takes_every_setting_from_its_profiles_file(profile):
     """The notebook's parameters cell names only the profile; the file is the one source of its settings,
     and relative folders are the repository's whatever the working directory."""

@@ -50,8 +50,9 @@ def test_text_columns_are_read_back_as_text(tmp_path):
 def test_parameter_table_puts_full_size_counts_beside_the_published_ones():
     from types import SimpleNamespace
 
-    from attnlib.experiments.params import TrainParams, from_mapping
-    from attnlib.experiments.runs import plan
+    from attnlib.experiments.grid import plan
+    from attnlib.experiments.params import from_mapping
+    from attnlib.experiments.settings import TrainParams
     from attnlib.report.tables import parameter_table
     data = SimpleNamespace(name="synthetic", x_train=range(10), x_test=range(5),
                            model_overrides=lambda: {"image_size": 8, "in_channels": 1, "num_classes": 10})

@@ -21,9 +21,10 @@ import pytest
 import torch
 
 from attnlib.data import make_synthetic
-from attnlib.experiments import params
+from attnlib.experiments import grid, params
 from attnlib.experiments import runs as experiment
-from attnlib.experiments.params import ParamsError, TrainParams
+from attnlib.experiments.params import ParamsError
+from attnlib.experiments.settings import TrainParams
 from attnlib.runner import run
 from attnlib.training import schedule
 from attnlib.training.progress import ENV as PROGRESS_ENV
@@ -48,21 +49,21 @@ def rows(df):
 
 
 def test_two_workers_train_the_serial_grids_runs_with_the_same_numbers(tmp_path, data, capsys, monkeypatch):
-    grid = dict(seeds=[1, 2])
+    seeds = dict(seeds=[1, 2])
     threads, share = torch.get_num_threads(), max(1, torch.get_num_threads() // 2)
     torch.set_num_threads(share)  # as each of two CPU workers: the same float rounding (matrix products split alike)
     try:
-        serial = experiment.run_grid(tiny(tmp_path / "serial", **grid), "t", data, progress=False)
+        serial = experiment.run_grid(tiny(tmp_path / "serial", **seeds), "t", data, progress=False)
     finally:
         torch.set_num_threads(threads)
     capsys.readouterr()
     events = tmp_path / "progress.jsonl"
     monkeypatch.setenv(PROGRESS_ENV, str(events))  # as the runner sets it: the workers inherit it
-    p = tiny(tmp_path / "spread", devices=["cpu", "cpu"], **grid)
+    p = tiny(tmp_path / "spread", devices=["cpu", "cpu"], **seeds)
     spread = experiment.run_grid(p, "t", data)
     out = capsys.readouterr().out
 
-    ids = [r.run_id for r in experiment.plan(p, data)]
+    ids = [r.run_id for r in grid.plan(p, data)]
     assert len(ids) == 4 and list(serial["run_id"]) == ids and list(spread["run_id"]) == ids  # the plan's order
     assert rows(spread).equals(rows(serial))
     assert data.x_train.is_shared() and data.x_test.is_shared()  # the workers were given it, not a copy each
@@ -81,7 +82,7 @@ def test_a_failing_run_stops_no_other_and_run_grid_raises_one_line_after(tmp_pat
     # resnet18's loss becomes NaN at its second step (lr 1e30): TrainingError in its worker
     p = tiny(tmp_path, models=["resnet18", "sa_quadratic"], hierarchical=[False, True], seeds=[1],
              per_model={"resnet18": {"width": 4, "lr": 1e30}}, devices=["cpu", "cpu"])
-    bad, *good = [r.run_id for r in experiment.plan(p, data)]
+    bad, *good = [r.run_id for r in grid.plan(p, data)]
     with pytest.raises(TrainingError) as err:
         experiment.run_grid(p, "t", data, progress=False)
     out = capsys.readouterr().out

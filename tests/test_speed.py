@@ -22,10 +22,11 @@ import torch
 from attnlib import results
 from attnlib.data import make_synthetic
 from attnlib.experiments import params
-from attnlib.experiments.params import TrainParams, from_mapping
-from attnlib.experiments.runs import plan
+from attnlib.experiments.grid import plan
+from attnlib.experiments.params import from_mapping
+from attnlib.experiments.settings import TrainParams
 from attnlib.models import create_model
-from attnlib.training import speed
+from attnlib.training import parity, speed
 from attnlib.training.speed import SpeedOptions
 from attnlib.training.train import RunInfo, TrainConfig, fit
 
@@ -121,7 +122,7 @@ def test_fit_with_speed_none_or_all_off_trains_exactly_as_without_it(tmp_path):
 
 
 def test_channels_last_parity_on_the_cpu():
-    df = speed.parity("cpu", steps=4, options_=("channels_last", "tf32"), models=("sa_quadratic", "resnet18",
+    df = parity.parity("cpu", steps=4, options_=("channels_last", "tf32"), models=("sa_quadratic", "resnet18",
                                                                                  "san_pairwise"))
     by = {(r.option, r.model): r for r in df.itertuples()}
     for model in ("resnet18", "san_pairwise"):
@@ -136,10 +137,10 @@ def test_channels_last_parity_on_the_cpu():
 def test_parity_fails_a_computation_that_differs():
     base = [dict(train_loss=2.0, test_loss=2.1, test_acc=0.5), dict(train_loss=1.9, test_loss=2.0, test_acc=0.5)]
     wrong = [dict(r, train_loss=r["train_loss"] + 1e-3) for r in base]  # far above rounding at the first step
-    assert speed.compare(base, wrong, "compile")["result"] == "FAIL"
-    assert speed.compare(base, wrong, "bf16")["result"] == "pass"  # bf16 is held to 10% of the loss
-    assert speed.compare(base, [dict(r, test_acc=0.4) for r in base], "bf16")["result"] == "FAIL"
-    assert speed.compare(base, base, "channels_last")["result"] == "pass"
+    assert parity.compare(base, wrong, "compile")["result"] == "FAIL"
+    assert parity.compare(base, wrong, "bf16")["result"] == "pass"  # bf16 is held to 10% of the loss
+    assert parity.compare(base, [dict(r, test_acc=0.4) for r in base], "bf16")["result"] == "FAIL"
+    assert parity.compare(base, base, "channels_last")["result"] == "pass"
 
 
 def test_compiled_and_channels_last_checkpoints_are_a_plain_modules_and_resume_across_options(tmp_path, monkeypatch):
@@ -166,7 +167,7 @@ def test_compiled_and_channels_last_checkpoints_are_a_plain_modules_and_resume_a
 
 def test_compile_parity_on_the_cpu_with_dropout():
     """Inductor compiles the attention model (with dropout: the same masks, fallback_random) in about 30 s here."""
-    df = speed.parity("cpu", steps=3, options_=("compile",), models=("sa_quadratic",))
+    df = parity.parity("cpu", steps=3, options_=("compile",), models=("sa_quadratic",))
     assert (df["result"] == "pass").all() and (df["max_curve_diff"] <= 1e-5).all(), df.to_string()
 
 
@@ -174,15 +175,15 @@ def test_compile_parity_on_the_cpu_with_dropout():
                     reason="torch.compile (Inductor) of ResNet18 and SAN on this 2-core CPU takes 35-160 s each with a "
                            "cold cache (measured), beyond this file's ~90 s; set ATTNLIB_TEST_COMPILE=1 to run it")
 def test_compile_parity_on_the_cpu_for_the_convolutional_models():
-    df = speed.parity("cpu", steps=4, options_=("compile",), models=("resnet18", "san_pairwise"))
+    df = parity.parity("cpu", steps=4, options_=("compile",), models=("resnet18", "san_pairwise"))
     assert (df["result"] == "pass").all(), df.to_string()
 
 
 def test_parity_command_line_on_the_cpu_says_tf32_is_not_applicable(capsys):
-    assert speed.main(["parity", "--options", "tf32", "--models", "resnet18", "--steps", "1"]) == 0
+    assert parity.main(["parity", "--options", "tf32", "--models", "resnet18", "--steps", "1"]) == 0
     out = capsys.readouterr().out
     assert "not applicable on CPU" in out and "n/a" in out
-    assert speed.main(["parity", "--steps", "0"]) == 2
+    assert parity.main(["parity", "--steps", "0"]) == 2
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks what gpu-check does without a GPU")

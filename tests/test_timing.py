@@ -22,7 +22,8 @@ from torch import nn
 
 from attnlib import results
 from attnlib.attention import QuadraticScore, flush_denormals
-from attnlib.experiments.params import ParamsError, TimingParams, from_mapping
+from attnlib.experiments.params import ParamsError, from_mapping
+from attnlib.experiments.settings import TimingParams
 from attnlib.models import create_model, list_models, model_config
 from attnlib.report import timing
 
@@ -146,7 +147,7 @@ OLD_CPU = "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) CPU E5-2680 v4\nflags\
 def test_a_cpu_is_named_by_its_model_and_the_flags_that_decide_its_speed(monkeypatch):
     assert results.cpu_model_and_flags(AMX_CPU) == ("Intel(R) Xeon(R) Platinum 8480+", ["avx2", "avx512f", "avx512_bf16", "amx_bf16"])
     assert results.cpu_model_and_flags(OLD_CPU) == ("Intel(R) Xeon(R) CPU E5-2680 v4", ["avx2"])
-    monkeypatch.setattr(results, "cpu_model_and_flags", lambda: ("Intel(R) Xeon(R) Platinum 8480+", ["amx_bf16"]))
+    monkeypatch.setattr(results.machine, "cpu_model_and_flags", lambda: ("Intel(R) Xeon(R) Platinum 8480+", ["amx_bf16"]))
     assert results.device_name(torch.device("cpu")).startswith("cpu: Intel(R) Xeon(R) Platinum 8480+ (amx_bf16; ")
 
 
@@ -156,9 +157,9 @@ def test_timing_rows_of_another_machine_are_not_taken_as_this_ones(tmp_path, mon
                                         train_batches=[2], infer_batches=[2], precisions=["fp32"], warmup=1, reps=2,
                                         latency_reps=2, device="cpu"))
     path = tmp_path / "06_timing.csv"
-    monkeypatch.setattr(results, "cpu_model_and_flags", lambda: ("Other CPU", ["avx2"]))
+    monkeypatch.setattr(results.machine, "cpu_model_and_flags", lambda: ("Other CPU", ["avx2"]))
     timing.time_models(p, path, progress=False)
-    monkeypatch.setattr(results, "cpu_model_and_flags", lambda: ("This CPU", ["avx2", "amx_bf16"]))
+    monkeypatch.setattr(results.machine, "cpu_model_and_flags", lambda: ("This CPU", ["avx2", "amx_bf16"]))
     here, _ = timing.time_models(p, path, progress=False)
     assert set(here["device"]) == {f"cpu: This CPU (avx2 amx_bf16; {torch.get_num_threads()} threads)"}
     assert pd.read_csv(path)["device"].str.contains("Other CPU").sum() == 3  # kept, not reused

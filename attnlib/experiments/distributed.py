@@ -42,7 +42,7 @@ processes, or with `make reproduce`).
 What the processes do (attnlib.training.train.fit under a process group of world size > 1):
 - the profile's batch_size is the GLOBAL batch: every process draws the same global batch as one process
   would (order and augmentation depend only on (seed, epoch)) and trains on its own contiguous rows of it
-  (attnlib.data.BatchLoader's shards); each loss is weighed so that the averaged gradient is the
+  (attnlib.loaders.BatchLoader's shards); each loss is weighed so that the averaged gradient is the
   1-process mean gradient exactly, also for a short last batch. The metric rows equal the 1-process
   run's within float rounding; with dropout the masks are drawn per process, so they differ.
 - the same initialisation everywhere (the model is built after torch.manual_seed(seed) on every process,
@@ -70,10 +70,10 @@ import torch.distributed as dist
 
 from attnlib import results
 from attnlib.data import DataError
-from attnlib.experiments import params
+from attnlib.experiments import grid, params, settings
 from attnlib.experiments import runs as experiment
-from attnlib.experiments.params import PROFILES
 from attnlib.experiments.schema import ParamsError
+from attnlib.experiments.settings import PROFILES
 from attnlib.training.process_group import TIMEOUT, ranks
 from attnlib.training.train import TrainingError, resolve_device
 
@@ -118,12 +118,12 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
 def load_params(args: argparse.Namespace):
     """(notebook name, its TrainParams): params/<profile>/<notebook>.yaml with the command line's overrides,
     folders taken from the repository's root as the notebooks take them. Raises BadInput or ParamsError."""
-    names = params.training_notebooks()
+    names = settings.training_notebooks()
     asked = Path(args.notebook).stem
     found = [n for n in names if n == asked] or [n for n in names if n.startswith(asked)]
     if len(found) != 1:
         raise BadInput(f"unknown notebook {args.notebook!r}: the training notebooks are {', '.join(names)}")
-    params_dir = Path(args.params_dir) if args.params_dir else params.REPO_ROOT / "params"
+    params_dir = Path(args.params_dir) if args.params_dir else settings.REPO_ROOT / "params"
     path = params_dir / args.profile / f"{found[0]}.yaml"
     if not path.is_file():
         raise BadInput(f"no parameter file {path}: {found[0]} has no runs in profile {args.profile}")
@@ -133,7 +133,7 @@ def load_params(args: argparse.Namespace):
     if args.dataset:
         overrides["dataset"] = args.dataset
     p = params.load_with(path, overrides, where=f"{path} (with command-line overrides)")
-    folders = {k: str((params.REPO_ROOT / getattr(p, k)).resolve()) for k in ("data_root", "results_dir")}
+    folders = {k: str((settings.REPO_ROOT / getattr(p, k)).resolve()) for k in ("data_root", "results_dir")}
     return found[0], dataclasses.replace(p, **folders)
 
 
@@ -142,7 +142,7 @@ def planned(p, only: str):
     quiet = contextlib.redirect_stdout(io.StringIO()) if int(os.environ.get("RANK", "0")) else contextlib.nullcontext()
     with quiet:  # the data set's banner once, from rank 0
         data = experiment.load_data(p)
-    runs = experiment.plan(p, data)
+    runs = grid.plan(p, data)
     chosen = [r for r in runs if r.run_id.startswith(only)]
     if not chosen:
         raise BadInput(f"no planned run's id starts with {only!r}: they are {', '.join(r.run_id for r in runs)}")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from attnlib.results import one_line
+from attnlib.messages import one_line
 
 
 class ParamsError(ValueError):

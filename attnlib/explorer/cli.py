@@ -7,9 +7,10 @@ import io
 import sys
 from pathlib import Path
 
-from attnlib import results
+from attnlib import messages
 from attnlib.data import DataError
-from attnlib.experiments.params import REPO_ROOT, ParamsError
+from attnlib.experiments.params import ParamsError
+from attnlib.experiments.settings import REPO_ROOT
 from attnlib.explorer.image import NotAnImage, open_image
 from attnlib.explorer.page import EXPERIMENTS, write_page
 from attnlib.explorer.trained_runs import TrainedRun, trained_runs
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                                       device=args.device, title="Attention on your image",
                                       source="Written by python -m attnlib.explore.")
     except (ValueError, ParamsError, DataError, OSError) as err:
-        print(f"error: {results.one_line(err)}", file=sys.stderr)
+        print(f"error: {messages.one_line(err)}", file=sys.stderr)
         return 2
     print(f"wrote {path} ({human_size(size)}): {what}")
     return 0

@@ -19,10 +19,10 @@ from matplotlib import pyplot as plt
 from attnlib import results, viz
 from attnlib.evidence import attention_maps as am
 from attnlib.evidence.attention_maps import LayerMaps, attention_maps, mean_attention
-from attnlib.experiments.params import VizParams
+from attnlib.experiments.settings import VizParams
+from attnlib.explorer import page as explore
 from attnlib.explorer.image import NotAnImage, open_image
 from attnlib.explorer.live import AttentionExplorer
-from attnlib.explorer import page as explore
 from attnlib.explorer.trained_runs import TrainedRun, first_view, recorded_centers
 
 NAME = "07_visualizations"

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from attnlib.results import one_line
+from attnlib.messages import one_line
 
 
 class NotAnImage(ValueError):

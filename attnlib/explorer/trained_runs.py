@@ -16,7 +16,7 @@ from torch import nn
 
 from attnlib import results
 from attnlib.data import Dataset, normalize
-from attnlib.experiments import params
+from attnlib.experiments import grid, params, settings
 from attnlib.experiments import runs as experiment
 from attnlib.training.dry_run import MEASURED
 from attnlib.training.dry_run import outcomes as dry_run_outcomes
@@ -29,8 +29,8 @@ FIRST_VIEW = ("sa_quadratic", "sa_quadratic_aniso", "sa_learned")
 @dataclass
 class TrainedRun:
     experiment: str           # the notebook that trained it, e.g. "02_quadratic"
-    run: experiment.PlannedRun
-    params: params.TrainParams
+    run: grid.PlannedRun
+    params: settings.TrainParams
     data: Dataset
     checkpoint: Path
     epochs_done: int = 0
@@ -93,7 +93,7 @@ def trained_runs(experiments: list[str], profile: str, results_dir: str | Path, 
         data = loaded[key]
         metrics = results.read_metrics(results.metrics_path(results_dir, profile, name))
         dry_outcomes = dry_run_outcomes(results_dir, profile, name) if dry_run else {}
-        for run in experiment.plan(p, data):
+        for run in grid.plan(p, data):
             ckpt = results.checkpoint_path(results_dir, profile, run.run_id)
             if not ckpt.exists():
                 why = dry_outcomes.get(run.run_id, MEASURED)
@@ -113,7 +113,7 @@ def describe_found(runs: list[TrainedRun], missing: list[str], profile: str, res
     lines = [f"profile {profile}: {len(runs)} trained runs found under {results.profile_dir(results_dir, profile)}"]
     return "\n".join([*lines, *("  " + r.describe() for r in runs), *("  not shown: " + m for m in missing)])
 
-def recorded_centers(p: params.VizParams, runs: list[TrainedRun]) -> pd.DataFrame:
+def recorded_centers(p: settings.VizParams, runs: list[TrainedRun]) -> pd.DataFrame:
     """The centers that the runs of p.centers_experiment recorded (results.CENTER_COLUMNS rows, every epoch); all
     recorded ones when none of its runs was found."""
     centers = results.read_metrics(results.centers_path(p.results_dir, p.profile, p.centers_experiment),
@@ -122,7 +122,7 @@ def recorded_centers(p: params.VizParams, runs: list[TrainedRun]) -> pd.DataFram
     return centers[centers["run_id"].isin(planned)] if planned else centers
 
 
-def check_params(p: params.VizParams, runs: list[TrainedRun]) -> None:
+def check_params(p: settings.VizParams, runs: list[TrainedRun]) -> None:
     """Notebook 07's checks that need what was trained: the layer whose centers are followed must be one the
     runs of centers_experiment recorded, the query pixel must lie in every run's test images and image_index
     among them. Each failure is a ParamsError in one line naming params/<profile>/07_visualizations.yaml and the

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from attnlib import results
+from attnlib import messages, results
 from attnlib.evidence import claims as learning
 from attnlib.evidence.claims import verdict_row
 from attnlib.experiments.runs import summarize
@@ -126,7 +126,7 @@ def _read_csv(path) -> pd.DataFrame:
         stamps = results.stamps_path(path.parent.parent)
         owners = [k for k in results.read_stamps(stamps, verbose=False) if path.stem.startswith(k)]
         results.forget_stamps(stamps, owners)
-        print(f"note: {path} is damaged ({results.error_line(err)}): left out of this report; run the same "
+        print(f"note: {path} is damaged ({messages.error_line(err)}): left out of this report; run the same "
               "command again to write it anew", flush=True)
         return pd.DataFrame()
 

@@ -29,10 +29,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from attnlib import results
-from attnlib.data import loaders, make_synthetic
-from attnlib.experiments import params
-from attnlib.experiments import runs as experiment
+from attnlib import messages, results
+from attnlib.data import make_synthetic
+from attnlib.experiments import grid, params, settings
+from attnlib.loaders import loaders
 from attnlib.models import count_parameters, create_model, model_config
 from attnlib.report.tables import published_table
 from attnlib.training import dry_run
@@ -268,7 +268,7 @@ def flops_per_image(model: nn.Module, mode: str = "infer", image_shape=None, bat
 
 
 def pipeline_throughput(ds, batch: int = 32, device: str = "cpu", epochs: int = 3) -> Timing:
-    """Images per second of the training input pipeline alone (attnlib.data.BatchLoader: shuffle,
+    """Images per second of the training input pipeline alone (attnlib.loaders.BatchLoader: shuffle,
     gather, crop + flip augmentation, normalisation, move to the device), one epoch per repetition."""
     device = torch.device(device)
     train, _ = loaders(ds, batch, device)
@@ -324,7 +324,7 @@ def _read_rows(path) -> list[dict]:
             raise ValueError("its rows lack the columns that say what was measured")
     except (OSError, ValueError) as err:
         aside = results.move_aside(path)
-        print(f"{path} was damaged ({results.error_line(err)}): moved aside to {aside.name}; every model is "
+        print(f"{path} was damaged ({messages.error_line(err)}): moved aside to {aside.name}; every model is "
               "timed again", flush=True)
         return []
     return df.to_dict("records")
@@ -473,17 +473,17 @@ PROJECTION_COLUMNS = ["notebook", "run_id", "model", "variant", "seed", "epochs"
                       "flops_scale", "train_img_s", "eval_img_s", "hours"]
 
 
-def paper_runs(profile: str = "paper", params_dir: str | Path | None = None) -> list[tuple[str, experiment.PlannedRun]]:
+def paper_runs(profile: str = "paper", params_dir: str | Path | None = None) -> list[tuple[str, grid.PlannedRun]]:
     """(notebook, planned run) of every training notebook's file in params/<profile>/, planned on CIFAR-10's
     name, sizes (50,000 / 10,000 images) and shape, as the paper profile trains them (the same run ids)."""
-    folder = Path(params_dir) if params_dir else params.REPO_ROOT / "params"
+    folder = Path(params_dir) if params_dir else settings.REPO_ROOT / "params"
     data = SimpleNamespace(name="cifar10", x_train=range(CIFAR10_TRAIN), x_test=range(CIFAR10_TEST),
                            model_overrides=lambda: {"image_size": 32, "in_channels": 3, "num_classes": 10})
     out = []
-    for nb in params.training_notebooks():
+    for nb in settings.training_notebooks():
         path = folder / profile / f"{nb}.yaml"
         if path.exists():
-            out += [(nb, run) for run in experiment.plan(params.load(path), data)]
+            out += [(nb, run) for run in grid.plan(params.load(path), data)]
     return out
 
 

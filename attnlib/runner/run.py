@@ -35,10 +35,11 @@ import papermill as pm
 import torch
 
 from attnlib.data import _cifar10_present
-from attnlib.experiments.params import PROFILES, REPO_ROOT, ParamsError, load_with, params_class
+from attnlib.experiments.params import ParamsError, load_with
+from attnlib.experiments.settings import PROFILES, REPO_ROOT, params_class
+from attnlib.messages import one_line
 from attnlib.report.export import export_report
-from attnlib.results import (atomic_write_text, device_name, one_line, read_stamps, remove_stale_temp_files,
-                             stamps_path, temp_file)
+from attnlib.results import atomic_write_text, device_name, read_stamps, remove_stale_temp_files, stamps_path, temp_file
 from attnlib.training import schedule
 from attnlib.training.dry_run import RESULTS_DIR as DRY_RUN_RESULTS
 from attnlib.training.progress import ENV as PROGRESS_ENV

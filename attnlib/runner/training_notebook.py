@@ -14,10 +14,10 @@ from matplotlib.figure import Figure
 
 from attnlib import results, viz
 from attnlib.data import Dataset
-from attnlib.experiments import params
+from attnlib.experiments import grid, params
 from attnlib.experiments import runs as experiment
-from attnlib.experiments.params import TrainParams
-from attnlib.experiments.runs import PlannedRun
+from attnlib.experiments.grid import PlannedRun
+from attnlib.experiments.settings import TrainParams
 from attnlib.report import tables as report
 from attnlib.training.train import center_rows
 
@@ -34,7 +34,7 @@ class TrainingNotebook:
         """The notebook's parameters (attnlib.experiments.params.for_notebook), data and planned runs."""
         p = params.for_notebook(name, namespace)
         data = experiment.load_data(p)
-        return cls(name, p, data, experiment.plan(p, data))
+        return cls(name, p, data, grid.plan(p, data))
 
     def plan_table(self) -> pd.DataFrame:
         """One row per planned run: its id, what it trains and for how long."""

@@ -35,8 +35,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from attnlib import results
-from attnlib.data import DataError, Dataset, load_dataset, loaders, make_synthetic
+from attnlib import messages, results
+from attnlib.data import DataError, Dataset, load_dataset, make_synthetic
+from attnlib.loaders import loaders
 from attnlib.training.train import evaluate
 
 RESULTS_DIR = "results/dry-run"  # where the runner puts a dry run's results, apart from the real ones
@@ -181,7 +182,7 @@ def _read_or_set_aside(csv: Path, columns: list[str]) -> pd.DataFrame:
         return rows
     except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as err:
         aside = results.move_aside(csv)
-        print(f"{csv} is damaged ({results.error_line(err)}): moved aside to {aside.name}; written anew", flush=True)
+        print(f"{csv} is damaged ({messages.error_line(err)}): moved aside to {aside.name}; written anew", flush=True)
         return pd.DataFrame(columns=columns)
 
 

@@ -34,7 +34,7 @@ class Ranks:
 
     @property
     def shard(self) -> dict:
-        """The loaders' shard options (attnlib.data.loaders)."""
+        """The loaders' shard options (attnlib.loaders.loaders)."""
         return dict(rank=self.rank, world=self.world)
 
     @property

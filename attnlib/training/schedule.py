@@ -45,7 +45,7 @@ from typing import Callable, Sequence
 import torch
 import torch.multiprocessing as mp
 
-from attnlib.results import error_line, one_line
+from attnlib.messages import error_line, one_line
 from attnlib.training.progress import ENV as PROGRESS_ENV
 from attnlib.training.progress import ProgressView
 from attnlib.training.train import TrainingError

@@ -18,20 +18,18 @@ import math
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attnlib import results
-from attnlib.data import Dataset, loaders, normalize
+from attnlib import messages, results
+from attnlib.data import Dataset, normalize
 from attnlib.evidence.attention_maps import attention_maps, conv_likeness
+from attnlib.loaders import loaders
 from attnlib.training import process_group
 from attnlib.training.progress import Bar
-
-if TYPE_CHECKING:  # attnlib.training.speed imports this module; fit only calls the options' methods
-    from attnlib.training.speed import SpeedOptions
+from attnlib.training.speed import SpeedOptions
 
 
 class TrainingError(RuntimeError):
@@ -222,7 +220,7 @@ def _resume(model: nn.Module, opt: torch.optim.Optimizer, cfg: TrainConfig, ckpt
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
         except (RuntimeError, ValueError, KeyError, TypeError) as err:  # weights of another shape or model
-            raise results.DamagedCheckpoint(ckpt_path, results.error_line(err)) from None
+            raise results.DamagedCheckpoint(ckpt_path, messages.error_line(err)) from None
     except results.DamagedCheckpoint as err:
         model.load_state_dict(initial)
         aside = results.move_aside(ckpt_path)
