@@ -86,7 +86,7 @@ class Dataset:
 
 
 # -- CIFAR-10 ------------------------------------------------------------------------------------
-def _cifar10_present(root: Path) -> bool:
+def cifar10_present(root: Path) -> bool:
     return (root / "cifar-10-batches-py" / "data_batch_1").exists() or (root / CIFAR10_ARCHIVE).exists()
 
 
@@ -128,7 +128,7 @@ def load_cifar10(root: str | Path = "data", download: bool = True) -> Dataset:
             raise DataError(f"{folder}/ is incomplete or damaged ({first_few(damaged)} missing or failing their "
                             "checksum): place "
                             f"{CIFAR10_ARCHIVE} in {root}/ (it is extracted again) or delete the folder")
-    if not _cifar10_present(root):
+    if not cifar10_present(root):
         if not download:
             raise DataError(f"CIFAR-10 not found in {root}/: place {CIFAR10_ARCHIVE} there (or allow download)")
         if not _network_reaches(CIFAR10_URL_HOST):

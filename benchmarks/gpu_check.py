@@ -43,7 +43,8 @@ from attnlib.models import create_model, list_models
 from attnlib.report import timing
 from attnlib.training import parity, speed
 from attnlib.training.dry_run import PeakMemory
-from attnlib.training.train import RunInfo, fit
+from attnlib.training.records import RunInfo
+from attnlib.training.train import fit
 
 ROOT = Path(__file__).resolve().parent.parent
 HARD_LIMIT_S = 470  # 8 minutes less a margin for printing and writing

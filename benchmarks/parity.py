@@ -37,7 +37,8 @@ from attnlib import dropout, results
 from attnlib.experiments import grid, params
 from attnlib.experiments import runs as experiment
 from attnlib.models import create_model
-from attnlib.training.train import RunInfo, fit
+from attnlib.training.records import RunInfo
+from attnlib.training.train import fit
 
 TOLERANCE = 0.01  # test accuracy, absolute: one percentage point
 NOTEBOOK = {"sa_quadratic": "02_quadratic", "sa_learned_content": "01_learned_2d", "sa_learned": "01_learned_2d",

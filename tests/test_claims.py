@@ -14,7 +14,7 @@ import torch
 
 from attnlib.evidence import claims
 from attnlib.models import create_model
-from attnlib.training.train import attention_rows, center_rows
+from attnlib.training.records import attention_rows, center_rows
 
 SMALL = dict(heads=9, layers=3, hidden=16, ff=32, image_size=28, in_channels=1, downsample=4)  # a 7x7 token grid
 GRID = [(r, c) for r in (-1, 0, 1) for c in (-1, 0, 1)]

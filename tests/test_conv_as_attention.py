@@ -21,11 +21,11 @@ from conftest import assert_every_field_injected, hard_shift_model, run_runner
 from torch import nn
 
 from attnlib import results
-from attnlib.conv_as_attention import (DEFAULT_ALPHA, ENCODINGS, ERROR_COLUMNS, ConvAsAttention, alpha_sweep,
-                                       attention_from_conv, case_outputs, check_supported, construction_error,
-                                       conv_likeness, error_table, example_convolutions, kernel_shifts, pick_image,
-                                       write_records)
+from attnlib.conv_as_attention import (DEFAULT_ALPHA, ENCODINGS, ConvAsAttention, attention_from_conv, check_supported,
+                                       construction_error, example_convolutions, kernel_shifts)
 from attnlib.data import make_synthetic
+from attnlib.evidence.theorem1 import (ERROR_COLUMNS, alpha_sweep, case_outputs, conv_likeness, error_table,
+                                       pick_image, write_records)
 from attnlib.experiments import params, settings
 from attnlib.experiments.settings import ConvParams
 from attnlib.models import create_model

@@ -29,7 +29,8 @@ from attnlib.data import make_synthetic  # noqa: E402
 from attnlib.experiments import grid
 from attnlib.loaders import BatchLoader
 from attnlib.models import create_model  # noqa: E402
-from attnlib.training.train import RunInfo, TrainConfig, fit  # noqa: E402
+from attnlib.training.records import RunInfo
+from attnlib.training.train import TrainConfig, fit  # noqa: E402
 
 TINY = dict(layers=1, heads=4, hidden=16, ff=16, downsample=2, image_size=8)
 NUMBERS = ["train_loss", "train_acc", "test_loss", "test_acc", "lr"]

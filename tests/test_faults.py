@@ -39,7 +39,7 @@ from attnlib.experiments import runs as experiment
 from attnlib.report import tables as report
 from attnlib.report import timing
 from attnlib.results import ATTENTION_COLUMNS, CENTER_COLUMNS, METRIC_COLUMNS
-from attnlib.runner import run
+from attnlib.runner import digest, run
 from attnlib.training.train import TrainingError
 
 TIME_COLUMNS = ["seconds"]  # what may differ between two runs of the same settings (besides nothing else)
@@ -498,13 +498,13 @@ def test_damaged_stamps_only_cost_a_rerun(tmp_path, capsys, name):
     content, kept = STAMP_FAULTS[name]
     path = tmp_path / ".cache" / "stamps.json"
     _write_stamps(path, content)
-    stamps = run.Stamps(path)
+    stamps = digest.Stamps(path)
     assert set(stamps.data) == kept
     assert one_line(capsys.readouterr().out).startswith(f"note: {path} is damaged")
     assert stamps.upstream("08_report") is not None
     stamps.record("00_conv_as_attention", "d0", 1.0)  # and the next success writes a whole file again
     assert "00_conv_as_attention" in json.loads(path.read_text())
-    assert run.Stamps(path).data.keys() == {"00_conv_as_attention", *kept} and capsys.readouterr().out == ""
+    assert digest.Stamps(path).data.keys() == {"00_conv_as_attention", *kept} and capsys.readouterr().out == ""
 
 
 def test_heal_damaged_stamps_leave_the_report_whole(trained, tmp_path, capsys):

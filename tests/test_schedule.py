@@ -25,7 +25,7 @@ from attnlib.experiments import grid, params
 from attnlib.experiments import runs as experiment
 from attnlib.experiments.params import ParamsError
 from attnlib.experiments.settings import TrainParams
-from attnlib.runner import run
+from attnlib.runner import digest, run
 from attnlib.training import schedule
 from attnlib.training.progress import ENV as PROGRESS_ENV
 from attnlib.training.train import TrainingError
@@ -123,8 +123,8 @@ def test_the_runners_devices_reach_the_training_notebooks_only_and_not_their_dig
     assert plans["02_quadratic"]["devices"] == ["cpu", "cpu"] and "devices" not in plans["06_timing"]
     nb = tmp_path / "02.ipynb"
     nb.write_text("{}")
-    assert run.notebook_digest(nb, plans["02_quadratic"], "lib", {}) == \
-        run.notebook_digest(nb, {**plans["02_quadratic"], "devices": []}, "lib", {})
+    assert digest.notebook_digest(nb, plans["02_quadratic"], "lib", {}) == \
+        digest.notebook_digest(nb, {**plans["02_quadratic"], "devices": []}, "lib", {})
     with pytest.raises(ParamsError, match=r"devices must each be"):
         run.checked_plans(run.notebooks_for("smoke", ["02"]), "smoke", run._arguments(["--devices", "gpu0"]))
 

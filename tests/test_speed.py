@@ -27,8 +27,9 @@ from attnlib.experiments.params import from_mapping
 from attnlib.experiments.settings import TrainParams
 from attnlib.models import create_model
 from attnlib.training import parity, speed
+from attnlib.training.records import RunInfo
 from attnlib.training.speed import SpeedOptions
-from attnlib.training.train import RunInfo, TrainConfig, fit
+from attnlib.training.train import TrainConfig, fit
 
 ROOT = Path(__file__).resolve().parent.parent
 NUMBERS = ["train_loss", "train_acc", "test_loss", "test_acc", "lr"]

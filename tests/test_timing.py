@@ -25,7 +25,7 @@ from attnlib.attention import QuadraticScore, flush_denormals
 from attnlib.experiments.params import ParamsError, from_mapping
 from attnlib.experiments.settings import TimingParams
 from attnlib.models import create_model, list_models, model_config
-from attnlib.report import timing
+from attnlib.report import projection, timing, timing_table
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -110,7 +110,7 @@ def test_time_models_keeps_rows_and_only_remeasures_when_asked(tmp_path, monkeyp
                                         per_model=TINY, image_size=8, train_batches=[2], infer_batches=[2],
                                         precisions=["fp32"], warmup=1, reps=2, latency_reps=2, device="cpu"))
     path = tmp_path / "06_timing.csv"
-    df, peak = timing.time_models(p, path, progress=False)
+    df, peak = timing_table.time_models(p, path, progress=False)
     assert peak["fp32"] > 0
     assert set(zip(df["model"], df["variant"])) == {("resnet18", "standard"), ("sa_quadratic", "standard"),
                                                     ("sa_quadratic", "hierarchical")}
@@ -118,14 +118,14 @@ def test_time_models_keeps_rows_and_only_remeasures_when_asked(tmp_path, monkeyp
     assert (df["gflops_per_image"] > 0).all() and df["what"].str.contains("warm-up|training step|forward").all()
     calls = []
     monkeypatch.setattr(timing, "train_throughput", lambda *a, **k: calls.append(a) or pytest.fail("re-timed"))
-    again, _ = timing.time_models(p, path, progress=False)  # everything is there: nothing is timed
+    again, _ = timing_table.time_models(p, path, progress=False)  # everything is there: nothing is timed
     assert len(again) == len(df) and not calls and len(pd.read_csv(path)) == len(df)
     monkeypatch.undo()
     p.remeasure = True
-    again, _ = timing.time_models(p, path, progress=False)
+    again, _ = timing_table.time_models(p, path, progress=False)
     assert len(again) == len(df) and len(pd.read_csv(path)) == len(df)  # replaced, not duplicated
     p.remeasure, p.models, p.per_model = False, ["resnet18"], {"resnet18": {"width": 2}}
-    narrow, _ = timing.time_models(p, path, progress=False)  # another configuration: measured anew
+    narrow, _ = timing_table.time_models(p, path, progress=False)  # another configuration: measured anew
     assert len(narrow) == 3 and (narrow["params"] < df[df["model"] == "resnet18"]["params"].iloc[0]).all()
     assert len(pd.read_csv(path)) == len(df) + 3  # the earlier rows stay in the file
 
@@ -158,9 +158,9 @@ def test_timing_rows_of_another_machine_are_not_taken_as_this_ones(tmp_path, mon
                                         latency_reps=2, device="cpu"))
     path = tmp_path / "06_timing.csv"
     monkeypatch.setattr(results.machine, "cpu_model_and_flags", lambda: ("Other CPU", ["avx2"]))
-    timing.time_models(p, path, progress=False)
+    timing_table.time_models(p, path, progress=False)
     monkeypatch.setattr(results.machine, "cpu_model_and_flags", lambda: ("This CPU", ["avx2", "amx_bf16"]))
-    here, _ = timing.time_models(p, path, progress=False)
+    here, _ = timing_table.time_models(p, path, progress=False)
     assert set(here["device"]) == {f"cpu: This CPU (avx2 amx_bf16; {torch.get_num_threads()} threads)"}
     assert pd.read_csv(path)["device"].str.contains("Other CPU").sum() == 3  # kept, not reused
 
@@ -178,7 +178,7 @@ def test_per_model_table_has_one_row_per_model_and_a_column_per_measurement():
             timing_row("m", "standard", "train", 16, "fp32", 50.0, 3.0, 0.5),
             timing_row("m", "standard", "infer", 16, "fp32", 200.0, 1.0),
             timing_row("m", "standard", "latency", 1, "fp32", 4.0, 1.0)]
-    table = timing.per_model_table(pd.DataFrame(rows))
+    table = timing_table.per_model_table(pd.DataFrame(rows))
     assert table.columns.tolist() == ["model", "variant", "params", "GFLOPs/img forward", "GFLOPs/img training",
                                       "infer img/s b16 fp32", "latency ms b1 fp32", "train img/s b16 fp32",
                                       "train img/s b8 fp32", "best train of peak"]
@@ -187,17 +187,17 @@ def test_per_model_table_has_one_row_per_model_and_a_column_per_measurement():
 
 def test_attention_products_are_what_the_published_flops_leave_out():
     # the paper's quadratic network: 6 layers, 9 heads of width 400 on 16 x 16 tokens; content adds q.k
-    assert timing.attention_products_gflops("sa_quadratic") == pytest.approx(2 * 6 * 9 * 256 ** 2 * 400 / 1e9)
-    assert timing.attention_products_gflops("sa_learned_content") == pytest.approx(2 * 6 * 9 * 256 ** 2 * 800 / 1e9)
+    assert timing_table.attention_products_gflops("sa_quadratic") == pytest.approx(2 * 6 * 9 * 256 ** 2 * 400 / 1e9)
+    assert timing_table.attention_products_gflops("sa_learned_content") == pytest.approx(2 * 6 * 9 * 256 ** 2 * 800 / 1e9)
     small = dict(layers=1, heads=2, hidden=8, head_dim=4, image_size=8)
     cfg = model_config("sa_learned_content", **small)
-    assert cfg.content and timing.attention_products_gflops("sa_learned_content", **small) == 2 * 2 * 16 ** 2 * 12 / 1e9
+    assert cfg.content and timing_table.attention_products_gflops("sa_learned_content", **small) == 2 * 2 * 16 ** 2 * 12 / 1e9
     p = from_mapping(TimingParams, dict(models=["sa_quadratic", "resnet18"], hierarchical_models=[], image_size=8,
                                         per_model={"sa_quadratic": {"layers": 1, "heads": 2, "hidden": 8}}))
     rows = [timing_row("sa_quadratic", "standard", "infer", 2, "fp32", 10.0, 0.5),
             timing_row("sa_quadratic", "hierarchical", "infer", 2, "fp32", 10.0, 9.0),
             timing_row("resnet18", "standard", "infer", 2, "fp32", 10.0, 0.25)]
-    side = timing.published_costs(pd.DataFrame(rows), p)
+    side = timing_table.published_costs(pd.DataFrame(rows), p)
     assert side.columns.tolist() == ["paper_params", "paper_gflops", "params", "gflops_per_image",
                                      "ours_minus_attention_products"]
     assert side.loc["sa_quadratic", "gflops_per_image"] == 0.5  # the standard variant's forward pass
@@ -209,12 +209,12 @@ def test_attention_products_are_what_the_published_flops_leave_out():
 def test_notes_say_where_it_was_measured_and_how_the_pipeline_compares():
     df = pd.DataFrame([timing_row("m", "standard", "train", 8, "fp32", 40.0, 3.0),
                        timing_row("m", "standard", "train", 8, "bf16", 20.0, 3.0)])
-    notes = timing.measurement_notes(df)
+    notes = timing_table.measurement_notes(df)
     assert notes.startswith("All rows above were measured on: cpu: x.")
     assert "Precisions measured: fp32, bf16 | bf16 is autocast" in notes
     assert ("No GPU was present" in notes) == (not torch.cuda.is_available())
     pipe = timing._timing("input pipeline", "pipeline", 32, "uint8 -> fp32", "cpu", 1, [0.01], "what")
-    assert timing.pipeline_against_training(pipe, df) == (
+    assert timing_table.pipeline_against_training(pipe, df) == (
         "3,200 images/s: 80x the fastest training throughput above (40.0 images/s)")
 
 
@@ -231,15 +231,15 @@ def test_the_paper_profile_is_projected_from_the_measured_rows_saying_which():
                          measured("sa_quadratic", "train", 32, 100.0, sa_train),
                          measured("sa_quadratic", "infer", 32, 1000.0, 9.0),
                          measured("resnet18", "train", 128, 2000.0, 3.3)])  # only above resnet18's batch of 100
-    df, text = timing.paper_projection(rows, p, devices=4)
-    assert len(df) == 37 and df.columns.tolist() == timing.PROJECTION_COLUMNS
+    df, text = projection.paper_projection(rows, p, devices=4)
+    assert len(df) == 37 and df.columns.tolist() == projection.PROJECTION_COLUMNS
     one = df.set_index(["model", "variant"])
     sa = one.loc[("sa_quadratic", "9 heads")]
     assert sa.hours == pytest.approx(300 * (50_000 / 100 + 10_000 / 1000) / 3600) and sa.flops_scale == 1
     assert sa.measured_row.startswith("sa_quadratic (standard) train b32 fp32: 100 img/s; infer b32")
     wide = one.loc[("sa_quadratic", "16 heads")]  # 16 heads: the 9-head row scaled by the training FLOPs
-    assert wide.flops_scale == pytest.approx(sa_train / timing.training_gflops("sa_quadratic", **dict(
-        [r for r in timing.paper_runs() if r[1].model == "sa_quadratic" and r[1].heads == 16][0][1].overrides)), rel=1e-3)
+    assert wide.flops_scale == pytest.approx(sa_train / projection.training_gflops("sa_quadratic", **dict(
+        [r for r in projection.paper_runs() if r[1].model == "sa_quadratic" and r[1].heads == 16][0][1].overrides)), rel=1e-3)
     assert 0.5 < wide.flops_scale < 0.7 and "heads differ" in wide.measured_row
     assert one.loc[("sa_quadratic_re", "9 heads")].measured_row.startswith("sa_quadratic (standard)")  # counterpart
     resnet = one.loc[("resnet18", "standard")]
@@ -254,11 +254,11 @@ def test_the_paper_profile_is_projected_from_the_measured_rows_saying_which():
 def test_rows_timed_at_another_size_are_not_projected():
     p = from_mapping(TimingParams, dict(models=["resnet18"], hierarchical_models=[], per_model={"resnet18": {"width": 8}}))
     rows = pd.DataFrame([measured("resnet18", "train", 32, 900.0, 0.05, device="cpu: x")])
-    out = timing.project_run(rows, p, "resnet18", {"image_size": 32, "in_channels": 3, "num_classes": 10}, False, 100,
+    out = projection.project_run(rows, p, "resnet18", {"image_size": 32, "in_channels": 3, "num_classes": 10}, False, 100,
                              "fp32", 300)
     assert math.isnan(out["hours"]) and out["measured_row"] == ("not projected: resnet18 (standard) was timed at another "
                                                                 "size (width)")
-    assert timing.present_devices(rows) == 1
+    assert projection.present_devices(rows) == 1
 
 
 def test_the_gemm_peak_is_the_best_rate_over_the_sizes(monkeypatch):

@@ -16,7 +16,8 @@ import torch
 from attnlib import results
 from attnlib.data import make_synthetic
 from attnlib.models import create_model
-from attnlib.training.train import RunInfo, TrainConfig, TrainingError, fit, lr_factor, make_optimizer
+from attnlib.training.records import RunInfo
+from attnlib.training.train import TrainConfig, TrainingError, fit, lr_factor, make_optimizer
 
 SMALL = dict(layers=2, heads=4, hidden=16, ff=32, image_size=8)
 NUMBERS = ["train_loss", "train_acc", "test_loss", "test_acc", "lr"]

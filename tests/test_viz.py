@@ -16,6 +16,7 @@ from torch import nn
 
 from attnlib import conv_as_attention as ca
 from attnlib import viz
+from attnlib.evidence import theorem1
 from attnlib.viz import HeadPanel, image_for_display
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,7 +69,7 @@ def test_theorem_1_figures_are_drawn_and_written_through_save(tmp_path):
     image = torch.rand(1, 3, 6, 7, dtype=torch.float64)
     convs = ca.example_convolutions(3, blur_kernel_size=3, random_kernel_size=3, random_out_channels=2)
     out = tmp_path / "figures"  # not there yet: save creates it
-    fig = viz.plot_cases(image[0], ca.case_outputs(convs, image), out / "cases.png", title="t")
+    fig = viz.plot_cases(image[0], theorem1.case_outputs(convs, image), out / "cases.png", title="t")
     assert len(fig.axes) == 3 * 4 + 3  # four panels per case, and a colour bar beside each difference
     layer = ca.attention_from_conv(convs["random"], (6, 7))
     assert len(viz.plot_head_maps(layer, (0, 0), image.float(), out / "heads.png").axes) == 9

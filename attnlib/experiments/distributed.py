@@ -72,8 +72,8 @@ from attnlib import results
 from attnlib.data import DataError
 from attnlib.experiments import grid, params, settings
 from attnlib.experiments import runs as experiment
-from attnlib.experiments.schema import ParamsError
 from attnlib.experiments.settings import PROFILES
+from attnlib.schema import ParamsError
 from attnlib.training.process_group import TIMEOUT, ranks
 from attnlib.training.train import TrainingError, resolve_device
 

@@ -16,13 +16,12 @@ import itertools
 from dataclasses import asdict, dataclass
 from typing import Iterator
 
-from attnlib import results
+from attnlib import results, schema
 from attnlib.data import Dataset, image_shapes
-from attnlib.experiments import schema
 from attnlib.experiments.modes import mode_of
-from attnlib.experiments.schema import ParamsError
 from attnlib.experiments.settings import TrainParams
 from attnlib.models import config_class, config_fields, model_config
+from attnlib.schema import ParamsError
 from attnlib.training.train import TRAIN_FIELDS, TrainConfig, TrainSettings
 
 GRID_AXES = ("heads", "hierarchical")  # set at the top level, for every model that has them

@@ -19,7 +19,8 @@ import torch
 from attnlib.data import Dataset, load_dataset
 from attnlib.models import count_parameters, create_model
 from attnlib.training import dry_run, schedule, speed
-from attnlib.training.train import RunInfo, TrainConfig, fit
+from attnlib.training.records import RunInfo
+from attnlib.training.train import TrainConfig, fit
 
 
 class RealRun:

@@ -4,7 +4,7 @@ A parameter file may set any field of the notebook's dataclass and nothing else.
 wrong type or an impossible value (NaN or infinity anywhere, a key given twice, a schedule that cannot
 work, a run too long to be meant, a model that cannot be built) raises ParamsError with one line naming
 the file and the key; so does a file that is empty, not UTF-8 or not a file. Keys and types are checked
-by attnlib.experiments.schema, which checks the models' options too; each dataclass's `validate`
+by attnlib.schema, which checks the models' options too; each dataclass's `validate`
 (attnlib.experiments.settings) checks its values, and attnlib.experiments.grid a training notebook's grid.
 `python -m attnlib.params FILE...` checks files from the shell (exit status 2 on the first error).
 """
@@ -14,9 +14,10 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from attnlib.experiments import grid, schema
-from attnlib.experiments.schema import ParamsError, read_yaml
+from attnlib import schema
+from attnlib.experiments import grid
 from attnlib.experiments.settings import PROFILES, REPO_ROOT, TrainParams, params_class
+from attnlib.schema import ParamsError, read_yaml
 
 PATH_FIELDS = ("data_root", "params_dir", "results_dir")
 

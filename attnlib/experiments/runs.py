@@ -14,7 +14,8 @@ from attnlib.experiments.modes import mode_of
 from attnlib.experiments.settings import TrainParams
 from attnlib.models import count_parameters, create_model
 from attnlib.training import schedule
-from attnlib.training.train import RunInfo, TrainingError, resolve_device
+from attnlib.training.records import RunInfo
+from attnlib.training.train import TrainingError, resolve_device
 
 
 def data_key(p: TrainParams) -> tuple:

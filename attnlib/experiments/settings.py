@@ -8,10 +8,10 @@ import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from attnlib import schema
 from attnlib.data import DATASETS
-from attnlib.experiments import schema
-from attnlib.experiments.schema import ParamsError
 from attnlib.models import config_class, config_fields, list_models, model_config
+from attnlib.schema import ParamsError
 from attnlib.training import schedule
 from attnlib.training.train import FASTEST, PRECISIONS, TrainSettings
 

@@ -1,7 +1,7 @@
 """Models picked by name: `create_model(name, **overrides)` and `list_models()`.
 
 Each registered name is a small factory with the published defaults; overrides are checked
-against the model's config dataclass by attnlib.experiments.schema, so a misspelt or ill-typed override fails at once.
+against the model's config dataclass by attnlib.schema, so a misspelt or ill-typed override fails at once.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Callable
 
 from torch import nn
 
-from attnlib.experiments import schema
+from attnlib import schema
 from attnlib.models.resnet import CifarResNet, ResNetConfig
 from attnlib.models.sa_net import ReSAConfig, SAConfig, SelfAttentionNet
 from attnlib.models.san import SAN, SANConfig
@@ -41,7 +41,7 @@ def _spec(name: str):
 
 def model_config(name: str, **overrides):
     """The config dataclass a model would be built with (defaults, then overrides), checked by the same
-    schema as the parameter files (attnlib.experiments.schema): an unknown option or a wrong type raises ParamsError,
+    schema as the parameter files (attnlib.schema): an unknown option or a wrong type raises ParamsError,
     an impossible value the config's own ValueError."""
     _, config_cls, defaults, _ = _spec(name)
     return schema.build(config_cls, {**defaults, **overrides}, where=f"model {name!r}", noun="option")

@@ -18,142 +18,32 @@ killed run left behind are removed at the start.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import datetime
-import hashlib
-import json
 import logging
 import os
-import shutil
 import signal
 import sys
 import time
 from pathlib import Path
 
-import papermill as pm
 import torch
 
-from attnlib.data import _cifar10_present
+from attnlib.data import cifar10_present
 from attnlib.experiments.params import ParamsError, load_with
 from attnlib.experiments.settings import PROFILES, REPO_ROOT, params_class
-from attnlib.messages import one_line
-from attnlib.report.export import export_report
-from attnlib.results import atomic_write_text, device_name, read_stamps, remove_stale_temp_files, stamps_path, temp_file
+from attnlib.results import remove_stale_temp_files, stamps_path
+from attnlib.runner.digest import TIMING, Stamps, environment, library_digest, notebook_digest
+from attnlib.runner.execute import execute, export, quiet_papermill
 from attnlib.training import schedule
 from attnlib.training.dry_run import RESULTS_DIR as DRY_RUN_RESULTS
-from attnlib.training.progress import ENV as PROGRESS_ENV
-from attnlib.training.progress import ProgressView
 from attnlib.training.train import TrainingError
 
 ROOT = REPO_ROOT
 REPORT = "08_report"
-TIMING = "06_timing"
 CONV = "00_conv_as_attention"
 READS_RESULTS = ("07_visualizations", REPORT)  # notebooks that show what earlier notebooks computed
 
 
-def library_digest() -> str:
-    """Digest of the library's source: a change anywhere in attnlib/ reruns every notebook."""
-    h = hashlib.sha1()
-    for path in sorted((ROOT / "attnlib").rglob("*.py")):
-        h.update(str(path.relative_to(ROOT)).encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()[:12]
-
-
-def _portable(values: dict) -> dict:
-    """Parameters with paths inside the repository made relative, so a moved checkout keeps its stamps."""
-    out = {}
-    for key, value in values.items():
-        if isinstance(value, str) and value.startswith(str(ROOT) + "/"):
-            value = str(Path(value).relative_to(ROOT))
-        out[key] = value
-    return out
-
-
-def environment(values: dict, stem: str = "") -> dict:
-    """What the parameters do not say but the results depend on: the kind of device (for the timing notebook,
-    the device itself: its measurements belong to this CPU model, flags and threads, or this GPU), and for
-    `dataset: auto` whether CIFAR-10 is there to be taken (otherwise Fashion-MNIST is)."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    env = {"device": device_name(device) if stem == TIMING else device.type}
-    if values.get("dataset") == "auto" and "data_root" in values:
-        env["cifar10_present"] = _cifar10_present(Path(values["data_root"]))
-    return env
-
-
-NOT_DIGESTED = ("devices",)  # where the runs train, not what they compute: another --devices reruns nothing
-
-
-def notebook_digest(nb: Path, values: dict, library: str, upstream: dict, env: dict | None = None) -> str:
-    values = {k: v for k, v in values.items() if k not in NOT_DIGESTED}
-    payload = json.dumps({"notebook": hashlib.sha1(nb.read_bytes()).hexdigest(), "params": _portable(values),
-                          "library": library, "upstream": upstream, "environment": env or {}},
-                         sort_keys=True, default=str)
-    return hashlib.sha1(payload.encode()).hexdigest()[:12]
-
-
-class Stamps:
-    """results/<profile>/.cache/stamps.json: per notebook, the digest, time and duration of its last success."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.data = read_stamps(path)  # damaged stamps only cost a rerun (one line says so)
-
-    def upstream(self, stem: str) -> dict:
-        return {k: [v.get("digest"), v.get("finished")] for k, v in sorted(self.data.items()) if k < stem}
-
-    def unchanged(self, stem: str, digest: str, out: Path) -> dict | None:
-        entry = self.data.get(stem)
-        return entry if entry and entry.get("digest") == digest and out.exists() else None
-
-    def _change(self, stem: str, entry: dict | None):
-        """Set (or with None drop) one notebook's stamp in the file as it is now: a notebook may have dropped
-        other stamps meanwhile (notebook 08 does, for results it found damaged), and so may a second runner."""
-        if self.path.is_dir() and not self.path.is_symlink():  # a folder in its place: nothing to keep there
-            shutil.rmtree(self.path)
-        on_disk = read_stamps(self.path, verbose=False)
-        if entry is None and stem not in on_disk:
-            self.data.pop(stem, None)
-            return
-        on_disk.pop(stem, None)
-        if entry is not None:
-            on_disk[stem] = entry
-        self.data = on_disk
-        atomic_write_text(self.path, json.dumps(self.data, indent=1, sort_keys=True) + "\n")
-
-    def record(self, stem: str, digest: str, seconds: float):
-        self._change(stem, {"digest": digest, "seconds": round(seconds, 1),
-                            "finished": datetime.datetime.now().isoformat(timespec="seconds")})
-
-    def forget(self, stem: str):
-        """Before a notebook runs: on disk at once, so a failure or an interruption leaves no stamp."""
-        self._change(stem, None)
-
-
-@contextlib.contextmanager
-def output_to(log: Path, append: bool = False):
-    """Send this process's stdout and stderr, and those of the processes it starts (the notebook's kernel),
-    to `log` at the level of file descriptors; yields a stream that still writes to the console."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    log_file = open(log, "a" if append else "w")  # first: if it cannot be opened, nothing is redirected yet
-    saved = os.dup(1), os.dup(2)
-    console = os.fdopen(os.dup(saved[0]), "w", buffering=1)
-    with log_file:
-        os.dup2(log_file.fileno(), 1)
-        os.dup2(log_file.fileno(), 2)
-    try:
-        yield console
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        for fd in saved:
-            os.close(fd)
-        console.close()
 
 
 def pick_profile(profile: str, dry_run: int = 0) -> str:
@@ -190,18 +80,6 @@ def _interrupt_once(signum, frame):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     raise KeyboardInterrupt
 
-
-def _keep_failed(tmp: Path, out: Path) -> Path | None:
-    """The executed copy of a failed run, kept as NAME.failed.ipynb beside the last good one (None if none)."""
-    failed = out.with_name(f"{out.stem}.failed.ipynb")
-    try:
-        if tmp.exists() and tmp.stat().st_size > 0:
-            os.replace(tmp, failed)
-            return failed
-        tmp.unlink(missing_ok=True)
-    except OSError:
-        pass
-    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -246,7 +124,7 @@ def dry_run_overrides(nb: Path, steps: int) -> dict:
     from generated ones of CIFAR-10's shape where CIFAR-10 is absent, as the training notebooks do."""
     if not steps:
         return {}
-    if nb.stem == CONV and not _cifar10_present(ROOT / "data"):
+    if nb.stem == CONV and not cifar10_present(ROOT / "data"):
         return {"dataset": "synthetic", "synthetic_image_size": 32}
     if nb.stem == TIMING:
         return {"warmup": 1, "reps": 1, "latency_reps": 1, "train_batches": [8], "infer_batches": [8],
@@ -284,60 +162,6 @@ def checked_plans(pairs: list[tuple[Path, Path]], profile: str, args: argparse.N
     return plans
 
 
-def _quiet_papermill():
-    """Everything a notebook prints (papermill's log of its cells, the kernel's warnings) goes to its log
-    file; the console gets a line when it starts, one when it ends and the progress bars of its runs."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    logging.captureWarnings(True)
-    # the runner injects every field; the notebook takes them through attnlib.experiments.params, not its parameters cell
-    logging.getLogger("papermill").addFilter(lambda r: not str(r.msg).startswith("Passed unknown parameter"))
-
-
-def execute(nb: Path, values: dict, out: Path, log: Path, profile_dir: Path) -> int:
-    """Run one notebook through papermill into `out` (0), or say in one line why it failed (1) or stopped (130).
-    It is executed into a temporary file: the last good executed notebook stays until this one succeeds."""
-    tmp = temp_file(out, suffix=".tmp.ipynb")
-    try:
-        with output_to(log) as console, ProgressView(profile_dir / ".cache" / "progress.jsonl", console) as view:
-            os.environ[PROGRESS_ENV] = str(view.path)
-            pm.execute_notebook(str(nb), str(tmp), parameters=values, cwd=str(ROOT / "notebooks"),
-                                progress_bar=False, log_output=True, kernel_name="python3")
-        os.replace(tmp, out)
-    except pm.PapermillExecutionError as err:
-        failed = _keep_failed(tmp, out)
-        print(f"error: {nb.name} failed in cell {err.exec_count}: {err.ename}: {one_line(err.evalue)} "
-              f"(log: {log}; executed notebook: {failed or out})", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        tmp.unlink(missing_ok=True)
-        print(f"interrupted in {nb.name}: run the same command again to go on from there (training resumes "
-              "from its last checkpoint)", file=sys.stderr)
-        return 130
-    except Exception as err:  # kernel missing, notebook unreadable, ...: still one line
-        failed = _keep_failed(tmp, out)
-        where = f"; executed notebook: {failed}" if failed else ""
-        print(f"error: {nb.name} could not be run: {type(err).__name__}: {one_line(err)} "
-              f"(log: {log}{where})", file=sys.stderr)
-        return 1
-    finally:
-        os.environ.pop(PROGRESS_ENV, None)
-    out.with_name(f"{out.stem}.failed.ipynb").unlink(missing_ok=True)  # superseded by this success
-    return 0
-
-
-def _export(report_nb: Path, profile_dir: Path, log: Path) -> int:
-    """The report as HTML (and PDF where Chromium is), or one line saying why not (1)."""
-    try:
-        with output_to(log, append=True):  # nbconvert's and Chromium's chatter
-            lines = export_report(report_nb, profile_dir)
-    except Exception as err:  # nbconvert missing or failing: one line, the executed notebook stays
-        print(f"error: could not export {report_nb} to HTML: {type(err).__name__}: {err} (log: {log})",
-              file=sys.stderr)
-        return 1
-    for line in lines:
-        print(line, flush=True)
-    return 0
-
 
 def _main(argv: list[str] | None) -> int:
     args = _arguments(argv)
@@ -355,7 +179,7 @@ def _main(argv: list[str] | None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
-    _quiet_papermill()
+    quiet_papermill()
     profile_dir = Path(args.results_dir) / profile
     out_dir, logs_dir = profile_dir / "notebooks", profile_dir / "logs"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -387,7 +211,7 @@ def _main(argv: list[str] | None) -> int:
     print(f"{ran} of {len(plans)} notebooks run in {time.perf_counter() - total:.0f}s "
           f"({len(plans) - ran} unchanged); results in {Path(args.results_dir) / profile}/", flush=True)
     if report_ran or (any(nb.stem == REPORT for nb, _ in plans) and not (profile_dir / "report.html").exists()):
-        return _export(out_dir / f"{REPORT}.ipynb", profile_dir, logs_dir / f"{REPORT}.log")
+        return export(out_dir / f"{REPORT}.ipynb", profile_dir, logs_dir / f"{REPORT}.log")
     return 0
 
 

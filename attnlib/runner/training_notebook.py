@@ -19,7 +19,7 @@ from attnlib.experiments import runs as experiment
 from attnlib.experiments.grid import PlannedRun
 from attnlib.experiments.settings import TrainParams
 from attnlib.report import tables as report
-from attnlib.training.train import center_rows
+from attnlib.training.records import center_rows
 
 
 @dataclass

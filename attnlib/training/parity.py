@@ -17,8 +17,9 @@ import torch
 
 from attnlib.data import make_synthetic
 from attnlib.models import create_model
+from attnlib.training.records import RunInfo
 from attnlib.training.speed import OPTIONS, SpeedOptions, takes_channels_last, tf32_flags
-from attnlib.training.train import RunInfo, TrainConfig, fit, resolve_device
+from attnlib.training.train import TrainConfig, fit, resolve_device
 
 # -- parity: the same short runs with and without each option ---------------------------------------------
 PARITY_MODELS = {  # small networks of each family, on 16x16 synthetic images; the attention one with dropout

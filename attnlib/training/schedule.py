@@ -25,35 +25,21 @@ the workers inherit ATTNLIB_PROGRESS; without it, this process draws the workers
 """
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import functools
-import io
-import math
-import os
 import re
-import shutil
-import signal
 import sys
-import tempfile
 import time
-import traceback
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 import torch.multiprocessing as mp
 
-from attnlib.messages import error_line, one_line
-from attnlib.training.progress import ENV as PROGRESS_ENV
-from attnlib.training.progress import ProgressView
 from attnlib.training.train import TrainingError
+from attnlib.training.workers import death, nan_lowest, peak_resident_mb, progress_file, stop, worker
 
 DEVICE_RE = re.compile(r"cpu|cuda|cuda:\d+|\d+")
 POLL_S = 0.2  # how often the parent looks at its workers while no event comes
-PR_SET_PDEATHSIG = 1  # Linux's prctl option: a signal when the parent ends
-JOIN_S = 10.0  # how long a worker may take to exit at the end before it is ended
 # how a job's failure reads when it ran out of memory: torch's CUDA and CPU allocators, or a worker killed by
 # SIGKILL, which on Linux is most often the out-of-memory killer
 OUT_OF_MEMORY = ("OutOfMemoryError", "out of memory", "can't allocate memory", "not enough memory", "MemoryError",
@@ -153,7 +139,7 @@ def run(jobs: Sequence, devices: Sequence[str], work: Callable, name: Callable =
     say = functools.partial(print, file=out or sys.stdout, flush=True)
     names = list(devices)[:max(1, min(len(devices), len(jobs)))]
     start = time.perf_counter()
-    with _progress_file() as progress:
+    with progress_file() as progress:
         pool = _Pool(list(jobs), names, work, name, say, progress, one_job_each)
         try:
             pool.start()
@@ -215,7 +201,7 @@ class _Pool:
     def launch(self, w: str):
         n, slot = self.device_of[w], self.workers.index(w)
         self.taken_by[slot] = -1
-        p = self.ctx.Process(target=_worker, name=f"attnlib-{w}", daemon=True,
+        p = self.ctx.Process(target=worker, name=f"attnlib-{w}", daemon=True,
                              args=(w, n, self.threads if n == "cpu" else 0, self.work, self.jobs, self.todo,
                                    self.events, self.progress, self.one_job_each, self.taken_by, slot))
         p.start()
@@ -223,7 +209,7 @@ class _Pool:
 
     def sample_memory(self):
         for w in self.running:
-            self.peaks[w] = max(_peak_resident_mb(self.procs[w].pid), self.peaks[w], key=_nan_lowest)
+            self.peaks[w] = max(peak_resident_mb(self.procs[w].pid), self.peaks[w], key=nan_lowest)
 
     def handle(self, event):
         kind, w, *rest = event
@@ -254,7 +240,7 @@ class _Pool:
             died_in_job = w in self.running
             if died_in_job:
                 i, t0 = self.running.pop(w)
-                why = _death(self.procs[w].exitcode, self.peaks[w])
+                why = death(self.procs[w].exitcode, self.peaks[w])
                 self.outcomes[i] = Outcome(self.name(self.jobs[i]), w, time.perf_counter() - t0, why, self.peaks[w])
                 self.say(f"[{w}] {self.name(self.jobs[i])}: FAILED: {why}")
             if (died_in_job or self.one_job_each and self.took[w]) and self.started < len(self.jobs):
@@ -266,159 +252,6 @@ class _Pool:
         self.dead = {w for w, p in self.procs.items() if not p.is_alive()}
 
     def stop(self, wait: bool):
-        _stop(self.procs.values(), self.todo, self.events, wait)
+        stop(self.procs.values(), self.todo, self.events, wait)
 
 
-def _nan_lowest(x: float) -> float:
-    return -math.inf if math.isnan(x) else x
-
-
-def _peak_resident_mb(pid: int | None) -> float:
-    """The highest resident set of process `pid` so far, in MB (Linux: VmHWM in /proc/PID/status); NaN elsewhere."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return float("nan")
-
-
-def _death(exitcode: int | None, peak_mb: float) -> str:
-    """Why a worker ended in a job, in one line: its exit code or signal, and for SIGKILL (on Linux most often
-    the out-of-memory killer) how much memory it had reached, of the machine's."""
-    if exitcode is None or exitcode >= 0:
-        return f"its worker process ended (exit code {exitcode})"
-    try:
-        sig = signal.Signals(-exitcode).name
-    except ValueError:
-        sig = f"signal {-exitcode}"
-    if sig != "SIGKILL":
-        return f"its worker process was ended by {sig}"
-    total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**20
-    seen = f"; it had reached at least {peak_mb:,.0f} MB resident, of {total:,.0f} MB" if not math.isnan(peak_mb) else ""
-    return f"its worker process was killed (SIGKILL, most likely by the system for lack of memory{seen})"
-
-
-def _stop(procs, todo, events, wait: bool):
-    """Wait for the workers to exit (they do once every job is taken), or with wait=False (an interruption) not;
-    end those still there."""
-    deadline = time.monotonic() + JOIN_S
-    for p in procs:
-        if wait and p.is_alive():
-            p.join(max(0.0, deadline - time.monotonic()))
-        if p.is_alive():
-            p.terminate()
-            p.join(JOIN_S)
-        if p.is_alive():
-            p.kill()
-            p.join()
-    todo.cancel_join_thread()
-    todo.close()
-    events.close()
-
-
-@contextlib.contextmanager
-def _progress_file():
-    """The file the workers' bars go to: the runner's (ATTNLIB_PROGRESS, inherited), or one that this process
-    follows and draws on its stderr; None when the runner's is used."""
-    if os.environ.get(PROGRESS_ENV):
-        yield None
-        return
-    folder = Path(tempfile.mkdtemp(prefix="attnlib-progress-"))
-    try:
-        with ProgressView(folder / "progress.jsonl", sys.stderr) as view:
-            yield str(view.path)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-class _Lines(io.TextIOBase):
-    """A worker's stdout: each complete line goes to `send`."""
-
-    def __init__(self, send):
-        super().__init__()
-        self.send, self.partial = send, ""
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, text: str) -> int:
-        *lines, self.partial = (self.partial + text).split("\n")
-        for line in lines:
-            self.send(line)
-        return len(text)
-
-    def close_line(self):
-        if self.partial:
-            self.send(self.partial)
-            self.partial = ""
-
-
-def _end_with_parent():
-    """Linux: this process gets SIGTERM when the one that started it ends (a killed kernel), instead of training on
-    unseen, beside the next runner; its run resumes from its last checkpoint. Elsewhere it stops between runs."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError, TypeError):
-        pass
-
-
-def _first_to_go_when_memory_runs_out():
-    """Linux: this worker is the process the out-of-memory killer picks first (oom_score_adj 1000), not the
-    notebook's kernel that started it. Elsewhere nothing."""
-    try:
-        with open("/proc/self/oom_score_adj", "w") as f:
-            f.write("1000")
-    except OSError:
-        pass
-
-
-def _worker(label: str, device: str, threads: int, work, jobs: list, todo, events, progress: str | None,
-            one_job: bool = False, taken_by=None, slot: int = 0):
-    """One worker: take job indices from `todo` until None (or, with `one_job`, one), run each, report on
-    `events`."""
-    _end_with_parent()
-    _first_to_go_when_memory_runs_out()
-    stdout = _Lines(lambda line: events.put(("line", label, line)))
-    sys.stdout = stdout
-    code = 0
-    try:
-        if progress:
-            os.environ[PROGRESS_ENV] = progress
-        if threads:
-            torch.set_num_threads(threads)
-        dev = torch.device(device)
-        if dev.type == "cuda" and dev.index is not None:
-            torch.cuda.set_device(dev)
-        parent = mp.parent_process()
-        while (i := todo.get()) is not None and (parent is None or parent.is_alive()):
-            if taken_by is not None:
-                taken_by[slot] = i
-            events.put(("started", label, i))
-            t0 = time.perf_counter()
-            try:
-                work(jobs[i], dev)
-                why = ""
-            except KeyboardInterrupt:
-                raise
-            except BaseException as err:  # the job failed; the worker goes on with the next
-                traceback.print_exc(file=sys.stderr)  # the whole story, for the log
-                why = one_line(error_line(err))
-            stdout.close_line()
-            events.put(("ended", label, i, time.perf_counter() - t0, why))
-            if one_job:
-                break
-    except KeyboardInterrupt:
-        code = 130
-    except BaseException as err:  # the worker itself cannot go on (its device, say): the others take the jobs
-        traceback.print_exc(file=sys.stderr)
-        stdout.close_line()
-        events.put(("stopped", label, one_line(error_line(err))))
-        code = 1
-    stdout.close_line()
-    sys.stdout = sys.__stdout__
-    sys.stderr.flush()
-    events.close()  # every event is in the pipe already
-    os._exit(code)  # without the interpreter's teardown of torch and pandas (seconds), as a forked worker ends

@@ -24,11 +24,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from attnlib import messages, results
-from attnlib.data import Dataset, normalize
-from attnlib.evidence.attention_maps import attention_maps, conv_likeness
+from attnlib.data import Dataset
 from attnlib.loaders import loaders
 from attnlib.training import process_group
 from attnlib.training.progress import Bar
+from attnlib.training.records import RunInfo, RunRecords
 from attnlib.training.speed import SpeedOptions
 
 
@@ -108,16 +108,6 @@ class TrainConfig(TrainSettings):
     seed: int = 42
 
 
-@dataclass
-class RunInfo:
-    """What a metric row says about the run besides its numbers."""
-    run_id: str
-    experiment: str
-    model: str
-    variant: str
-    dataset: str
-    profile: str
-
 
 def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
@@ -174,36 +164,6 @@ def evaluate(model: nn.Module, loader, device: torch.device, precision: str = "f
     return loss_sum / max(n, 1), correct / max(n, 1)
 
 
-def center_rows(model: nn.Module, meta: dict, epoch: int) -> list[dict]:
-    """One row per (layer, head) of a quadratic model: its center and inverse covariance; [] otherwise."""
-    if getattr(getattr(model, "cfg", None), "positional", None) not in ("quadratic", "quadratic_aniso"):
-        return []
-    with torch.no_grad():
-        centers = model.attention_centers().cpu()  # (layers, heads, 2)
-        inv = torch.stack([b.attn.positional.inverse_covariance() for b in model.layer_blocks()]).cpu()
-    return [dict(meta, epoch=epoch, layer=layer + 1, head=head + 1, row=centers[layer, head, 0].item(),
-                 col=centers[layer, head, 1].item(), inv_cov_rr=inv[layer, head, 0, 0].item(),
-                 inv_cov_rc=inv[layer, head, 0, 1].item(), inv_cov_cc=inv[layer, head, 1, 1].item())
-            for layer in range(centers.shape[0]) for head in range(centers.shape[1])]
-
-
-PROBE_IMAGES = 64  # test images on which attention_rows measures every epoch
-
-
-def probe_images(data: Dataset, device: torch.device, n: int = PROBE_IMAGES) -> torch.Tensor:
-    """The first `n` test images, normalised, on `device`: the same images for every epoch and run."""
-    return normalize(data.x_test[:n].to(device), data.mean, data.std)
-
-
-def attention_rows(model: nn.Module, images: torch.Tensor, meta: dict, epoch: int) -> list[dict]:
-    """One row per (layer, head) of a self-attention network (results.ATTENTION_COLUMNS): where and how sharply
-    each head attends on `images` (attention_maps.conv_likeness); [] for a model without attention_probs."""
-    if not hasattr(model, "attention_probs"):
-        return []
-    likeness = conv_likeness(attention_maps(model, images))
-    keep = [c for c in results.ATTENTION_COLUMNS if c in likeness.columns]
-    return [dict(meta, epoch=epoch, **row) for row in likeness[keep].to_dict("records")]
-
 
 def _resume(model: nn.Module, opt: torch.optim.Optimizer, cfg: TrainConfig, ckpt_path: Path, run_id: str,
             device: torch.device) -> tuple[torch.optim.Optimizer, dict | None]:
@@ -250,39 +210,30 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainConfig, run: RunInfo, results
     group = process_group.ranks(device)  # one process, or this one among several (DDP)
     progress = progress and group.lead
     ckpt_path = results.checkpoint_path(results_dir, run.profile, run.run_id)
-    center_meta = dict(asdict(run), seed=cfg.seed)
     train_loader, test_loader = loaders(data, cfg.batch_size, device, seed=cfg.seed, augment=cfg.augment,
                                         **group.shard)
     steps_per_epoch = len(train_loader)
-    n_params = sum(p.numel() for p in model.parameters())
-
-    history: list[dict] = []
-    probe = probe_images(data, device)
-    centers = center_rows(model, center_meta, 0) if group.lead else []  # at initialisation; a checkpoint replaces them
-    attention = attention_rows(model, probe, center_meta, 0) if group.lead else []
-    start_epoch = 1
+    records = RunRecords(model, run, cfg.seed, data, device, group.lead)  # at initialisation; a checkpoint replaces
     opt = make_optimizer(model, cfg)
     load = functools.partial(_resume, model, opt, cfg, ckpt_path, run.run_id, device)
     opt, state = group.resume(model, opt, load, cfg.seed)  # one process: load()
-    if state is not None:
-        history, centers, attention = state["history"], state.get("centers", []), state.get("attention", [])
-        start_epoch = state["epoch"] + 1
-        if start_epoch <= cfg.epochs and group.lead:
-            print(f"{run.run_id}: resuming after epoch {state['epoch']} from {ckpt_path}", flush=True)
+    start_epoch = 1 if state is None else records.restore(state) + 1
+    if state is not None and start_epoch <= cfg.epochs and group.lead:
+        print(f"{run.run_id}: resuming after epoch {state['epoch']} from {ckpt_path}", flush=True)
     if start_epoch > cfg.epochs:
         if group.lead:
-            _write_records(results_dir, run, history=history, centers=centers, attention=attention)
+            records.write(results_dir, run)
         group.barrier()
-        return history
+        return records.history
 
-    meta = dict(asdict(run), seed=cfg.seed, epochs=cfg.epochs, params=n_params, precision=cfg.precision,
-                device=group.describe(results.device_name(device)), torch=str(torch.__version__),
-                git=results.git_commit())
+    meta = dict(asdict(run), seed=cfg.seed, epochs=cfg.epochs, params=sum(p.numel() for p in model.parameters()),
+                precision=cfg.precision, device=group.describe(results.device_name(device)),
+                torch=str(torch.__version__), git=results.git_commit())
     net = group.wrap(model)  # the model itself, or the model in DDP
     if speed is not None:
         net = speed.compiled(net)  # torch.compile'd when asked; `model` stays the plain module
     bar = Bar(run.run_id, cfg.epochs * steps_per_epoch, initial=(start_epoch - 1) * steps_per_epoch, enabled=progress)
-    last_test = f", test acc {history[-1]['test_acc']:.3f}" if history else ""
+    last_test = f", test acc {records.history[-1]['test_acc']:.3f}" if records.history else ""
     for epoch in range(start_epoch, cfg.epochs + 1):
         show = (lambda step, text, suffix=last_test: bar.update(step, text + suffix)) if progress else None
         train_loss, train_acc, lr, train_seconds = _train_epoch(net, opt, train_loader, cfg, device, group, epoch,
@@ -290,27 +241,28 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainConfig, run: RunInfo, results
         test_loss, test_acc = evaluate(model, test_loader, device, cfg.precision, group)
         row = dict(meta, epoch=epoch, train_loss=train_loss, train_acc=train_acc,
                    test_loss=test_loss, test_acc=test_acc, lr=lr, seconds=round(train_seconds, 3))
-        history.append(row)
-        if group.lead:
-            centers += center_rows(model, center_meta, epoch)
-            attention += attention_rows(model, probe, center_meta, epoch)
-        rng_ranks = group.rng_states()  # DDP: every process's RNG, gathered (every process calls it)
-        if group.lead:
-            _save(ckpt_path, model, opt, epoch, device, run, rng_ranks, history=history, centers=centers,
-                  attention=attention)
-            _write_records(results_dir, run, history=history, centers=centers, attention=attention)
-        group.barrier()  # rank 0's files are written
+        records.add(model, row)
+        _checkpoint(ckpt_path, model, opt, epoch, device, run, group, records, results_dir)
         last_test = f", test acc {test_acc:.3f}"
-        bar.update(epoch * steps_per_epoch, f"epoch {epoch}/{cfg.epochs}, loss {row['train_loss']:.3f}, "
-                                            f"acc {row['train_acc']:.3f}{last_test}")
+        bar.update(epoch * steps_per_epoch, f"epoch {epoch}/{cfg.epochs}, loss {train_loss:.3f}, "
+                                            f"acc {train_acc:.3f}{last_test}")
         if progress:
-            print(f"{run.run_id} epoch {epoch}/{cfg.epochs}: train loss {row['train_loss']:.4f} "
-                  f"acc {row['train_acc']:.4f} | test loss {test_loss:.4f} acc {test_acc:.4f} | "
-                  f"{train_seconds:.1f}s", flush=True)
+            print(f"{run.run_id} epoch {epoch}/{cfg.epochs}: train loss {train_loss:.4f} acc {train_acc:.4f} | "
+                  f"test loss {test_loss:.4f} acc {test_acc:.4f} | {train_seconds:.1f}s", flush=True)
         if stop_after_epoch is not None and epoch >= stop_after_epoch:
             break
     bar.close()
-    return history
+    return records.history
+
+
+def _checkpoint(path: Path, model: nn.Module, opt, epoch: int, device: torch.device, run: RunInfo, group,
+                records: RunRecords, results_dir):
+    """After an epoch: the checkpoint and the run's CSVs, written by the lead process while the others wait."""
+    rng_ranks = group.rng_states()  # DDP: every process's RNG, gathered (every process calls it)
+    if group.lead:
+        _save(path, model, opt, epoch, device, run, rng_ranks, **records.as_dict())
+        records.write(results_dir, run)
+    group.barrier()  # rank 0's files are written
 
 
 def _train_epoch(net: nn.Module, opt, loader, cfg: TrainConfig, device: torch.device, group, epoch: int, run_id: str,
@@ -360,10 +312,3 @@ def _save(path: Path, model: nn.Module, opt, epoch: int, device: torch.device, r
                                **rng_ranks}, path)
 
 
-def _write_records(results_dir, run: RunInfo, **records: list[dict]):
-    """Each record of the run (results.RECORDS: its metric rows, centers, attention) into its CSV, replacing the
-    run's earlier rows; a record a model does not keep (no centers, say) writes nothing."""
-    for key, rows in records.items():
-        if rows or key == "history":
-            results.write_run_rows(results.record_path(results_dir, run.profile, run.experiment, key), run.run_id,
-                                   rows, results.RECORDS[key][1])

@@ -1,0 +1,188 @@
+"""Notebook 06's measurements and tables: every model of its TimingParams timed (parameters, FLOPs per image,
+training and inference throughput, batch-1 latency, each against the machine's GEMM peak), kept in a CSV that an
+interrupted notebook continues, and the tables and notes it shows. The measuring itself is attnlib.report.timing."""
+from __future__ import annotations
+
+import io
+from dataclasses import asdict
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from attnlib import messages, results
+from attnlib.data import make_synthetic
+from attnlib.models import count_parameters, create_model, model_config
+from attnlib.report import timing
+from attnlib.report.tables import published_table
+from attnlib.report.timing import Timing, flops_per_image, machine_peak, pipeline_throughput, timed_precisions
+from attnlib.training.progress import Bar
+from attnlib.training.train import PRECISIONS, resolve_device
+
+# -- notebook 06: every model ------------------------------------------------------------------------
+TIMING_COLUMNS = ["profile", "model", "variant", "config", "mode", "batch", "precision", "device", "image_size",
+                  "in_channels", "params", "gflops_per_image", "images_per_s", "latency_ms", "mean_ms", "std_ms", "min_ms",
+                  "warmup", "reps", "achieved_gflops", "peak_gflops", "fraction_of_peak", "what", "torch", "git"]
+KEY = ["model", "variant", "config", "mode", "batch", "precision", "device", "image_size", "in_channels"]
+
+
+def _read_rows(path) -> list[dict]:
+    """The rows already measured; a damaged CSV (cut off, not a CSV, without the key columns) is moved aside as
+    NAME.csv.damaged with one line, and every model is timed again."""
+    path = Path(path)
+    if not (path.exists() or path.is_symlink()):
+        return []
+    try:
+        text = path.read_text(encoding="utf-8")
+        if not text.endswith("\n"):
+            raise ValueError("cut off in its last line" if text.strip() else "empty")
+        df = pd.read_csv(io.StringIO(text))
+        if set(KEY) - set(df.columns) or df[list(KEY)].isna().any().any():
+            raise ValueError("its rows lack the columns that say what was measured")
+    except (OSError, ValueError) as err:
+        aside = results.move_aside(path)
+        print(f"{path} was damaged ({messages.error_line(err)}): moved aside to {aside.name}; every model is "
+              "timed again", flush=True)
+        return []
+    return df.to_dict("records")
+
+
+def time_models(p, path, progress: bool = True):
+    """Time every model of TimingParams `p` (and the hierarchical variants it names): parameters,
+    FLOPs per image, training and inference throughput, batch-1 latency. Rows are written to the
+    CSV at `path` after each model, atomically; rows already there for the same settings are kept
+    and not timed again unless p.remeasure, so an interrupted notebook continues where it stopped."""
+    device = resolve_device(p.device)
+    dev_name, commit = results.device_name(device), results.git_commit()
+    old = _read_rows(path)
+
+    def row_key(r: dict) -> tuple:
+        return tuple(str(r.get(k)) for k in KEY)
+
+    def key(model, variant, config, mode, batch, prec):
+        return tuple(map(str, (model, variant, config, mode, batch, prec, dev_name, p.image_size, p.in_channels)))
+    done = set() if p.remeasure else {row_key(r) for r in old}
+    peak = machine_peak(PRECISIONS, device)  # every precision: which is fastest here is measured, not assumed
+    precisions = timed_precisions(p.precisions, peak)
+    plan, wanted = [], set()
+    for name in p.timed_models():
+        for shared in ([False, True] if name in p.hierarchical_models else [False]):
+            variant = "hierarchical" if shared else "standard"
+            # a fingerprint of the model's configuration: changed options mean new measurements
+            config = results.digest(asdict(model_config(name, **p.model_overrides(name, shared))))
+            todo = []
+            for prec in precisions:
+                for mode, batches in (("train", p.train_batches), ("infer", p.infer_batches), ("latency", [1])):
+                    for b in batches:
+                        k = key(name, variant, config, mode, b, prec)
+                        wanted.add(k)
+                        if k not in done:
+                            todo.append((mode, b, prec))
+            if todo:
+                plan.append((name, shared, variant, config, todo))
+    retimed = {key(name, variant, config, *t) for name, _, variant, config, todo in plan for t in todo}
+    rows = [r for r in old if row_key(r) not in retimed]  # other devices, sizes, settings: kept in the file
+    bar, timed = Bar("timing", sum(len(t) for *_, t in plan), enabled=progress), 0
+    for name, shared, variant, config, todo in plan:
+        for row in _time_model(p, name, shared, todo, device, peak, bar, timed):
+            row = dict(row, variant=variant, config=config, device=dev_name, git=commit)
+            rows.append({column: row[column] for column in TIMING_COLUMNS})
+            timed += 1
+        results.atomic_write_text(path, pd.DataFrame(rows).to_csv(index=False))
+    bar.close()
+    df = pd.DataFrame(rows)
+    return df[[row_key(r) in wanted for r in rows]].reset_index(drop=True), peak  # only what `p` asks for
+
+
+def _time_model(p, name: str, shared: bool, todo: list[tuple], device: torch.device, peak: dict[str, float], bar,
+                timed: int):
+    """One model's measurements (`todo`: its (mode, batch, precision) to time), a row each as it is measured."""
+    torch.manual_seed(0)
+    model = create_model(name, **p.model_overrides(name, shared)).to(device)
+    shape = (p.in_channels, p.image_size, p.image_size)
+    gflops = {mode: flops_per_image(model, mode, shape) / 1e9 for mode in ("infer", "train")}
+    gflops["latency"] = gflops["infer"]
+    n_params = count_parameters(model)
+    variant = "hierarchical" if shared else "standard"
+    for i, (mode, batch, prec) in enumerate(todo):
+        bar.update(timed + i, f"{name} ({variant}) {mode} batch {batch} {prec}")
+        if mode == "train":
+            t = timing.train_throughput(model, batch, prec, device, p.warmup, p.reps, name, shape)
+        else:
+            reps = p.latency_reps if mode == "latency" else p.reps
+            t = timing.infer_throughput(model, batch, prec, device, p.warmup, reps, name, shape)
+        rate = t.images_per_s * gflops[mode]
+        yield dict(profile=p.profile, model=name, mode=mode, batch=batch, precision=prec,
+                   image_size=p.image_size, in_channels=p.in_channels, params=n_params,
+                   gflops_per_image=gflops[mode], images_per_s=t.images_per_s, latency_ms=t.latency_ms,
+                   mean_ms=1000 * t.mean_s, std_ms=1000 * t.std_s, min_ms=1000 * t.min_s,
+                   warmup=t.warmup, reps=t.reps, achieved_gflops=rate, peak_gflops=peak[prec],
+                   fraction_of_peak=rate / peak[prec], what=t.what, torch=torch.__version__)
+        bar.update(timed + i + 1, f"{name} ({variant}) {mode} batch {batch} {prec}")
+
+
+
+# -- notebook 06: its tables ----------------------------------------------------------------------------
+MODE_COLUMNS = {"train": "train img/s", "infer": "infer img/s", "latency": "latency ms"}
+
+
+def per_model_table(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (model, variant) of time_models rows: parameters, GFLOPs per image (forward, training),
+    images/s (latency in ms at batch 1) per mode, batch and precision, and the best training step's fraction
+    of the measured matrix-product rate. Notebook 06 writes it as <results>/<profile>/metrics/06_timing_summary.csv."""
+    d = df.assign(value=df["images_per_s"].where(df["mode"] != "latency", df["latency_ms"]))
+    d["column"] = d["mode"].map(MODE_COLUMNS) + " b" + d["batch"].astype(str) + " " + d["precision"]
+    wide = d.pivot_table(index=["model", "variant"], columns="column", values="value").round(2)
+    info = df.groupby(["model", "variant"]).agg(params=("params", "first"))
+    flops = df.pivot_table(index=["model", "variant"], columns="mode", values="gflops_per_image")[["infer", "train"]]
+    flops.columns = ["GFLOPs/img forward", "GFLOPs/img training"]
+    best = df[df["mode"] == "train"].groupby(["model", "variant"])["fraction_of_peak"].max().rename("best train of peak")
+    return info.join(flops.round(2)).join(wide).join(best.map("{:.0%}".format)).reset_index()
+
+
+def attention_products_gflops(name: str, **overrides) -> float:
+    """GFLOPs per image of a self-attention network's attention products, which a counter hooked on layers
+    (Linear, Conv) does not see: attention x values (width hidden) per layer and head, and with content
+    also queries x keys (width head_dim); T^2 products of each width, a multiply-add counting 2."""
+    cfg = model_config(name, **overrides)
+    t = (cfg.image_size // cfg.downsample) ** 2
+    width = cfg.hidden + ((cfg.head_dim or cfg.hidden) if cfg.content else 0)
+    return 2 * cfg.layers * cfg.heads * t * t * width / 1e9
+
+
+def published_costs(df: pd.DataFrame, p) -> pd.DataFrame:
+    """The paper's parameters and GFLOPs (report.published_table, the models it gives them for) beside ours
+    (the forward pass of the standard variant in time_models rows `df`, TimingParams `p`), and ours without
+    the attention products for the self-attention networks (the paper's FLOPs leave them out)."""
+    ours = df[(df["mode"] == "infer") & (df["variant"] == "standard")].groupby("model").first()
+    pub = published_table().dropna(subset=["paper_params"]).set_index("model")[["paper_params", "paper_gflops"]]
+    side = pub.join(ours[["params", "gflops_per_image"]], how="left")
+    side["ours_minus_attention_products"] = [
+        row.gflops_per_image - attention_products_gflops(name, **p.model_overrides(name)) if name.startswith("sa_")
+        else row.gflops_per_image for name, row in side.iterrows()]
+    return side
+
+
+def cifar_pipeline_throughput(device: str = "auto", images: int = 4096, batch: int = 32) -> Timing:
+    """pipeline_throughput on `images` synthetic CIFAR-sized images (3 x 32 x 32), on resolve_device(device)."""
+    return pipeline_throughput(make_synthetic(images, 16, image_size=32), batch=batch, device=resolve_device(device))
+
+
+def pipeline_against_training(pipe: Timing, df: pd.DataFrame) -> str:
+    """One line: the input pipeline's images/s against the fastest training throughput in time_models rows."""
+    fastest = df[df["mode"] == "train"]["images_per_s"].max()
+    return (f"{pipe.images_per_s:,.0f} images/s: {pipe.images_per_s / fastest:,.0f}x the fastest training throughput "
+            f"above ({fastest:,.1f} images/s)")
+
+
+def measurement_notes(df: pd.DataFrame) -> str:
+    """What was and was not measured: the device of time_models rows `df`, whether a GPU was present, the precisions."""
+    precisions = list(dict.fromkeys(df["precision"]))
+    lines = [f"All rows above were measured on: {df['device'].iloc[0]}."]
+    if not torch.cuda.is_available():
+        lines.append("No GPU was present: nothing here was measured on a GPU. On one, the same code runs with CUDA-event "
+                     "timing, device synchronisation and torch's fused attention (scaled_dot_product_attention).")
+    lines.append("Precisions measured: " + ", ".join(precisions) + " | bf16 is autocast; whether it is faster than fp32 "
+                 "depends on the CPU and on torch's kernels for it (CPUs with the same flags have measured either way "
+                 "here): the GEMM peaks above say which is fastest on this one.")
+    return "\n".join(lines)
