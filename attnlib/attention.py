@@ -141,7 +141,8 @@ class LearnedRelativeScore(nn.Module):
 
     def _shift_index(self, height: int, width: int, device) -> tuple[torch.Tensor, torch.Tensor]:
         if height > self.height or width > self.width:
-            raise ValueError(f"grid {height}x{width} is larger than the {self.height}x{self.width} the embeddings were built for")
+            raise ValueError(f"grid {height}x{width} is larger than the {self.height}x{self.width} the embeddings were "
+                             "built for")
         delta = relative_offsets(height, width, device)  # (T, T, 2)
         return delta[..., 0] + self.height - 1, delta[..., 1] + self.width - 1  # (T, T) each, >= 0
 

@@ -239,7 +239,8 @@ def construction_error(conv: nn.Conv2d, image_size: int | Sequence[int], alphas:
 
 
 def example_convolutions(in_channels: int, blur_kernel_size: int = 5, blur_sigma: float = 1.0,
-                         random_kernel_size: int = 5, random_out_channels: int = 8, seed: int = 0) -> dict[str, nn.Conv2d]:
+                         random_kernel_size: int = 5, random_out_channels: int = 8,
+                         seed: int = 0) -> dict[str, nn.Conv2d]:
     """Notebook 00's cases, all with zero padding K//2:
 
     edge: Sobel x and Sobel y (3x3) of the channel mean, 2 outputs, no bias;

@@ -123,7 +123,8 @@ def load_cifar10(root: str | Path = "data", download: bool = True) -> Dataset:
             still = cifar10_damaged(folder) if folder.is_dir() else ["cifar-10-batches-py/"]
             if still:
                 raise DataError(f"{archive} does not hold a whole CIFAR-10 ({', '.join(still[:3])} missing or failing "
-                                "their checksum after extracting it): replace it with the archive from the CIFAR-10 page")
+                                "their checksum after extracting it): replace it with the archive from the "
+                                "CIFAR-10 page")
         elif damaged and not (download and _network_reaches(CIFAR10_URL_HOST)):
             raise DataError(f"{folder}/ is incomplete or damaged ({first_few(damaged)} missing or failing their "
                             "checksum): place "
@@ -227,11 +228,13 @@ def make_synthetic(n_train: int = 512, n_test: int = 256, image_size: int = 16, 
     freq = 2 * torch.pi / max(4.0, image_size / 3)
     r = torch.arange(image_size).float()
     rr, cc = torch.meshgrid(r, r, indexing="ij")
-    stripes = torch.sin(freq * (rr[None] * torch.cos(angles)[:, None, None] + cc[None] * torch.sin(angles)[:, None, None]))
+    stripes = torch.sin(freq * (rr[None] * torch.cos(angles)[:, None, None]
+                                + cc[None] * torch.sin(angles)[:, None, None]))
 
     def sample(n):
         y = torch.randint(num_classes, (n,), generator=g)
-        x = 0.5 * colours[y] + 0.25 * stripes[y][:, None] + 0.25 + 0.15 * torch.randn(n, channels, image_size, image_size, generator=g)
+        x = (0.5 * colours[y] + 0.25 * stripes[y][:, None] + 0.25
+             + 0.15 * torch.randn(n, channels, image_size, image_size, generator=g))
         return (x.clamp(0, 1) * 255).round().to(torch.uint8), y
 
     (xtr, ytr), (xte, yte) = sample(n_train), sample(n_test)

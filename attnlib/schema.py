@@ -106,8 +106,8 @@ def checked(cls: type, key: str, value, where: str, label: str | None = None):
     if not check_type(value, hint):
         raise ParamsError(f"{where}: {label} must be {type_name(hint)}, got {value!r}")
     if not finite(value) and hint is not dict:  # a mapping's entries are checked where they are used
-        raise ParamsError(f"{where}: {label} must be {'finite numbers' if isinstance(value, list) else 'a finite number'}"
-                          f", got {value!r}")
+        raise ParamsError(f"{where}: {label} must be "
+                          f"{'finite numbers' if isinstance(value, list) else 'a finite number'}, got {value!r}")
     return float(value) if hint is float else value
 
 

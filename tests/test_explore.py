@@ -24,6 +24,7 @@ from PIL import Image
 
 from attnlib.data import normalize
 from attnlib.evidence.attention_maps import attention_maps, mean_attention
+from attnlib.explorer import cli
 from attnlib.explorer import live as explorer
 from attnlib.explorer import page as explore
 from attnlib.explorer.image import NotAnImage, open_image, prepare_image, query_on_object
@@ -210,12 +211,12 @@ def test_the_command_writes_the_page_for_your_image(trained, tmp_path):
 def test_the_command_says_in_one_line_that_a_file_is_not_an_image(tmp_path, capsys):
     """In process (the command itself runs above): exit status 2 and one line, before any run is loaded."""
     (tmp_path / "notes.txt").write_text("not a picture\n")
-    code = explore.main([str(tmp_path / "notes.txt"), "--run", "sa_quadratic", "--out", str(tmp_path / "page.html")])
+    code = cli.main([str(tmp_path / "notes.txt"), "--run", "sa_quadratic", "--out", str(tmp_path / "page.html")])
     out = capsys.readouterr()
     assert code == 2 and out.out == ""
     assert out.err == f"error: {tmp_path / 'notes.txt'} is not an image (PIL cannot identify its format)\n"
     (tmp_path / "empty.png").write_bytes(b"\x89PNG\r\n\x1a\n")  # a PNG's signature and nothing else
-    assert explore.main([str(tmp_path / "empty.png"), "--out", str(tmp_path / "page.html")]) == 2
+    assert cli.main([str(tmp_path / "empty.png"), "--out", str(tmp_path / "page.html")]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {tmp_path / 'empty.png'} is not an image (") and err.count("\n") == 1, err
     with pytest.raises(NotAnImage, match=r"^missing\.png is not an image \(no such file\)$"):

@@ -37,7 +37,7 @@ from attnlib.data import DataError
 from attnlib.experiments import grid, params, settings
 from attnlib.experiments import runs as experiment
 from attnlib.report import tables as report
-from attnlib.report import timing
+from attnlib.report import timing_table
 from attnlib.results import ATTENTION_COLUMNS, CENTER_COLUMNS, METRIC_COLUMNS
 from attnlib.runner import digest, run
 from attnlib.training.train import TrainingError
@@ -464,7 +464,7 @@ def test_heal_damaged_summary_is_left_out_of_the_report_and_written_again(traine
 def test_heal_damaged_timing_csv_is_moved_aside_and_timed_again(tmp_path, capsys):
     path = tmp_path / "06_timing.csv"
     path.write_text("model,variant\nresnet18,stan")
-    assert timing._read_rows(path) == []
+    assert timing_table._read_rows(path) == []
     assert "every model is timed again" in one_line(capsys.readouterr().out)
     assert (tmp_path / "06_timing.csv.damaged").exists() and not path.exists()
 

@@ -5,7 +5,7 @@ Covers attnlib.runner.run's stamps: the digest follows parameters, notebook, lib
 loses its stamp on disk, and recording keeps what a notebook dropped meanwhile; dataset=auto notes whether
 CIFAR-10 is there; only the timing notebook reruns on another CPU.
 """
-from attnlib.runner import digest, run
+from attnlib.runner import digest
 
 
 def test_digest_follows_parameters_notebook_library_and_upstream(tmp_path):

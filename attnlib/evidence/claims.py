@@ -143,12 +143,13 @@ def _pick(effects: pd.DataFrame, model: str, layer: int | None = None, heads: in
 
 def _too_few(name: str, d: pd.DataFrame, what: str, c: Criteria) -> dict | None:
     if d.empty:
-        return verdict_row(name, "not measured", f"no {what} run recorded its attention at initialisation and after training")
+        return verdict_row(name, "not measured",
+                           f"no {what} run recorded its attention at initialisation and after training")
     seeds = d["seed"].nunique()
     if seeds < c.min_seeds:
         first = d[d["layer"] == d["layer"].min()]
-        return verdict_row(name, "not shown", f"{what} trained with {seeds} seed(s) (layer 1: share on each head's top offset "
-                                         f"{first['top_mass_init'].mean():.3f} at initialisation, "
+        return verdict_row(name, "not shown", f"{what} trained with {seeds} seed(s) (layer 1: share on each head's "
+                                         f"top offset {first['top_mass_init'].mean():.3f} at initialisation, "
                                          f"{first['top_mass_trained'].mean():.3f} trained); a learning claim needs "
                                          f"{c.min_seeds} seeds (the evidence profile trains them)")
     return None
@@ -169,15 +170,16 @@ def claim_quadratic_grid(effects: pd.DataFrame, c: Criteria = CRITERIA) -> dict:
     moved = f"centers moved {_pm(d['displacement'])} tokens, spread {_pm(d['spread_change'])} tokens; " \
         if "displacement" in d and d["displacement"].notna().all() else ""
     return verdict_row(name, verdict,
-                       f"sa_quadratic, layer 1, {len(d)} seeds, trained against the same runs at initialisation: share on "
-                       f"each head's top offset {d['top_mass_init'].mean():.3f} untrained, {d['top_mass_trained'].mean():.3f} "
-                       f"trained (change {_pm(d['top_mass_change'], 3)}; uniform {d['uniform_mass'].iloc[0]:.3f}); {moved}"
-                       f"distinct offsets {d['distinct_init'].mean():.1f} -> {d['distinct_trained'].mean():.1f} of {heads}; "
+                       f"sa_quadratic, layer 1, {len(d)} seeds, trained against the same runs at initialisation: "
+                       f"share on each head's top offset {d['top_mass_init'].mean():.3f} untrained, "
+                       f"{d['top_mass_trained'].mean():.3f} trained (change {_pm(d['top_mass_change'], 3)}; uniform "
+                       f"{d['uniform_mass'].iloc[0]:.3f}); {moved}distinct offsets {d['distinct_init'].mean():.1f} -> "
+                       f"{d['distinct_trained'].mean():.1f} of {heads}; "
                        f"attention distance {d['distance_trained'].mean():.2f} tokens (uniform "
                        f"{d['uniform_distance'].iloc[0]:.2f}). Reproduced means, in every seed: the share rises by >= "
-                       f"{c.sharper:g}, >= {c.grid_fraction:.0%} of the heads end at distinct offsets, and the heads attend "
-                       f"closer than uniform attention; {int(sharper.sum())}, {int(grid.sum())} and {int(local.sum())} of "
-                       f"{len(d)} seeds do.")
+                       f"{c.sharper:g}, >= {c.grid_fraction:.0%} of the heads end at distinct offsets, and the heads "
+                       f"attend closer than uniform attention; {int(sharper.sum())}, {int(grid.sum())} and "
+                       f"{int(local.sum())} of {len(d)} seeds do.")
 
 
 def claim_deeper_wider(effects: pd.DataFrame, c: Criteria = CRITERIA) -> dict:
@@ -196,10 +198,11 @@ def claim_deeper_wider(effects: pd.DataFrame, c: Criteria = CRITERIA) -> dict:
     verdict = "reproduced" if shown.all() else "not shown"
     return verdict_row(name, verdict,
                        f"sa_quadratic, {len(gap)} seeds, against the same runs at initialisation: change of the heads' "
-                       f"spread, layer 1 {_pm(spread[first])} tokens, layer {deepest + 1} {_pm(spread[deepest])} tokens; "
-                       f"the deepest layer's minus the first's {_pm(gap)} (untrained: 0). Change of the attention distance: "
-                       f"layer 1 {_pm(distance[first])}, layer {deepest + 1} {_pm(distance[deepest])} tokens. Reproduced "
-                       f"means a gap >= {c.wider:g} tokens in every seed; {int(shown.sum())} of {len(gap)} seeds.")
+                       f"spread, layer 1 {_pm(spread[first])} tokens, layer {deepest + 1} {_pm(spread[deepest])} "
+                       f"tokens; the deepest layer's minus the first's {_pm(gap)} (untrained: 0). Change of the "
+                       f"attention distance: layer 1 {_pm(distance[first])}, layer {deepest + 1} "
+                       f"{_pm(distance[deepest])} tokens. Reproduced means a gap >= {c.wider:g} tokens in every seed; "
+                       f"{int(shown.sum())} of {len(gap)} seeds.")
 
 
 def claim_learned_locality(effects: pd.DataFrame, c: Criteria = CRITERIA) -> dict:
@@ -211,8 +214,8 @@ def claim_learned_locality(effects: pd.DataFrame, c: Criteria = CRITERIA) -> dic
     content = _pick(effects, "sa_learned_content", layer=0)
     sharper = plain["top_mass_change"] >= c.sharper
     closer = plain["distance_change"] < 0
-    text = (f"layer 1, {len(plain)} seeds, against the same runs at initialisation. Without content the share on "
-            f"each head's top offset goes {plain['top_mass_init'].mean():.3f} -> {plain['top_mass_trained'].mean():.3f} "
+    text = (f"layer 1, {len(plain)} seeds, against the same runs at initialisation. Without content the share on each "
+            f"head's top offset goes {plain['top_mass_init'].mean():.3f} -> {plain['top_mass_trained'].mean():.3f} "
             f"(change {_pm(plain['top_mass_change'], 3)}; {int(sharper.sum())} of {len(plain)} seeds rise by >= "
             f"{c.sharper:g}): each head concentrates on one offset, a kernel tap. Those offsets lie "
             f"{plain['top_distance_trained'].mean():.1f} tokens from the query on average, and the attention distance "
@@ -229,9 +232,10 @@ def claim_learned_locality(effects: pd.DataFrame, c: Criteria = CRITERIA) -> dic
                  f"minus this one's is {gap:+.3f}, their spreads together {spread:.3f}")
     concentrated, local = bool(sharper.all()), bool((sharper & closer).all())
     verdict = "reproduced" if local and less else "partly" if concentrated else "not shown"
-    return verdict_row(name, verdict, text + f". Reproduced means: without content, in every seed, the share rises by >= "
-                       f"{c.sharper:g} and the heads attend closer to the query than at initialisation; with content the "
-                       f"rise is smaller by >= {c.less_with_content:g} and by more than the two spreads together. Partly: "
+    return verdict_row(name, verdict, text + f". Reproduced means: without content, in every seed, the share rises "
+                       f"by >= {c.sharper:g} and the heads attend closer to the query than at initialisation; with "
+                       f"content the rise is smaller by >= {c.less_with_content:g} and by more than the two spreads "
+                       "together. Partly: "
                        "the heads concentrate in every seed, but not closer or not less so with content.")
 
 
@@ -262,10 +266,11 @@ def claim_accuracy_order(table: pd.DataFrame, c: Criteria = CRITERIA) -> dict:
         spread = f" ({'beyond' if clear else 'within'} the spread {sa + sb:.3f})" if seeds >= c.min_seeds else ""
         pairs.append(f"{ma} {'>=' if a >= b else '<'} {mb} by {a - b:+.3f}{spread}")
     data = table["dataset"].iloc[0]
-    head = f"best test accuracy on {data}, mean ± sd over {seeds} seed(s): " + "; ".join(parts) + ". " + "; ".join(pairs)
+    head = (f"best test accuracy on {data}, mean ± sd over {seeds} seed(s): " + "; ".join(parts) + ". "
+            + "; ".join(pairs))
     if seeds < c.min_seeds:
-        return verdict_row(name, "not shown", head + f". With fewer than {c.min_seeds} seeds a difference cannot be told "
-                                                "from the spread between seeds.")
+        return verdict_row(name, "not shown", head + f". With fewer than {c.min_seeds} seeds a difference cannot be "
+                                                "told from the spread between seeds.")
     verdict = "reproduced" if beyond == len(pairs) else "partly" if held else "not reproduced"
-    return verdict_row(name, verdict, head + ". Reproduced means every pair in the published order by more than the two "
-                                        f"standard deviations together; {beyond} of {len(pairs)} are.")
+    return verdict_row(name, verdict, head + ". Reproduced means every pair in the published order by more than the "
+                                        f"two standard deviations together; {beyond} of {len(pairs)} are.")

@@ -35,7 +35,8 @@ EXPERIMENT = "00_conv_as_attention"
 TOLERANCE = {"float32": 1e-3, "float64": 1e-4}  # the largest rel_error the construction is held to, per dtype
 
 
-ERROR_COLUMNS = ["case", "kernel", "dtype", "alpha", "max_abs_error", "rel_error", "dataset", "profile"]  # first in the CSV
+ERROR_COLUMNS = ["case", "kernel", "dtype", "alpha", "max_abs_error", "rel_error", "dataset",
+                 "profile"]  # first in the CSV
 
 
 def pick_image(data: Dataset, index: int) -> torch.Tensor:

@@ -113,7 +113,8 @@ def variant_name(heads: int | None, hierarchical: bool) -> str:
 
 
 def run_id(model: str, heads: int | None, seed: int, fingerprint: dict, hierarchical: bool = False) -> str:
-    return f"{model}{f'-h{heads}' if heads else ''}{'-hier' if hierarchical else ''}-s{seed}-{results.digest(fingerprint)}"
+    return (f"{model}{f'-h{heads}' if heads else ''}{'-hier' if hierarchical else ''}"
+            f"-s{seed}-{results.digest(fingerprint)}")
 
 
 @dataclass

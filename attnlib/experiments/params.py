@@ -59,7 +59,8 @@ def load_with(path: str | Path, overrides: dict, where: str | None = None):
     """A parameter file with some fields replaced (the runner's command line, notebook 07's profile and
     folders), checked as a whole again."""
     base = load(path)
-    return from_mapping(type(base), {**dataclasses.asdict(base), **overrides}, where=where or f"{path} (with overrides)")
+    return from_mapping(type(base), {**dataclasses.asdict(base), **overrides},
+                        where=where or f"{path} (with overrides)")
 
 
 def for_notebook(notebook: str, namespace: dict):

@@ -38,7 +38,8 @@ def train_run(p: TrainParams, experiment: str, run: PlannedRun, data: Dataset, d
     model = create_model(run.model, **run.overrides)
     if progress:
         print(f"--- run {label}{run.run_id}: {run.model}, {run.variant}, seed {run.seed}, "
-              f"{count_parameters(model):,} parameters, {run.train.epochs} epochs on {data.name} ({device})", flush=True)
+              f"{count_parameters(model):,} parameters, {run.train.epochs} epochs on {data.name} ({device})",
+              flush=True)
     info = RunInfo(run.run_id, experiment, run.model, run.variant, data.name, p.profile)
     return mode_of(p).train(p, run, model, data, device, info, progress, lead, full_epochs(p, run))
 

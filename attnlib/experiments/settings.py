@@ -249,7 +249,8 @@ class VizParams:
     # results/<profile>/explorer.html (the static explorer): this many test images, each run's maps on them
     page_images: int = 6
     own_image: str = ""  # an image file of yours, explored like a test image (and put in the page); "": none
-    dry_run: int = 0  # N > 0: show the runs of a dry run of N steps (attnlib.training.dry_run), as the training notebooks planned them
+    # N > 0: show the runs of a dry run of N steps (attnlib.training.dry_run), as the training notebooks planned them
+    dry_run: int = 0
 
     def validate(self, where: str = "parameters") -> "VizParams":
         bad = functools.partial(_fail, where)

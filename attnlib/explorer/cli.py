@@ -12,12 +12,8 @@ from attnlib.data import DataError
 from attnlib.experiments.params import ParamsError
 from attnlib.experiments.settings import REPO_ROOT
 from attnlib.explorer.image import NotAnImage, open_image
-from attnlib.explorer.page import EXPERIMENTS, write_page
+from attnlib.explorer.page import EXPERIMENTS, human_size, write_page
 from attnlib.explorer.trained_runs import TrainedRun, trained_runs
-
-
-def human_size(n: int) -> str:
-    return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.0f} kB"
 
 
 # -- the command -----------------------------------------------------------------------------------

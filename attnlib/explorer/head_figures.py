@@ -19,7 +19,7 @@ from matplotlib import pyplot as plt
 from attnlib import results, viz
 from attnlib.evidence import attention_maps as am
 from attnlib.evidence.attention_maps import LayerMaps, attention_maps, mean_attention
-from attnlib.experiments.settings import VizParams
+from attnlib.experiments.settings import REPO_ROOT, VizParams
 from attnlib.explorer import page as explore
 from attnlib.explorer.image import NotAnImage, open_image
 from attnlib.explorer.live import AttentionExplorer
@@ -72,7 +72,7 @@ def own_image_path(own_image: str) -> Path | None:
     if not own_image:
         return None
     path = Path(own_image)
-    return explore.ROOT / path if not path.is_absolute() and not path.exists() else path
+    return REPO_ROOT / path if not path.is_absolute() and not path.exists() else path
 
 
 def open_explorer(runs: list[TrainedRun], p: VizParams, device: str) -> tuple[AttentionExplorer | None, Path | None]:

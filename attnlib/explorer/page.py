@@ -221,7 +221,8 @@ def describe_page(data: dict) -> str:
     content = [r for r in runs if not r["positional"]]
     means = [r for r in content if "mean" in r["blobs"]]
     text = (f"{_count(len(runs), 'run')} ({', '.join(r['label'] for r in runs)}), {_count(images, 'image')}, every "
-            f"layer and head for every query pixel; {_count(len(runs) - len(content), 'positional-only run')} stored once")
+            "layer and head for every query pixel; "
+            f"{_count(len(runs) - len(content), 'positional-only run')} stored once")
     if means:
         text += (f"; the mean over {max(r['meanOver'] for r in means)} test images for "
                  f"{_count(len(means), 'content-based run')}")
@@ -261,3 +262,7 @@ def write_page(path: str | Path, runs: Sequence[TrainedRun], test_images: Sequen
     path = Path(path)
     results.atomic_write_text(path, text)
     return path, len(text.encode()), describe_page(data)
+
+
+def human_size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.0f} kB"

@@ -71,7 +71,8 @@ def first_view(runs: list[TrainedRun]) -> TrainedRun:
 
 
 def trained_runs(experiments: list[str], profile: str, results_dir: str | Path, params_dir: str | Path,
-                 data_root: str | Path = "data", dataset: str = "", dry_run: int = 0) -> tuple[list[TrainedRun], list[str]]:
+                 data_root: str | Path = "data", dataset: str = "",
+                 dry_run: int = 0) -> tuple[list[TrainedRun], list[str]]:
     """(runs with a checkpoint, one line per planned run without one) of the given notebooks, planned
     from params/<profile>/<notebook>.yaml with this results_dir (and dataset, when given; and as a dry run of
     `dry_run` steps, attnlib.training.dry_run, when above 0)."""

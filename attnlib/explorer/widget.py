@@ -12,7 +12,8 @@ from attnlib.explorer.image import NotAnImage
 from attnlib.explorer.live import AttentionExplorer
 
 STYLE = {"description_width": "initial"}
-FIELDS = ("layer", "image", "average", "zoom", "row", "col", "own")  # the controls that set the View's field of that name
+# the controls that set the View's field of that name
+FIELDS = ("layer", "image", "average", "zoom", "row", "col", "own")
 LAYOUT = (("run", "layer", "zoom"), ("image", "average"), ("own", "upload"), ("row", "col"))  # rows of controls
 
 

@@ -113,5 +113,5 @@ register("vit_re", ViT, ViTConfig,
          layer_norm_eps=1e-5, dropout=0.0, init="torch")
 
 __all__ = ["create_model", "list_models", "describe", "model_config", "count_parameters", "register",
-           "config_fields", "SAConfig", "ReSAConfig", "SelfAttentionNet", "ResNetConfig", "CifarResNet", "ViTConfig", "ViT",
-           "SANConfig", "SAN"]
+           "config_fields", "SAConfig", "ReSAConfig", "SelfAttentionNet", "ResNetConfig", "CifarResNet", "ViTConfig",
+           "ViT", "SANConfig", "SAN"]

@@ -122,7 +122,8 @@ def header_text(data: ReportData) -> str:
 
 def _yardstick(timing: pd.DataFrame) -> str:
     """A sentence on how fast this machine multiplied fp32 matrices when notebook 06 ran, or '' when unknown: the
-    same series takes longer on a slower or busier machine (a shared 2-core VM measured 97-193 GFLOP/s over two days)."""
+    same series takes longer on a slower or busier machine (a shared 2-core VM measured 97-193 GFLOP/s over two
+    days)."""
     if timing.empty or "peak_gflops" not in timing:
         return ""
     peak = timing.loc[timing["precision"] == "fp32", "peak_gflops"].dropna()
@@ -230,7 +231,8 @@ def show_dry_run(data: ReportData):
     table = dry_run.table(rows)
     hours = rows["projected_hours"].sum()
     unfit = int((table["outcome"] != dry_run.MEASURED).sum())
-    display(Markdown(f"**Dry run**: {int(rows['steps'].max())} steps per run, {len(rows)} runs on {_joined(rows['device'])}. "
+    display(Markdown(f"**Dry run**: {int(rows['steps'].max())} steps per run, {len(rows)} runs on "
+                     f"{_joined(rows['device'])}. "
                      f"The full runs would take about {hours:,.0f} hours ({hours / 24:,.1f} days) one after another "
                      "on this device" + (f", leaving out the {unfit} that do not fit in its memory at their batch size "
                                          "(their outcome says how far they got)" if unfit else "")

@@ -88,7 +88,8 @@ def parameter_table(runs) -> pd.DataFrame:
         full = create_model(r.model, **({"heads": r.heads} if r.heads else {}),
                             **({"hierarchical": True} if r.hierarchical else {}))
         paper = published.get((r.model, r.heads or 0, r.hierarchical))
-        rows.append(dict(model=r.model, variant=r.variant, params_here=count_parameters(create_model(r.model, **r.overrides)),
+        rows.append(dict(model=r.model, variant=r.variant,
+                         params_here=count_parameters(create_model(r.model, **r.overrides)),
                          params_full_size=count_parameters(full), paper_params=paper))
     table = pd.DataFrame(rows).astype({"paper_params": "Int64"})
     table["full_vs_paper"] = (table["params_full_size"] / table["paper_params"] - 1).map(
@@ -156,7 +157,8 @@ def load_results(results_dir, profile: str) -> dict:
         timing=_read_csv(base / "metrics" / "06_timing_this_run.csv"),  # 06's latest settings and device only
         centers=centers[centers["run_id"].isin(quadratic["run_id"])] if "run_id" in quadratic else centers.iloc[:0],
         stamps=results.read_stamps(stamps),  # damaged ones: left out, with one line
-        dry_run=pd.concat(dry, ignore_index=True) if dry else pd.DataFrame(),  # attnlib.training.dry_run's rows, if one ran
+        # attnlib.training.dry_run's rows, if one ran
+        dry_run=pd.concat(dry, ignore_index=True) if dry else pd.DataFrame(),
     )
 
 
@@ -179,7 +181,8 @@ def accuracy_table(metrics: pd.DataFrame, timing: pd.DataFrame | None = None) ->
         t = timing[timing["precision"] == "fp32"]
         train = t[t["mode"] == "train"].sort_values("batch").groupby(["model", "variant"]).last()
         infer = t[t["mode"] == "infer"].groupby(["model", "variant"]).last()
-        perf = pd.DataFrame({"gflops_full_size": infer["gflops_per_image"], "train_img_s_full_size": train["images_per_s"]})
+        perf = pd.DataFrame({"gflops_full_size": infer["gflops_per_image"],
+                             "train_img_s_full_size": train["images_per_s"]})
         perf = perf.reset_index().rename(columns={"variant": "timing_variant"})
         table["timing_variant"] = table["hierarchical"].map({True: "hierarchical", False: "standard"})
         table = table.merge(perf, on=["model", "timing_variant"], how="left").drop(columns="timing_variant")
@@ -198,7 +201,8 @@ def claim_convolution(conv: pd.DataFrame) -> dict:
     ok = bool(conv["within_tolerance"].all())
     return verdict_row(name, "reproduced" if ok else "not reproduced",
                        f"{len(conv)} constructions ({', '.join(sorted(conv['case'].unique()))}; "
-                       f"{', '.join(sorted(conv['positional'].unique()))} encodings) on a {conv['dataset'].iloc[0]} image: "
+                       f"{', '.join(sorted(conv['positional'].unique()))} encodings) on a "
+                       f"{conv['dataset'].iloc[0]} image: "
                        + "; ".join(f"largest relative error {e:.1e} in {d}" for d, e in worst.items())
                        + ("" if ok else "; some construction is outside its dtype's tolerance"))
 

@@ -153,7 +153,8 @@ def train_step_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precision:
 
 
 def train_throughput(model: nn.Module, batch: int = 32, precision: str = "fp32", device: str = "cpu",
-                     warmup: int = 2, reps: int = 5, label: str = "", image_shape=None, min_seconds: float = 0.0) -> Timing:
+                     warmup: int = 2, reps: int = 5, label: str = "", image_shape=None,
+                     min_seconds: float = 0.0) -> Timing:
     """Images per second of training steps (forward, loss, backward, SGD) at one batch size."""
     device = torch.device(device)
     model = model.to(device)
@@ -163,7 +164,8 @@ def train_throughput(model: nn.Module, batch: int = 32, precision: str = "fp32",
 
 
 def infer_throughput(model: nn.Module, batch: int = 32, precision: str = "fp32", device: str = "cpu",
-                     warmup: int = 2, reps: int = 5, label: str = "", image_shape=None, min_seconds: float = 0.0) -> Timing:
+                     warmup: int = 2, reps: int = 5, label: str = "", image_shape=None,
+                     min_seconds: float = 0.0) -> Timing:
     """Images per second of inference (eval mode, no_grad); batch=1 gives the latency."""
     device = torch.device(device)
     model = model.to(device).eval()
@@ -176,7 +178,8 @@ def infer_throughput(model: nn.Module, batch: int = 32, precision: str = "fp32",
     return _timing(label or type(model).__name__, "infer", batch, precision, device, warmup, times, WHAT["infer"])
 
 
-def matmul_rate(n: int = 2048, precision: str = "fp32", device: str = "cpu", warmup: int = 2, reps: int = 5) -> tuple[float, Timing]:
+def matmul_rate(n: int = 2048, precision: str = "fp32", device: str = "cpu", warmup: int = 2,
+                reps: int = 5) -> tuple[float, Timing]:
     """The machine's measured matrix-product rate in GFLOP/s (2 n^3 FLOPs per n x n product)."""
     device = torch.device(device)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]

@@ -21,8 +21,9 @@ from attnlib.training.train import PRECISIONS, resolve_device
 
 # -- notebook 06: every model ------------------------------------------------------------------------
 TIMING_COLUMNS = ["profile", "model", "variant", "config", "mode", "batch", "precision", "device", "image_size",
-                  "in_channels", "params", "gflops_per_image", "images_per_s", "latency_ms", "mean_ms", "std_ms", "min_ms",
-                  "warmup", "reps", "achieved_gflops", "peak_gflops", "fraction_of_peak", "what", "torch", "git"]
+                  "in_channels", "params", "gflops_per_image", "images_per_s", "latency_ms", "mean_ms", "std_ms",
+                  "min_ms", "warmup", "reps", "achieved_gflops", "peak_gflops", "fraction_of_peak", "what", "torch",
+                  "git"]
 KEY = ["model", "variant", "config", "mode", "batch", "precision", "device", "image_size", "in_channels"]
 
 
@@ -136,7 +137,8 @@ def per_model_table(df: pd.DataFrame) -> pd.DataFrame:
     info = df.groupby(["model", "variant"]).agg(params=("params", "first"))
     flops = df.pivot_table(index=["model", "variant"], columns="mode", values="gflops_per_image")[["infer", "train"]]
     flops.columns = ["GFLOPs/img forward", "GFLOPs/img training"]
-    best = df[df["mode"] == "train"].groupby(["model", "variant"])["fraction_of_peak"].max().rename("best train of peak")
+    best = df[df["mode"] == "train"].groupby(["model", "variant"])["fraction_of_peak"].max().rename(
+        "best train of peak")
     return info.join(flops.round(2)).join(wide).join(best.map("{:.0%}".format)).reset_index()
 
 
@@ -180,9 +182,10 @@ def measurement_notes(df: pd.DataFrame) -> str:
     precisions = list(dict.fromkeys(df["precision"]))
     lines = [f"All rows above were measured on: {df['device'].iloc[0]}."]
     if not torch.cuda.is_available():
-        lines.append("No GPU was present: nothing here was measured on a GPU. On one, the same code runs with CUDA-event "
-                     "timing, device synchronisation and torch's fused attention (scaled_dot_product_attention).")
-    lines.append("Precisions measured: " + ", ".join(precisions) + " | bf16 is autocast; whether it is faster than fp32 "
-                 "depends on the CPU and on torch's kernels for it (CPUs with the same flags have measured either way "
-                 "here): the GEMM peaks above say which is fastest on this one.")
+        lines.append("No GPU was present: nothing here was measured on a GPU. On one, the same code runs with "
+                     "CUDA-event timing, device synchronisation and torch's fused attention "
+                     "(scaled_dot_product_attention).")
+    lines.append("Precisions measured: " + ", ".join(precisions) + " | bf16 is autocast; whether it is faster than "
+                 "fp32 depends on the CPU and on torch's kernels for it (CPUs with the same flags have measured "
+                 "either way here): the GEMM peaks above say which is fastest on this one.")
     return "\n".join(lines)

@@ -25,7 +25,8 @@ def _host() -> str:
 TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<host>[A-Za-z0-9_-]+)-(?P<pid>\d+)\.[0-9a-f]{8}\.tmp(\.ipynb)?$")
 
 
-FOREIGN_TEMP_AGE_S = 24 * 3600  # another host's temporary file is stale after a day; one of ours when its writer is gone
+# another host's temporary file is stale after a day; one of ours when its writer is gone
+FOREIGN_TEMP_AGE_S = 24 * 3600
 
 
 UNNAMED_TEMP_AGE_S = 3600  # one without a writer in its name (older versions) after an hour

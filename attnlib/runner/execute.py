@@ -60,7 +60,8 @@ def quiet_papermill():
     file; the console gets a line when it starts, one when it ends and the progress bars of its runs."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.captureWarnings(True)
-    # the runner injects every field; the notebook takes them through attnlib.experiments.params, not its parameters cell
+    # the runner injects every field; the notebook takes them through attnlib.experiments.params, not its
+    # parameters cell
     logging.getLogger("papermill").addFilter(lambda r: not str(r.msg).startswith("Passed unknown parameter"))
 
 

@@ -6,10 +6,10 @@ results/<profile>/notebooks/. A failing cell stops the run with one line naming 
 Incremental: after a notebook succeeds, a stamp in results/<profile>/.cache/stamps.json records a digest of
 its parameters, the notebook file, the library (every .py under attnlib/) and what the results depend on
 besides (`environment`: the kind of device, for notebook 06 the device itself, and for dataset auto whether
-CIFAR-10 is present); a notebook whose digest is unchanged and whose executed copy exists is skipped. Notebooks that read earlier results (07, 08) also digest the
-stamps of the notebooks before them. An interrupted run reruns the notebook it stopped in, whose training
-resumes from its checkpoints. `--force` reruns everything; `--report` rebuilds only the report (08 and its
-HTML/PDF export).
+CIFAR-10 is present); a notebook whose digest is unchanged and whose executed copy exists is skipped.
+Notebooks that read earlier results (07, 08) also digest the stamps of the notebooks before them. An
+interrupted run reruns the notebook it stopped in, whose training resumes from its checkpoints. `--force`
+reruns everything; `--report` rebuilds only the report (08 and its HTML/PDF export).
 
 A notebook is executed into a temporary file next to its executed copy, which it replaces only on success:
 a failing rerun keeps the last good one and leaves its own as NAME.failed.ipynb. Temporary files that a
@@ -62,7 +62,8 @@ def pick_profile(profile: str, dry_run: int = 0) -> str:
     return "quick"
 
 
-def notebooks_for(profile: str, only: list[str] | None = None, params_dir: Path = ROOT / "params") -> list[tuple[Path, Path]]:
+def notebooks_for(profile: str, only: list[str] | None = None,
+                  params_dir: Path = ROOT / "params") -> list[tuple[Path, Path]]:
     """(notebook, parameter file) pairs of a profile, in numbered order."""
     pairs = []
     for nb in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
@@ -99,17 +100,21 @@ def main(argv: list[str] | None = None) -> int:
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="auto", choices=("auto", *PROFILES))
-    ap.add_argument("--dataset", default="", help="override every notebook's dataset (auto, cifar10, fashion_mnist, synthetic)")
+    ap.add_argument("--dataset", default="",
+                    help="override every notebook's dataset (auto, cifar10, fashion_mnist, synthetic)")
     ap.add_argument("--only", default="", help="comma-separated notebook prefixes, e.g. 01,02")
     ap.add_argument("--results-dir", default="", help=f"default: results/, and {DRY_RUN_RESULTS}/ for a dry run")
     ap.add_argument("--params-dir", default=str(ROOT / "params"), help="folder holding <profile>/<notebook>.yaml")
-    ap.add_argument("--force", action="store_true", help="rerun notebooks even when nothing changed since their last run")
+    ap.add_argument("--force", action="store_true",
+                    help="rerun notebooks even when nothing changed since their last run")
     ap.add_argument("--report", action="store_true", help="only rebuild the report (notebook 08 and its HTML/PDF)")
     ap.add_argument("--dry-run", type=int, default=0, metavar="N",
-                    help="every run of the profile at its size for N optimizer steps, timed and measured (attnlib.training.dry_run)")
+                    help="every run of the profile at its size for N optimizer steps, timed and measured "
+                         "(attnlib.training.dry_run)")
     ap.add_argument("--devices", default="", metavar="LIST",
                     help="the training notebooks' runs spread over these devices, one worker each: GPU indices "
-                         "(0,1,2,3), cuda:N or cpu (attnlib.training.schedule); default: the parameter files' (every GPU)")
+                         "(0,1,2,3), cuda:N or cpu (attnlib.training.schedule); default: the parameter files' "
+                         "(every GPU)")
     args = ap.parse_args(argv)
     if args.dry_run < 0:
         ap.error(f"--dry-run must be a number of steps, at least 1, got {args.dry_run}")

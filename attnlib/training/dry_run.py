@@ -56,7 +56,8 @@ def data(dataset: str, data_root: str, steps: int, batch_sizes: list[int], downl
     training split holds `steps` batches of the largest batch size, the test split TEST_IMAGES images."""
     n_train = steps * max(batch_sizes)
     try:
-        return load_dataset(dataset, data_root, n_train, TEST_IMAGES, download=download, image_size=synthetic_image_size)
+        return load_dataset(dataset, data_root, n_train, TEST_IMAGES, download=download,
+                            image_size=synthetic_image_size)
     except DataError as err:
         if dataset not in ("cifar10", "auto"):
             raise
@@ -227,9 +228,10 @@ def describe(row: dict) -> str:
     """One line for the console: what the dry run of one run measured and projects."""
     if row["outcome"] != MEASURED:
         return f"dry run {row['run_id']}: {row['outcome']} ({row['device']})"
-    return (f"dry run {row['run_id']}: {row['steps']} steps of {row['batch_size']}, {row['seconds_per_step']:.2f} s/step, "
-            f"peak {row['peak_memory_mb']:,.0f} MB ({row['memory_kind']}); the full run ({row['full_epochs']} epochs "
-            f"of {row['full_steps_per_epoch']} steps) would take about {row['projected_hours']:,.1f} h on {row['device']}")
+    return (f"dry run {row['run_id']}: {row['steps']} steps of {row['batch_size']}, "
+            f"{row['seconds_per_step']:.2f} s/step, peak {row['peak_memory_mb']:,.0f} MB ({row['memory_kind']}); "
+            f"the full run ({row['full_epochs']} epochs of {row['full_steps_per_epoch']} steps) would take about "
+            f"{row['projected_hours']:,.1f} h on {row['device']}")
 
 
 def table(rows: pd.DataFrame) -> pd.DataFrame:

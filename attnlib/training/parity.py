@@ -110,10 +110,12 @@ def parity(device: str | torch.device = "auto", steps: int = 8, options_: tuple[
             for name in models:
                 row = dict(option=option, model=name, tolerance="", seconds=math.nan, note="")
                 if option == "tf32" and device.type != "cuda":
-                    rows.append(dict(row, result="n/a", note="not applicable on CPU (no TF32 there: the option is a no-op)"))
+                    rows.append(dict(row, result="n/a",
+                                     note="not applicable on CPU (no TF32 there: the option is a no-op)"))
                     continue
                 if option == "channels_last" and not takes_channels_last(create_model(name, **PARITY_MODELS[name])):
-                    rows.append(dict(row, result="n/a", note="ignored for the attention models (identical by construction)"))
+                    rows.append(dict(row, result="n/a",
+                                     note="ignored for the attention models (identical by construction)"))
                     continue
                 if deadline is not None and time.monotonic() > deadline:
                     rows.append(dict(row, result="skipped", note="time budget spent"))

@@ -77,7 +77,8 @@ class RunRecords:
 
     def restore(self, state: dict) -> int:
         """The records a checkpoint holds, in place of these; returns the epoch it was written after."""
-        self.history, self.centers, self.attention = state["history"], state.get("centers", []), state.get("attention", [])
+        self.history, self.centers, self.attention = (state["history"], state.get("centers", []),
+                                                      state.get("attention", []))
         return state["epoch"]
 
     def add(self, model: nn.Module, row: dict) -> None:

@@ -226,7 +226,8 @@ class _Pool:
             i, seconds, why = rest
             self.running.pop(w, None)
             self.outcomes[i] = Outcome(self.name(self.jobs[i]), w, seconds, why)
-            self.say(f"[{w}] {self.name(self.jobs[i])}: " + (f"FAILED: {why}" if why else f"finished in {seconds:.0f}s"))
+            self.say(f"[{w}] {self.name(self.jobs[i])}: "
+                     + (f"FAILED: {why}" if why else f"finished in {seconds:.0f}s"))
 
     def reap(self):
         """With the events all read: the job of a worker that died in it fails; a fresh worker takes its place

@@ -8,7 +8,8 @@ depend only on (seed, epoch), and the dropout RNG is restored from the checkpoin
 epoch 1, with one line saying so; its rows in the CSVs are replaced as it trains.
 
 Under a process group of several processes (torchrun), fit trains with DDP, each process on its shard of every
-global batch, rank 0 alone writing files; the helpers are attnlib.training.process_group's, the command line attnlib.experiments.distributed's.
+global batch, rank 0 alone writing files; the helpers are attnlib.training.process_group's, the command line
+attnlib.experiments.distributed's.
 """
 from __future__ import annotations
 
@@ -199,8 +200,9 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainConfig, run: RunInfo, results
     """Train (or resume, or just return a finished run's rows) and record a metric row per epoch.
 
     stop_after_epoch: return after that epoch as if interrupted (for tests of resume).
-    speed: attnlib.training.speed.SpeedOptions (TF32, torch.compile, channels-last), which change the numbers by float rounding
-    only and are not part of the run's id; None changes nothing. The checkpoint holds the plain model's state dict.
+    speed: attnlib.training.speed.SpeedOptions (TF32, torch.compile, channels-last), which change the numbers by float
+    rounding only and are not part of the run's id; None changes nothing. The checkpoint holds the plain model's
+    state dict.
     Under an initialised process group of several processes (torchrun), it trains with DDP: each process on
     its shard of every global batch of cfg.batch_size; rank 0 alone writes files (attnlib.training.process_group).
     """

@@ -55,7 +55,8 @@ def death(exitcode: int | None, peak_mb: float) -> str:
     if sig != "SIGKILL":
         return f"its worker process was ended by {sig}"
     total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**20
-    seen = f"; it had reached at least {peak_mb:,.0f} MB resident, of {total:,.0f} MB" if not math.isnan(peak_mb) else ""
+    seen = (f"; it had reached at least {peak_mb:,.0f} MB resident, of {total:,.0f} MB" if not math.isnan(peak_mb)
+            else "")
     return f"its worker process was killed (SIGKILL, most likely by the system for lack of memory{seen})"
 
 

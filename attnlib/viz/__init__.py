@@ -11,8 +11,8 @@ matplotlib.pyplot.
 import matplotlib.pyplot as plt
 
 from attnlib.viz.construction import plot_cases, plot_error_vs_alpha, plot_head_maps, show_channels
-from attnlib.viz.maps import (HeadPanel, image_for_display, plot_conv_likeness, plot_offset_average, plot_query_attention,
-                              zoom_limits)
+from attnlib.viz.maps import (HeadPanel, image_for_display, plot_conv_likeness, plot_offset_average,
+                              plot_query_attention, zoom_limits)
 from attnlib.viz.saving import DPI, save
 from attnlib.viz.timing import plot_timing
 from attnlib.viz.training import (gaussian_contour, plot_attention_development, plot_center_trajectories, plot_centers,

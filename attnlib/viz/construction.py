@@ -24,7 +24,8 @@ def show_channels(t: torch.Tensor):
 
 def plot_cases(image: torch.Tensor, cases: list[tuple[str, torch.Tensor, torch.Tensor]], path: str | Path | None = None,
                title: str = ""):
-    """One row per case: input image, conv(x), attention(x), |difference|. cases: (name, conv_out, attn_out), each (C, H, W)."""
+    """One row per case: input image, conv(x), attention(x), |difference|. cases: (name, conv_out, attn_out), each
+    (C, H, W)."""
     fig, axes = plt.subplots(len(cases), 4, figsize=(10, 2.6 * len(cases)), squeeze=False)
     for r, (name, ref, out) in enumerate(cases):
         diff = (out - ref).abs()

@@ -118,7 +118,8 @@ def plot_offset_average(layers, max_heads: int = 16, extent: int = 3, title: str
             if head >= layer.heads:
                 ax.axis("off")
                 continue
-            ax.imshow(avg[head, c0 - r:c0 + r + 1, c1 - r:c1 + r + 1], cmap="inferno", extent=(-r - .5, r + .5, r + .5, -r - .5))
+            ax.imshow(avg[head, c0 - r:c0 + r + 1, c1 - r:c1 + r + 1], cmap="inferno",
+                      extent=(-r - .5, r + .5, r + .5, -r - .5))
             ax.plot(0, 0, "c+", ms=5)
             if row == 0:
                 ax.set_title(f"head {head + 1}", fontsize=7)

@@ -15,13 +15,15 @@ def plot_timing(df: pd.DataFrame, path: str | Path | None = None, subtitle: str 
     measured, and batch-1 latency, one bar per (model, variant) and precision."""
     d = df.assign(name=df["model"] + df["variant"].map(lambda v: "" if v == "standard" else f" ({v})"))
     panels = []
-    for mode, value, label in (("train", "images_per_s", "training images/s"), ("infer", "images_per_s", "inference images/s"),
+    for mode, value, label in (("train", "images_per_s", "training images/s"),
+                               ("infer", "images_per_s", "inference images/s"),
                                ("latency", "latency_ms", "latency at batch 1 (ms)")):
         part = d[d["mode"] == mode]
         if part.empty:
             continue
         batch = part["batch"].max()
-        panels.append((part[part["batch"] == batch], value, f"{label}" + ("" if mode == "latency" else f", batch {batch}")))
+        panels.append((part[part["batch"] == batch], value,
+                       f"{label}" + ("" if mode == "latency" else f", batch {batch}")))
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 0.35 * d["name"].nunique() + 1.8), sharey=True,
                              squeeze=False)
     order = sorted(d["name"].unique())

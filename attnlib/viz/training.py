@@ -48,7 +48,8 @@ def gaussian_contour(center, inv_cov, mass: float, points: int = 100) -> tuple[n
     return center[0] + offsets[0], center[1] + offsets[1]
 
 
-def plot_centers(centers: pd.DataFrame, path: str | Path | None = None, extent: float | None = None, subtitle: str = ""):
+def plot_centers(centers: pd.DataFrame, path: str | Path | None = None, extent: float | None = None,
+                 subtitle: str = ""):
     """Centers of attention of every head, one panel per (run, layer); the query sits at (0, 0).
 
     `centers` has columns model, variant, layer, head, row, col (offsets in tokens, key minus query).
@@ -69,7 +70,8 @@ def plot_centers(centers: pd.DataFrame, path: str | Path | None = None, extent: 
             colors = [plt.cm.tab20((int(h) - 1) % 20) for h in d["head"]]
             ax.scatter(d["col"], d["row"], c=colors, s=30, zorder=3)
             for color, (_, r) in zip(colors, d.iterrows()):
-                ax.annotate(str(int(r["head"])), (r["col"], r["row"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+                ax.annotate(str(int(r["head"])), (r["col"], r["row"]), fontsize=6, xytext=(3, 3),
+                            textcoords="offset points")
                 if contours:
                     inv = np.array([[r["inv_cov_rr"], r["inv_cov_rc"]], [r["inv_cov_rc"], r["inv_cov_cc"]]])
                     for mass, style in ((0.5, "-"), (0.9, ":")):
@@ -123,8 +125,8 @@ def plot_center_trajectories(centers: pd.DataFrame, layer: int = 1, path: str | 
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=6)
         ax.set_title(f"{model}\n{variant}, seed {seed}, epochs 0-{last_epoch}", fontsize=8)
-    fig.suptitle(f"centers of layer {layer} during training (o: initial, \u25cf: last)" + (f"\n{subtitle}" if subtitle else ""),
-                 fontsize=9)
+    fig.suptitle(f"centers of layer {layer} during training (o: initial, \u25cf: last)"
+                 + (f"\n{subtitle}" if subtitle else ""), fontsize=9)
     fig.tight_layout()
     return save(fig, path)
 
@@ -136,7 +138,8 @@ def plot_attention_development(attention: pd.DataFrame, path: str | Path | None 
     uniform attention."""
     models = list(dict.fromkeys(attention["model"] + " (" + attention["variant"] + ")"))
     fig, axes = plt.subplots(2, len(models), figsize=(3.6 * len(models), 5.6), squeeze=False, sharex=True, sharey="row")
-    per_layer = attention.assign(run=attention["model"] + " (" + attention["variant"] + ")", layer=attention["layer"] + 1)
+    per_layer = attention.assign(run=attention["model"] + " (" + attention["variant"] + ")",
+                                 layer=attention["layer"] + 1)
     per_layer = per_layer.groupby(["run", "run_id", "layer", "epoch"], as_index=False).agg(
         top_mass=("top_mass", "mean"), mean_distance=("mean_distance", "mean"), uniform_mass=("uniform_mass", "first"),
         uniform_distance=("uniform_distance", "first"))
@@ -144,7 +147,8 @@ def plot_attention_development(attention: pd.DataFrame, path: str | Path | None 
     for j, run in enumerate(models):
         d = per_layer[per_layer["run"] == run]
         for i, (measure, label, uniform) in enumerate([("top_mass", "share on top offset", "uniform_mass"),
-                                                       ("mean_distance", "attention distance (tokens)", "uniform_distance")]):
+                                                       ("mean_distance", "attention distance (tokens)",
+                                                        "uniform_distance")]):
             ax = axes[i, j]
             sns.lineplot(data=d, x="epoch", y=measure, hue="layer", palette="viridis", marker="o", ax=ax,
                          errorbar="sd" if several else None, legend=(i == 0 and j == len(models) - 1))
@@ -154,7 +158,7 @@ def plot_attention_development(attention: pd.DataFrame, path: str | Path | None 
             ax.set_title(run if i == 0 else "", fontsize=9)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(alpha=0.3)
-    fig.suptitle("Attention from initialisation (epoch 0) to the end of training" + (f"\n{subtitle}" if subtitle else ""),
-                 fontsize=10)
+    fig.suptitle("Attention from initialisation (epoch 0) to the end of training"
+                 + (f"\n{subtitle}" if subtitle else ""), fontsize=10)
     fig.tight_layout()
     return save(fig, path)
