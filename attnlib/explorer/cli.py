@@ -1,4 +1,6 @@
-"""TODO"""
+"""`python -m attnlib.explore IMAGE --run RUN_ID --out page.html`: the explorer page for your own image(s),
+resized and cropped to the run's input, converted to its data set's channels and normalised like its training
+data (attnlib.explorer.image). A file that is not an image gets one line saying so (exit 2)."""
 from __future__ import annotations
 
 import argparse

@@ -15,9 +15,9 @@ with the browser's DecompressionStream only when that run or image is first show
 <canvas>: pick the run, the layer (or all layers) and the image; move over the image (or click, or use
 the sliders) to move the query pixel; every head's map is drawn at once, over the image.
 
-`python -m attnlib.explore IMAGE --run RUN_ID --out page.html` writes the page for your own image(s):
-resized and cropped to the run's input, converted to its data set's channels and normalised like its
-training data (attnlib.explorer.image). A file that is not an image gets one line saying so (exit 2).
+The page itself is web/explorer.html, web/explorer.css and web/explorer.js in this package: `render_page` inlines
+the style, the script and the data into one file. `python -m attnlib.explore IMAGE` (attnlib.explorer.cli) writes
+it for your own image(s).
 """
 from __future__ import annotations
 

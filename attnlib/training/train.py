@@ -202,9 +202,8 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainConfig, run: RunInfo, results
     stop_after_epoch: return after that epoch as if interrupted (for tests of resume).
     speed: attnlib.training.speed.SpeedOptions (TF32, torch.compile, channels-last), which change the numbers by float
     rounding only and are not part of the run's id; None changes nothing. The checkpoint holds the plain model's
-    state dict.
-    Under an initialised process group of several processes (torchrun), it trains with DDP: each process on
-    its shard of every global batch of cfg.batch_size; rank 0 alone writes files (attnlib.training.process_group).
+    state dict. Under an initialised process group of several processes (torchrun), it trains with DDP: each process
+    on its shard of every global batch of cfg.batch_size; rank 0 alone writes files (attnlib.training.process_group).
     """
     device = resolve_device(device) if isinstance(device, str) else device
     model.to(device)

@@ -6,7 +6,8 @@
     timing.py        throughput and latency (notebook 06)
 
 The public names of all of them are here: `from attnlib import viz; viz.plot_curves(...)`; `viz.plt` is
-matplotlib.pyplot.
+matplotlib.pyplot. The viz wing draws what it is given: it may import the ground (conv_as_attention), nothing
+above it.
 """
 import matplotlib.pyplot as plt
 
