@@ -4,15 +4,19 @@ The null: ten draws of three untrained networks per model, each compared with an
 random initialisation alone can differ by) and with itself, must all read "not shown". Hand-built heads that
 do what the paper's figures show, measured through the same recording as training uses, must read
 "reproduced"; too few seeds read "not shown" whatever the numbers. The accuracy order (Table 1) tells
-differences of mean accuracies from the spread over seeds.
+differences of mean accuracies from the spread over seeds by one-sided Welch t-tests: 1,000 simulated draws of
+chance-level models, and of four equally good models, must read "partly" or "reproduced" fewer than 10 times.
 """
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from attnlib.evidence import claims
+from attnlib.evidence import accuracy_order, claims
 from attnlib.models import create_model
 from attnlib.training.records import attention_rows, center_rows
 
@@ -114,6 +118,7 @@ def test_trained_like_heads_read_reproduced(probe):
     for claim in LEARNING_CLAIMS:
         got = claim(one_seed)
         assert got["verdict"] == "not shown" and "1 seed" in got["evidence"], claim.__name__
+        assert "±" not in got["evidence"], claim.__name__
     for claim in LEARNING_CLAIMS:
         assert claim(pd.DataFrame())["verdict"] == "not measured"
 
@@ -131,11 +136,61 @@ def order_table(accs: dict[str, tuple[float, float]], seeds: int = 3) -> pd.Data
 def test_accuracy_order_tells_differences_from_the_spread_over_seeds():
     clear = {"resnet18": (0.90, 0.002), "sa_quadratic": (0.85, 0.003), "sa_learned": (0.80, 0.004),
              "sa_learned_content": (0.75, 0.002)}
-    assert claims.claim_accuracy_order(order_table(clear))["verdict"] == "reproduced"
+    assert accuracy_order.claim_accuracy_order(order_table(clear))["verdict"] == "reproduced"
     noisy = {**clear, "sa_learned": (0.84, 0.02)}  # in order, but within the spread of its neighbours
-    got = claims.claim_accuracy_order(order_table(noisy))
+    got = accuracy_order.claim_accuracy_order(order_table(noisy))
     assert got["verdict"] == "partly" and "within the spread" in got["evidence"]
-    assert claims.claim_accuracy_order(order_table(clear, seeds=1))["verdict"] == "not shown"
+    assert accuracy_order.claim_accuracy_order(order_table(clear, seeds=1))["verdict"] == "not shown"
     reversed_ = {m: (1.6 - a, sd) for m, (a, sd) in clear.items()}
-    assert claims.claim_accuracy_order(order_table(reversed_))["verdict"] == "not reproduced"
-    assert claims.claim_accuracy_order(order_table({"resnet18": (0.9, 0.0)}))["verdict"] == "not measured"
+    assert accuracy_order.claim_accuracy_order(order_table(reversed_))["verdict"] == "not reproduced"
+    assert accuracy_order.claim_accuracy_order(order_table({"resnet18": (0.9, 0.0)}))["verdict"] == "not measured"
+
+
+MODELS = [m for m, _ in accuracy_order.ORDER]
+
+
+def test_accuracy_order_by_welch_test():
+    """A clear published order is reproduced; one pair clearly reversed is not; a model at chance shows nothing."""
+    clear = dict(zip(MODELS, [(0.93, 0.005), (0.90, 0.005), (0.87, 0.005), (0.84, 0.005)]))
+    got = accuracy_order.claim_accuracy_order(order_table(clear))
+    assert got["verdict"] == "reproduced" and "Welch" in got["evidence"], got["evidence"]
+    swapped = {**clear, "sa_quadratic": (0.87, 0.005), "sa_learned": (0.90, 0.005)}
+    got = accuracy_order.claim_accuracy_order(order_table(swapped))
+    assert got["verdict"] == "not reproduced" and "reversed" in got["evidence"], got["evidence"]
+    at_chance = {**clear, "sa_learned_content": (0.10, 0.005)}  # its pair is in order, far beyond the spread
+    got = accuracy_order.claim_accuracy_order(order_table(at_chance))
+    assert got["verdict"] == "not shown" and "sa_learned_content (p =" in got["evidence"], got["evidence"]
+    reversed_at_chance = {m: (0.10 + 0.001 * i, 0.0005) for i, m in enumerate(MODELS)}
+    assert accuracy_order.claim_accuracy_order(order_table(reversed_at_chance))["verdict"] == "not shown"
+
+
+def test_accuracy_order_with_one_seed_prints_no_spread():
+    clear = dict(zip(MODELS, [(0.93, 0.0), (0.90, 0.0), (0.87, 0.0), (0.84, 0.0)]))
+    got = accuracy_order.claim_accuracy_order(order_table(clear, seeds=1))
+    assert got["verdict"] == "not shown" and "±" not in got["evidence"] and "1 seed" in got["evidence"]
+    assert claims._pm([0.5]) == "+0.50 (1 seed)" and claims._pm([0.5, 0.7]) == "+0.60 ± 0.14"
+
+
+def test_t_tail_matches_closed_forms():
+    """Student's t tail without scipy: df 1 (Cauchy) and 2 have closed forms; t(0.995; 4) = 4.604 from tables."""
+    t = np.linspace(-30, 30, 121)
+    assert np.allclose(accuracy_order.t_sf(t, 1.0), 0.5 - np.arctan(t) / math.pi, rtol=1e-10, atol=1e-14)
+    assert np.allclose(accuracy_order.t_sf(t, 2.0), 0.5 - t / (2 * np.sqrt(2 + t * t)), rtol=1e-10, atol=1e-14)
+    assert accuracy_order.t_sf(4.604, 4.0) == pytest.approx(0.005, abs=2e-6)
+    assert accuracy_order.t_sf(1.959964, 1e6) == pytest.approx(0.025, abs=1e-6)
+
+
+def simulated_verdicts(means, sd: float, draws: int = 1000, seeds: int = 3, rng_seed: int = 0) -> np.ndarray:
+    """`draws` tables of the four models, each model's seeds drawn around its mean: their verdicts, all at once."""
+    accs = np.random.default_rng(rng_seed).normal(np.reshape(means, (-1, 1)), sd, (draws, len(MODELS), seeds))
+    got = accuracy_order.order_tests(accs.mean(-1), accs.std(-1, ddof=1), np.full(accs.shape[:2], seeds))["verdict"]
+    for i in range(20):  # claim_accuracy_order reads a table through the same tests
+        table = order_table({m: (accs[i, j].mean(), accs[i, j].std(ddof=1)) for j, m in enumerate(MODELS)}, seeds)
+        assert accuracy_order.claim_accuracy_order(table)["verdict"] == got[i]
+    return got
+
+
+@pytest.mark.parametrize("mean, sd", [(0.10, 0.005), (0.85, 0.01)], ids=["at chance", "equal above chance"])
+def test_equal_models_rarely_read_as_ordered(mean, sd):
+    verdicts = simulated_verdicts([mean] * len(MODELS), sd)
+    assert np.isin(verdicts, ["partly", "reproduced"]).sum() < 10

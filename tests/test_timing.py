@@ -7,8 +7,10 @@ rows are kept and re-timed only when asked; its parameters are checked; a CPU is
 flags that decide its speed, and rows of another machine are not taken as this one's; the paper profile's runs
 are projected from the measured rows, each naming the row it uses (scaled by FLOPs where the configuration
 differs other than in size, not projected where it was timed at another size). The GEMM peak is the best of
-several sizes; a step's profile names its operators with their shares; `make bench` states each target
-as met or not at the fastest precision measured.
+several sizes, measured before and after the models, and applied to every row, those read back too; a step faster
+than it means the measurement failed: the peak is raised to that step's rate and the notes say so. A step's profile
+names its operators with their shares; `make bench` states each target as met or not at the fastest precision
+measured.
 """
 import math
 import sys
@@ -103,6 +105,7 @@ def test_isotropic_scores_separated_equal_the_general_quadratic_form():
 
 
 TINY = {"resnet18": {"width": 4}, "sa_quadratic": {"layers": 1, "heads": 2, "hidden": 8, "ff": 8}}
+SMALL_PEAK = (64, 128)  # GEMM peak sizes for tests that time models but do not look at the peak: a real one, soon
 
 
 def test_time_models_keeps_rows_and_only_remeasures_when_asked(tmp_path, monkeypatch):
@@ -110,6 +113,7 @@ def test_time_models_keeps_rows_and_only_remeasures_when_asked(tmp_path, monkeyp
                                         per_model=TINY, image_size=8, train_batches=[2], infer_batches=[2],
                                         precisions=["fp32"], warmup=1, reps=2, latency_reps=2, device="cpu"))
     path = tmp_path / "06_timing.csv"
+    monkeypatch.setattr(timing, "PEAK_SIZES", SMALL_PEAK)
     df, peak = timing_table.time_models(p, path, progress=False)
     assert peak["fp32"] > 0
     assert set(zip(df["model"], df["variant"])) == {("resnet18", "standard"), ("sa_quadratic", "standard"),
@@ -121,6 +125,7 @@ def test_time_models_keeps_rows_and_only_remeasures_when_asked(tmp_path, monkeyp
     again, _ = timing_table.time_models(p, path, progress=False)  # everything is there: nothing is timed
     assert len(again) == len(df) and not calls and len(pd.read_csv(path)) == len(df)
     monkeypatch.undo()
+    monkeypatch.setattr(timing, "PEAK_SIZES", SMALL_PEAK)
     p.remeasure = True
     again, _ = timing_table.time_models(p, path, progress=False)
     assert len(again) == len(df) and len(pd.read_csv(path)) == len(df)  # replaced, not duplicated
@@ -157,6 +162,7 @@ def test_timing_rows_of_another_machine_are_not_taken_as_this_ones(tmp_path, mon
                                         train_batches=[2], infer_batches=[2], precisions=["fp32"], warmup=1, reps=2,
                                         latency_reps=2, device="cpu"))
     path = tmp_path / "06_timing.csv"
+    monkeypatch.setattr(timing, "PEAK_SIZES", SMALL_PEAK)
     monkeypatch.setattr(results.machine, "cpu_model_and_flags", lambda: ("Other CPU", ["avx2"]))
     timing_table.time_models(p, path, progress=False)
     monkeypatch.setattr(results.machine, "cpu_model_and_flags", lambda: ("This CPU", ["avx2", "amx_bf16"]))
@@ -164,6 +170,92 @@ def test_timing_rows_of_another_machine_are_not_taken_as_this_ones(tmp_path, mon
     assert set(here["device"]) == {f"cpu: This CPU (avx2 amx_bf16; {torch.get_num_threads()} threads)"}
     assert pd.read_csv(path)["device"].str.contains("Other CPU").sum() == 3  # kept, not reused
 
+
+
+# -- notebook 06: the GEMM peak every row is measured against ------------------------------------------------
+def tiny_timing(**changes) -> TimingParams:
+    return from_mapping(TimingParams, dict(dict(models=["resnet18"], hierarchical_models=[], per_model=TINY,
+                                                image_size=8, train_batches=[2], infer_batches=[2], precisions=["fp32"],
+                                                warmup=1, reps=2, latency_reps=2, device="cpu"), **changes))
+
+
+def fake_gemm(monkeypatch, rate, events=None):
+    """timing.matmul_rate faked: every product at rate() GFLOP/s, each call logged in `events` with its counts."""
+    def matmul_rate(n, precision, device, warmup, reps):
+        (events if events is not None else []).append(("gemm", warmup, reps))
+        return rate(), None
+    monkeypatch.setattr(timing, "matmul_rate", matmul_rate)
+
+
+def test_the_peak_is_measured_before_and_after_the_models_and_the_best_is_kept(tmp_path, monkeypatch):
+    events, real = [], timing.train_throughput
+    monkeypatch.setattr(timing, "train_throughput", lambda *a, **k: events.append("step") or real(*a, **k))
+    fake_gemm(monkeypatch, lambda: 2000.0 if "step" in events else 1000.0, events)  # slow at first: a busy machine
+    p = tiny_timing()
+    df, peak = timing_table.time_models(p, tmp_path / "06_timing.csv", progress=False)
+    sweep = [("gemm", p.warmup + 1, p.reps + 2)] * len(timing.PEAK_SIZES)  # every size, in one precision
+    assert events == sweep * 2 + ["step"] + sweep and timing_table.peak_repetitions(p) == (2, 4)  # after: fp32 alone
+    assert peak == {"fp32": 2000.0, "bf16": 1000.0} and (df["peak_gflops"] == 2000.0).all()
+    assert (df["fraction_of_peak"] == df["achieved_gflops"] / 2000.0).all() and (df["peak_source"] == "GEMM").all()
+    events.clear()
+    fake_gemm(monkeypatch, lambda: 1000.0 if "step" in events else 3000.0)  # slow at the end: the start's kept
+    p.remeasure = True
+    df, peak = timing_table.time_models(p, tmp_path / "06_timing.csv", progress=False)
+    assert peak == {"fp32": 3000.0, "bf16": 3000.0} and (df["peak_gflops"] == 3000.0).all()
+    assert timing.machine_peak(["fp32"], earlier={"fp32": 1.0, "bf16": 2.0}, warmup=1, reps=1) == {
+        "fp32": 1000.0, "bf16": 2.0}  # the better of the two, other precisions as they were
+
+
+def test_a_step_faster_than_the_gemm_peak_raises_the_peak_and_the_notes_say_it_failed(tmp_path, monkeypatch):
+    fake_gemm(monkeypatch, lambda: 1e-6)  # far slower than any step of a tiny model: the measurement failed
+    df, peak = timing_table.time_models(tiny_timing(), tmp_path / "06_timing.csv", progress=False)
+    fastest = df["achieved_gflops"].max()
+    assert len(df) == 3 and peak == {"fp32": 1e-6, "bf16": 1e-6}  # no row dropped; the GEMM's own rate returned
+    assert (df["peak_gflops"] == fastest).all() and (df["fraction_of_peak"] <= 1.0).all()
+    assert df["fraction_of_peak"].max() == 1.0 and (df["fraction_of_peak"] == df["achieved_gflops"] / fastest).all()
+    best = df.loc[df["achieved_gflops"].idxmax()]
+    assert (df["peak_source"] == f"step resnet18 (standard) {best['mode']} batch {best['batch']}; the GEMM measured "
+                                 "0.0 GFLOP/s").all()
+    failed = [line for line in timing_table.measurement_notes(df).splitlines() if "failed" in line]
+    assert len(failed) == 1 and failed[0].startswith("The GEMM peak measurement failed: a step ran faster")
+    assert "taken from the step, not from the GEMM" in failed[0]
+    assert f"fp32 {fastest:,.1f} GFLOP/s from step" in failed[0]
+    assert timing_table.per_model_table(df)["best train of peak"].str.rstrip("%").astype(int).le(100).all()
+
+
+def test_rows_read_back_from_the_csv_get_this_runs_peak(tmp_path, monkeypatch):
+    path, p = tmp_path / "06_timing.csv", tiny_timing()
+    fake_gemm(monkeypatch, lambda: 1000.0)
+    timing_table.time_models(p, path, progress=False)
+    old = pd.read_csv(path)  # as committed: measured against a peak that came out slow, and another machine's row
+    old["peak_gflops"], old["fraction_of_peak"] = old["achieved_gflops"] / 1.19, 1.19
+    other = old.iloc[[0]].assign(device="cpu: another", peak_gflops=1.0, fraction_of_peak=1.5)
+    results.atomic_write_text(path, pd.concat([old, other]).drop(columns="peak_source").to_csv(index=False))
+    events = []
+    fake_gemm(monkeypatch, lambda: 2000.0, events)
+    monkeypatch.setattr(timing, "train_throughput", lambda *a, **k: pytest.fail("re-timed"))
+    df, _ = timing_table.time_models(p, path, progress=False)  # nothing timed: read back, one peak measurement
+    assert len(df) == 3 and len(events) == 2 * len(timing.PEAK_SIZES)
+    assert (df["peak_gflops"] == 2000.0).all() and (df["fraction_of_peak"] == df["achieved_gflops"] / 2000.0).all()
+    written = pd.read_csv(path).set_index("device")
+    assert (written.loc[df["device"].iloc[0], "peak_gflops"] == 2000.0).all()  # the file holds this run's peak
+    assert written.loc["cpu: another", "fraction_of_peak"] == 1.5  # another machine's row: kept as it was
+    fake_gemm(monkeypatch, lambda: 1e-6)
+    df, _ = timing_table.time_models(p, path, progress=False)  # read back against a peak that failed
+    assert (df["fraction_of_peak"] <= 1.0).all() and df["fraction_of_peak"].max() == 1.0
+    assert "The GEMM peak measurement failed" in timing_table.measurement_notes(df)
+
+
+def test_the_peak_of_each_precision_is_raised_only_where_a_step_beats_it():
+    rows = pd.DataFrame([timing_row("m", "standard", "train", 8, p, 1.0, 1.0) for p in ("fp32", "fp32", "bf16")])
+    rows["achieved_gflops"] = [120.0, 60.0, 150.0]
+    out = timing_table.apply_peak(rows, {"fp32": 100.0, "bf16": 300.0})
+    assert out["peak_gflops"].tolist() == [120.0, 120.0, 300.0] and out["fraction_of_peak"].tolist() == [1.0, 0.5, 0.5]
+    assert out["peak_source"].tolist() == ["step m (standard) train batch 8; the GEMM measured 100.0 GFLOP/s"] * 2 + [
+        "GEMM"]
+    note = timing_table.measurement_notes(out)
+    assert "fp32 120.0 GFLOP/s from step m (standard) train batch 8; the GEMM measured 100.0 GFLOP/s." in note
+    assert "bf16" not in note.splitlines()[1] and rows["fraction_of_peak"].tolist() == [0.1] * 3  # input untouched
 
 
 # -- notebook 06's tables ------------------------------------------------------------------------------------

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from attnlib.evidence.grid import grid_distances
+
 VERDICTS = ("reproduced", "partly", "not shown", "not reproduced", "not measured")
 
 
@@ -25,8 +27,13 @@ class Criteria:
     min_seeds: int = 3  # a learning claim needs this many seeds, each showing the change
     sharper: float = 0.05  # rise of the mean share on each head's top offset (absolute; uniform is 1/T)
     grid_fraction: float = 2 / 3  # of the heads must end at distinct offsets (a kernel's taps, not one tap)
+    grid_closer: float = 0.1  # tokens: how much closer to the grid of taps layer 1's centers must come in every seed
+    grid_within: float = 1.0  # tokens: how close to that grid they must end (matched grid distance, evidence.grid)
     wider: float = 0.1  # tokens: how much more the deepest layer's spread grows (or less it shrinks) than the first's
     less_with_content: float = 0.05  # the plain model's rise minus the content model's, beyond their spreads
+    alpha: float = 0.01  # accuracy order: family-wise level of the one-sided Welch tests over the adjacent pairs
+    classes: int = 10  # chance is 1/classes: cifar10, fashion_mnist and synthetic all have 10
+    above_chance: float = 0.05  # each model's mean accuracy must exceed chance + this (one-sided t-test at alpha)
 
 
 CRITERIA = Criteria()
@@ -88,16 +95,26 @@ def _center_effects(centers: pd.DataFrame) -> pd.DataFrame:
     both = pd.concat([moved, f["radius"].rename("radius_init"), l_["radius"].rename("radius_trained"),
                       f["spread"].rename("spread_init"), l_["spread"].rename("spread_trained")], axis=1).dropna()
     out = both.groupby(["run_id", "layer"]).mean().reset_index()
+    out = out.merge(_grid_effects(first, last), on=["run_id", "layer"], how="left")
     out["radius_change"] = out["radius_trained"] - out["radius_init"]
     out["spread_change"] = out["spread_trained"] - out["spread_init"]
     return out
 
 
+
+def _grid_effects(first: pd.DataFrame, last: pd.DataFrame) -> pd.DataFrame:
+    """Per (run, layer from 0): the matched grid distance of its heads' centers (evidence.grid) at initialisation
+    and trained."""
+    def table(rows, when):
+        out = grid_distances(rows.assign(layer=rows["layer"] + 1), layer=None)
+        return out.assign(layer=out["layer"] - 1).set_index(["run_id", "layer"])["grid_distance"].rename(f"grid_{when}")
+    both = pd.concat([table(first, "init"), table(last, "trained")], axis=1).reset_index()
+    return both.assign(grid_change=both["grid_trained"] - both["grid_init"])
 MEASURES = {  # column stem -> what the effect table calls it
     "top_mass": "share on top offset", "distance": "attention distance (tokens)",
     "top_distance": "top offset's distance (tokens)", "distinct": "distinct offsets",
     "displacement": "center displacement (tokens)", "radius": "center distance from query (tokens)",
-    "spread": "spread (tokens)"}
+    "spread": "spread (tokens)", "grid": "distance from the grid of taps (tokens)"}
 
 
 def effect_table(effects: pd.DataFrame) -> pd.DataFrame:
@@ -123,11 +140,22 @@ def effect_table(effects: pd.DataFrame) -> pd.DataFrame:
 
 
 def _sd(values) -> float:
+    """Over seeds; 0.0 for one seed, a number for effect_table (which gives `seeds`); texts print none (with_spread)."""
     return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
+def with_spread(mean: float, sd: float, seeds: int, digits: int = 3, sign: str = "") -> str:
+    """`mean ± sd`, or with one seed the value alone and "1 seed" (one seed has no spread, not a spread of 0)."""
+    return f"{mean:{sign}.{digits}f} ± {sd:.{digits}f}" if seeds > 1 else f"{mean:{sign}.{digits}f} (1 seed)"
+
+
 def _pm(values, digits: int = 2) -> str:
-    return f"{np.mean(values):+.{digits}f} ± {_sd(values):.{digits}f}"
+    return with_spread(float(np.mean(values)), _sd(values), len(values), digits, sign="+")
+
+
+def _level(values, digits: int = 2) -> str:
+    """A measure's mean over seeds with its spread (no sign: a level, not a change)."""
+    return with_spread(float(np.mean(values)), _sd(values), len(values), digits)
 
 
 def _pick(effects: pd.DataFrame, model: str, layer: int | None = None, heads: int = 9) -> pd.DataFrame:
@@ -157,29 +185,34 @@ def _too_few(name: str, d: pd.DataFrame, what: str, c: Criteria) -> dict | None:
 
 # -- the claims -----------------------------------------------------------------------------------
 def claim_quadratic_grid(effects: pd.DataFrame, c: Criteria = CRITERIA) -> dict:
-    """Figure 4: the first layer's quadratic heads sharpen into local heads at distinct offsets, a grid."""
+    """Figure 4, by its three parts: layer 1's quadratic heads come to the grid of a convolution's taps around the
+    query (the matched grid distance falls by >= grid_closer in every seed and ends <= grid_within), they sit at
+    distinct offsets, and they sharpen. The grid is the claim: without it the verdict is "not shown", whatever
+    else holds; with it, "reproduced" when the other two parts hold too, else "partly"."""
     name = "Quadratic attention learns a grid of local heads in the first layer (Figure 4)"
     d = _pick(effects, "sa_quadratic", layer=0)
     if (early := _too_few(name, d, "sa_quadratic", c)) is not None:
         return early
-    heads = int(d["heads"].iloc[0])
+    heads, seeds = int(d["heads"].iloc[0]), len(d)
+    has_grid = "grid_change" in d and d["grid_change"].notna().all()
+    grid = ((d["grid_change"] <= -c.grid_closer) & (d["grid_trained"] <= c.grid_within)) if has_grid else d["heads"] < 0
+    distinct = d["distinct_trained"] >= c.grid_fraction * heads
     sharper = d["top_mass_change"] >= c.sharper
-    grid = d["distinct_trained"] >= c.grid_fraction * heads
-    local = d["distance_trained"] < d["uniform_distance"]
-    verdict = "reproduced" if (sharper & grid & local).all() else "partly" if sharper.all() else "not shown"
-    moved = f"centers moved {_pm(d['displacement'])} tokens, spread {_pm(d['spread_change'])} tokens; " \
-        if "displacement" in d and d["displacement"].notna().all() else ""
+    verdict = ("not shown" if not grid.all() else "reproduced" if (distinct & sharper).all() else "partly")
+    grid_text = (f"distance of the heads' centers from the {heads}-tap grid around the query (best one-to-one "
+                 f"matching) {_level(d['grid_init'])} -> {_level(d['grid_trained'])} tokens, change "
+                 f"{_pm(d['grid_change'])}" if has_grid else "no centers recorded")
     return verdict_row(name, verdict,
-                       f"sa_quadratic, layer 1, {len(d)} seeds, trained against the same runs at initialisation: "
-                       f"share on each head's top offset {d['top_mass_init'].mean():.3f} untrained, "
-                       f"{d['top_mass_trained'].mean():.3f} trained (change {_pm(d['top_mass_change'], 3)}; uniform "
-                       f"{d['uniform_mass'].iloc[0]:.3f}); {moved}distinct offsets {d['distinct_init'].mean():.1f} -> "
-                       f"{d['distinct_trained'].mean():.1f} of {heads}; "
-                       f"attention distance {d['distance_trained'].mean():.2f} tokens (uniform "
-                       f"{d['uniform_distance'].iloc[0]:.2f}). Reproduced means, in every seed: the share rises by >= "
-                       f"{c.sharper:g}, >= {c.grid_fraction:.0%} of the heads end at distinct offsets, and the heads "
-                       f"attend closer than uniform attention; {int(sharper.sum())}, {int(grid.sum())} and "
-                       f"{int(local.sum())} of {len(d)} seeds do.")
+                       f"sa_quadratic, layer 1, {seeds} seeds, trained against the same runs untrained (epoch 0). "
+                       f"Grid: {grid_text}; {int(grid.sum())} of {seeds} seeds come >= {c.grid_closer:g} token "
+                       f"closer and end within {c.grid_within:g} token. Distinct offsets: "
+                       f"{d['distinct_init'].mean():.1f} -> {d['distinct_trained'].mean():.1f} of {heads} (>= "
+                       f"{c.grid_fraction:.0%} in {int(distinct.sum())} of {seeds} seeds; at initialisation "
+                       f"{int((d['distinct_init'] >= c.grid_fraction * heads).sum())}). Sharpening: share on each "
+                       f"head's top offset {d['top_mass_init'].mean():.3f} -> {d['top_mass_trained'].mean():.3f} "
+                       f"(change {_pm(d['top_mass_change'], 3)}, >= {c.sharper:g} in {int(sharper.sum())} of {seeds} "
+                       f"seeds; uniform {d['uniform_mass'].iloc[0]:.3f}). The grid is the claim: reproduced needs it "
+                       f"in every seed and the other two parts too; sharpening alone shows nothing about a grid.")
 
 
 def claim_deeper_wider(effects: pd.DataFrame, c: Criteria = CRITERIA) -> dict:
@@ -239,38 +272,3 @@ def claim_learned_locality(effects: pd.DataFrame, c: Criteria = CRITERIA) -> dic
                        "the heads concentrate in every seed, but not closer or not less so with content.")
 
 
-ORDER = [("resnet18", None), ("sa_quadratic", 9), ("sa_learned", 9), ("sa_learned_content", 9)]
-
-
-def claim_accuracy_order(table: pd.DataFrame, c: Criteria = CRITERIA) -> dict:
-    """Table 1's order: ResNet18 >= quadratic >= learned >= learned + content (9 heads, not hierarchical), each
-    difference of mean best test accuracies told apart from the spread over seeds."""
-    name = "Accuracy order ResNet18 >= quadratic >= learned >= learned + content (Table 1)"
-    if table.empty:
-        return verdict_row(name, "not measured", "no training results")
-    accs = []
-    for model, heads in ORDER:
-        d = table[(table["model"] == model) & ~table["variant"].str.contains("hierarchical")]
-        if heads is not None and (d["variant"] == f"{heads} heads").any():
-            d = d[d["variant"] == f"{heads} heads"]
-        if d.empty:
-            return verdict_row(name, "not measured", f"no {model} run")
-        accs.append((model, float(d["acc"].iloc[0]), float(d["acc_sd"].iloc[0]), int(d["seeds"].iloc[0])))
-    seeds = min(a[3] for a in accs)
-    parts = [f"{m} {acc:.3f} ± {sd:.3f}" for m, acc, sd, _ in accs]
-    pairs, held, beyond = [], 0, 0
-    for (ma, a, sa, _), (mb, b, sb, _) in zip(accs, accs[1:]):
-        clear = abs(a - b) > sa + sb
-        held += a >= b
-        beyond += clear and a >= b
-        spread = f" ({'beyond' if clear else 'within'} the spread {sa + sb:.3f})" if seeds >= c.min_seeds else ""
-        pairs.append(f"{ma} {'>=' if a >= b else '<'} {mb} by {a - b:+.3f}{spread}")
-    data = table["dataset"].iloc[0]
-    head = (f"best test accuracy on {data}, mean ± sd over {seeds} seed(s): " + "; ".join(parts) + ". "
-            + "; ".join(pairs))
-    if seeds < c.min_seeds:
-        return verdict_row(name, "not shown", head + f". With fewer than {c.min_seeds} seeds a difference cannot be "
-                                                "told from the spread between seeds.")
-    verdict = "reproduced" if beyond == len(pairs) else "partly" if held else "not reproduced"
-    return verdict_row(name, verdict, head + ". Reproduced means every pair in the published order by more than the "
-                                        f"two standard deviations together; {beyond} of {len(pairs)} are.")

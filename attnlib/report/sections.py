@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import pandas as pd
 from IPython.display import Image, Markdown, display
@@ -38,10 +38,11 @@ PUBLISHED_CURVES = {"paper: ResNet18 = quadratic (CIFAR-10)": 0.938, "paper: lea
 class Figure(NamedTuple):
     """A figure of results/<profile>/figures/ shown in the report. A plain name is shown, or said to be missing;
     a glob (with *) shows its matches in name order, the first `first` of them (None: all), and nothing when
-    there are none."""
+    there are none. With `draw`, the report draws it itself first: draw(data, path) from what it read."""
     name: str
     caption: str
     first: int | None = None
+    draw: Callable | None = None
 
 
 # Per section of the report: the verdicts it opens with (rows of report.claims) and the figures below them.
@@ -51,6 +52,9 @@ SECTIONS = {
         Figure("00_conv_as_attention_heads.png", "Each head of the construction for one query pixel"),
         Figure("00_conv_as_attention_error_vs_alpha.png", "Error against the heads' sharpness alpha")]),
     "quadratic": ([1, 2], [
+        Figure(f"{NOTEBOOK}_grid.png", "Layer 1's heads against the grid of a convolution's taps: centers at "
+               "initialisation and trained, each matched to a tap, per seed; their distance from the grid per epoch",
+               draw=lambda data, path: draw_grid(data, path)),
         Figure("07_visualizations_centers.png", "Centers of the quadratic heads, last epoch"),
         Figure("07_visualizations_center_paths.png", "Centers during training"),
         Figure("07_visualizations_development.png",
@@ -205,12 +209,27 @@ def show_section(data: ReportData, section: str):
     rows, entries = SECTIONS[section]
     for i in rows:
         display(Markdown(verdict_text(data, i)))
+    for entry in entries:
+        if entry.draw is not None:
+            entry.draw(data, data.figures / entry.name)
     for name, caption, exists in figures_shown(data.figures, entries):
         if exists:
             display(Markdown(f"**{caption}** (`{name}`)"))
             display(Image(filename=str(data.figures / name), width=900))
         else:
             display(Markdown(f"*{caption}: not available ({name} missing; run the notebook that makes it).*"))
+
+
+def draw_grid(data: ReportData, path: Path) -> None:
+    """The grid figure of sa_quadratic (9 heads) from its recorded centers (viz.plot_grid); nothing without them."""
+    centers = data.res["centers"]
+    runs = centers[(centers["model"] == "sa_quadratic") & (centers["variant"] == "9 heads")] if not centers.empty \
+        else centers
+    if runs.empty:
+        return
+    subtitle = f"sa_quadratic, 9 heads, {_joined(runs['dataset'])}, profile {data.profile}"
+    viz.plot_grid(runs, path, within=learning.CRITERIA.grid_within, subtitle=subtitle)
+    viz.plt.close("all")
 
 
 def show_effects(data: ReportData):

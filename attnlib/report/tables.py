@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from attnlib import messages, results
+from attnlib.evidence import accuracy_order
 from attnlib.evidence import claims as learning
 from attnlib.evidence.claims import verdict_row
 from attnlib.experiments.runs import summarize
@@ -235,7 +236,7 @@ def claims(res: dict, table: pd.DataFrame) -> pd.DataFrame:
     effects = learning_effects(res)
     return pd.DataFrame([claim_convolution(res["conv"]), learning.claim_quadratic_grid(effects),
                          learning.claim_deeper_wider(effects), learning.claim_learned_locality(effects),
-                         learning.claim_accuracy_order(table), claim_published_accuracy(table)])
+                         accuracy_order.claim_accuracy_order(table), claim_published_accuracy(table)])
 
 
 def series_time(stamps: dict, metrics: pd.DataFrame) -> pd.DataFrame:

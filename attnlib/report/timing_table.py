@@ -15,15 +15,16 @@ from attnlib.data import make_synthetic
 from attnlib.models import count_parameters, create_model, model_config
 from attnlib.report import timing
 from attnlib.report.tables import published_table
-from attnlib.report.timing import Timing, flops_per_image, machine_peak, pipeline_throughput, timed_precisions
+from attnlib.report.timing import (Timing, fastest_precision, flops_per_image, machine_peak, pipeline_throughput,
+                                   timed_precisions)
 from attnlib.training.progress import Bar
 from attnlib.training.train import PRECISIONS, resolve_device
 
 # -- notebook 06: every model ------------------------------------------------------------------------
 TIMING_COLUMNS = ["profile", "model", "variant", "config", "mode", "batch", "precision", "device", "image_size",
                   "in_channels", "params", "gflops_per_image", "images_per_s", "latency_ms", "mean_ms", "std_ms",
-                  "min_ms", "warmup", "reps", "achieved_gflops", "peak_gflops", "fraction_of_peak", "what", "torch",
-                  "git"]
+                  "min_ms", "warmup", "reps", "achieved_gflops", "peak_gflops", "fraction_of_peak", "peak_source",
+                  "what", "torch", "git"]
 KEY = ["model", "variant", "config", "mode", "batch", "precision", "device", "image_size", "in_channels"]
 
 
@@ -52,19 +53,58 @@ def time_models(p, path, progress: bool = True):
     """Time every model of TimingParams `p` (and the hierarchical variants it names): parameters,
     FLOPs per image, training and inference throughput, batch-1 latency. Rows are written to the
     CSV at `path` after each model, atomically; rows already there for the same settings are kept
-    and not timed again unless p.remeasure, so an interrupted notebook continues where it stopped."""
+    and not timed again unless p.remeasure, so an interrupted notebook continues where it stopped.
+
+    The GEMM peak (machine_peak, peak_repetitions(p) products per size) is measured before the models and, when
+    any were timed, again after them in the precisions timed: the best of the two per precision is this run's peak.
+    Every row returned, those read back from the CSV too, gets its peak_gflops and fraction_of_peak from it
+    (apply_peak: a step faster than the GEMM raises its precision's peak to that step's rate), and the CSV is
+    written so. Returns the rows `p` asks for and the GEMM peak per precision (as measured, never raised)."""
     device = resolve_device(p.device)
     dev_name, commit = results.device_name(device), results.git_commit()
     old = _read_rows(path)
+    warmup, reps = peak_repetitions(p)
+    peak = machine_peak(PRECISIONS, device, warmup, reps)  # every precision: which is fastest here is measured
+    precisions = timed_precisions(p.precisions, peak)
+    plan, wanted, retimed = _plan(p, precisions, dev_name, set() if p.remeasure else {_row_key(r) for r in old})
+    rows = [r for r in old if _row_key(r) not in retimed]  # other devices, sizes, settings: kept in the file
+    bar, timed = Bar("timing", sum(len(t) for *_, t in plan), enabled=progress), 0
+    for name, shared, variant, config, todo in plan:
+        for row in _time_model(p, name, shared, todo, device, peak, bar, timed):
+            row = dict(row, variant=variant, config=config, device=dev_name, git=commit)
+            rows.append({column: row[column] for column in TIMING_COLUMNS})
+            timed += 1
+        results.atomic_write_text(path, pd.DataFrame(rows).to_csv(index=False))
+    bar.close()
+    if plan:  # after the models, in the precisions timed: a peak measured while another job had the cores is caught
+        peak = machine_peak(precisions, device, warmup, reps, earlier=peak)
+        if timed_precisions(p.precisions, peak) != precisions:
+            print(f"Timed in {', '.join(precisions)}, the fastest by the GEMM peak measured before the models; with "
+                  f"the one measured after them, {fastest_precision(peak)} measures fastest", flush=True)
+    df = pd.DataFrame(rows)
+    mine = pd.Series([_row_key(r) in wanted for r in rows], index=df.index, dtype=bool)
+    reported = apply_peak(df[mine], peak)  # only what `p` asks for, all against this run's peak
+    kept = df[~mine]  # other devices, sizes, settings: as they were
+    results.atomic_write_text(path, (pd.concat([kept, reported]).sort_index() if len(kept) else reported).to_csv(
+        index=False))
+    return reported.reset_index(drop=True), peak
 
-    def row_key(r: dict) -> tuple:
-        return tuple(str(r.get(k)) for k in KEY)
 
+def peak_repetitions(p) -> tuple[int, int]:
+    """Untimed and timed products per size of time_models' GEMM peak: one warm-up and two timed calls more than
+    TimingParams `p` gives a model's step, the peak being every row's yardstick (the smoke profile: 2 and 4)."""
+    return p.warmup + 1, p.reps + 2
+
+
+def _row_key(r: dict) -> tuple:
+    return tuple(str(r.get(k)) for k in KEY)
+
+
+def _plan(p, precisions: list[str], dev_name: str, done: set):
+    """What time_models times: [(name, shared, variant, config, todo)], todo the (mode, batch, precision) of a
+    model whose row key is not in `done`; the keys of every row `p` asks for; the keys of the rows to be timed."""
     def key(model, variant, config, mode, batch, prec):
         return tuple(map(str, (model, variant, config, mode, batch, prec, dev_name, p.image_size, p.in_channels)))
-    done = set() if p.remeasure else {row_key(r) for r in old}
-    peak = machine_peak(PRECISIONS, device)  # every precision: which is fastest here is measured, not assumed
-    precisions = timed_precisions(p.precisions, peak)
     plan, wanted = [], set()
     for name in p.timed_models():
         for shared in ([False, True] if name in p.hierarchical_models else [False]):
@@ -82,17 +122,30 @@ def time_models(p, path, progress: bool = True):
             if todo:
                 plan.append((name, shared, variant, config, todo))
     retimed = {key(name, variant, config, *t) for name, _, variant, config, todo in plan for t in todo}
-    rows = [r for r in old if row_key(r) not in retimed]  # other devices, sizes, settings: kept in the file
-    bar, timed = Bar("timing", sum(len(t) for *_, t in plan), enabled=progress), 0
-    for name, shared, variant, config, todo in plan:
-        for row in _time_model(p, name, shared, todo, device, peak, bar, timed):
-            row = dict(row, variant=variant, config=config, device=dev_name, git=commit)
-            rows.append({column: row[column] for column in TIMING_COLUMNS})
-            timed += 1
-        results.atomic_write_text(path, pd.DataFrame(rows).to_csv(index=False))
-    bar.close()
-    df = pd.DataFrame(rows)
-    return df[[row_key(r) in wanted for r in rows]].reset_index(drop=True), peak  # only what `p` asks for
+    return plan, wanted, retimed
+
+
+def apply_peak(df: pd.DataFrame, peak: dict[str, float]) -> pd.DataFrame:
+    """The time_models rows `df` (of one device) with peak_gflops, fraction_of_peak and peak_source from one peak per
+    precision: the GEMM peak `peak` of this run, for rows measured in earlier runs too.
+
+    No step can run faster than the machine's matrix products, so a row whose achieved_gflops exceeds the GEMM peak
+    means the peak measurement failed (it came out slow: another job had the cores). Then the peak of that
+    precision is the best rate any of its rows achieved, taken from that step, not from the GEMM: peak_source names
+    the step and the GEMM's rate, and as the true peak is at least that rate, the precision's fractions are upper
+    bounds. So no fraction above 1 is reported, none is clamped, no row is dropped; measurement_notes says so."""
+    out = df.copy()
+    if out.empty:
+        return out
+    out["peak_gflops"], out["peak_source"] = out["precision"].map(peak).astype(float), "GEMM"
+    for prec, rows in out.groupby("precision"):
+        if rows["achieved_gflops"].max() > peak[prec]:
+            step = rows.loc[rows["achieved_gflops"].idxmax()]
+            out.loc[rows.index, "peak_gflops"] = step["achieved_gflops"]
+            out.loc[rows.index, "peak_source"] = (f"step {step['model']} ({step['variant']}) {step['mode']} batch "
+                                                  f"{step['batch']}; the GEMM measured {peak[prec]:,.1f} GFLOP/s")
+    out["fraction_of_peak"] = out["achieved_gflops"] / out["peak_gflops"]
+    return out
 
 
 def _time_model(p, name: str, shared: bool, todo: list[tuple], device: torch.device, peak: dict[str, float], bar,
@@ -118,7 +171,7 @@ def _time_model(p, name: str, shared: bool, todo: list[tuple], device: torch.dev
                    gflops_per_image=gflops[mode], images_per_s=t.images_per_s, latency_ms=t.latency_ms,
                    mean_ms=1000 * t.mean_s, std_ms=1000 * t.std_s, min_ms=1000 * t.min_s,
                    warmup=t.warmup, reps=t.reps, achieved_gflops=rate, peak_gflops=peak[prec],
-                   fraction_of_peak=rate / peak[prec], what=t.what, torch=torch.__version__)
+                   fraction_of_peak=rate / peak[prec], peak_source="GEMM", what=t.what, torch=torch.__version__)
         bar.update(timed + i + 1, f"{name} ({variant}) {mode} batch {batch} {prec}")
 
 
@@ -178,9 +231,16 @@ def pipeline_against_training(pipe: Timing, df: pd.DataFrame) -> str:
 
 
 def measurement_notes(df: pd.DataFrame) -> str:
-    """What was and was not measured: the device of time_models rows `df`, whether a GPU was present, the precisions."""
+    """What was and was not measured: the device of time_models rows `df`, whether the GEMM peak measurement failed
+    (apply_peak), whether a GPU was present, the precisions."""
     precisions = list(dict.fromkeys(df["precision"]))
     lines = [f"All rows above were measured on: {df['device'].iloc[0]}."]
+    failed = df[df["peak_source"].ne("GEMM") & df["peak_source"].notna()] if "peak_source" in df else df[:0]
+    if len(failed):  # apply_peak: a step ran faster than the GEMM peak
+        lines.append("The GEMM peak measurement failed: a step ran faster than the matrix products, so the peak used "
+                     "is the fastest step's rate, taken from the step, not from the GEMM (fractions of it are upper "
+                     "bounds): " + "; ".join(f"{r.precision} {r.peak_gflops:,.1f} GFLOP/s from {r.peak_source}"
+                                            for r in failed.drop_duplicates("precision").itertuples()) + ".")
     if not torch.cuda.is_available():
         lines.append("No GPU was present: nothing here was measured on a GPU. On one, the same code runs with "
                      "CUDA-event timing, device synchronisation and torch's fused attention "

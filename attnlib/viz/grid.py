@@ -1,0 +1,72 @@
+"""Whether layer 1's quadratic heads form a convolution's grid of taps (the paper's Figure 4), per seed.
+
+One panel per seed: every head's center at initialisation (hollow) and after training (filled), the grid of taps
+around the query (grey crosses), and a line from each trained center to the tap it is matched to
+(attnlib.evidence.grid). The last panel: the matched grid distance after every epoch, per seed and its mean over
+seeds, with the line a grid must come under.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from attnlib.evidence.grid import grid_distances, grid_offsets, matched_offsets
+from attnlib.viz.saving import save
+
+
+def plot_grid(centers: pd.DataFrame, path: str | Path | None = None, within: float | None = None, layer: int = 1,
+              subtitle: str = ""):
+    """`centers`: one model's recorded centers (results.CENTER_COLUMNS) over its seeds and epochs; `within`: the
+    grid distance (tokens) a grid must end under, drawn as a dashed line."""
+    part = centers[centers["layer"] == layer]
+    seeds = sorted(part["seed"].unique())
+    fig, axes = plt.subplots(1, len(seeds) + 1, figsize=(3.0 * (len(seeds) + 1), 3.2), squeeze=False)
+    for ax, seed in zip(axes[0], seeds):
+        _seed_panel(ax, part[part["seed"] == seed], seed)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    _distance_panel(axes[0][-1], grid_distances(part, layer), within)
+    fig.suptitle(f"layer {layer}: heads against the grid of taps" + (f"\n{subtitle}" if subtitle else ""), fontsize=9)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))  # room for the legend below
+    return save(fig, path)
+
+
+def _seed_panel(ax, runs: pd.DataFrame, seed: int):
+    first, last = runs[runs["epoch"] == 0], runs[runs["epoch"] == runs["epoch"].max()]
+    start, end = (d.sort_values("head")[["row", "col"]].to_numpy() for d in (first, last))
+    taps = grid_offsets(len(end))
+    ax.scatter(taps[:, 1], taps[:, 0], marker="x", color="0.6", s=40, zorder=2, label="grid of taps")
+    ax.scatter(start[:, 1], start[:, 0], facecolors="none", edgecolors="tab:blue", s=28, zorder=3, label="epoch 0")
+    ax.scatter(end[:, 1], end[:, 0], color="tab:red", s=28, zorder=4, label=f"epoch {int(last['epoch'].max())}")
+    for (r, c), (tr, tc) in zip(end, matched_offsets(end)):
+        ax.plot([c, tc], [r, tr], color="tab:red", lw=0.8, alpha=0.7, zorder=3)
+    extent = max(2.5, float(np.abs(np.concatenate([start, end])).max()) + 0.5)
+    ax.set_xlim(-extent, extent)
+    ax.set_ylim(extent, -extent)  # rows grow downwards, as in the image
+    ax.set_aspect("equal")
+    ax.grid(alpha=0.3)
+    ax.tick_params(labelsize=8)
+    d0, d1 = (float(np.linalg.norm(x - matched_offsets(x), axis=-1).mean()) for x in (start, end))
+    ax.set_title(f"seed {seed}: {d0:.2f} -> {d1:.2f} tokens", fontsize=9)
+    ax.set_xlabel("column offset (tokens)", fontsize=8)
+    ax.set_ylabel("row offset (tokens)", fontsize=8)
+
+
+def _distance_panel(ax, table: pd.DataFrame, within: float | None):
+    by_epoch = table.pivot_table(index="epoch", columns="seed", values="grid_distance")
+    for seed in by_epoch.columns:
+        ax.plot(by_epoch.index, by_epoch[seed], color="0.6", lw=0.8)
+    mean, sd = by_epoch.mean(axis=1), by_epoch.std(axis=1).fillna(0.0)
+    ax.plot(mean.index, mean, color="tab:red", lw=2, label=f"mean of {by_epoch.shape[1]} seed(s)")
+    ax.fill_between(mean.index, mean - sd, mean + sd, color="tab:red", alpha=0.2)
+    if within is not None:
+        ax.axhline(within, color="k", ls="--", lw=0.8, label=f"a grid: under {within:g}")
+    ax.set_ylim(0, max(2.0, float(by_epoch.max().max()) + 0.2))
+    ax.set_xlabel("epoch (0: initialisation)", fontsize=8)
+    ax.set_ylabel("distance from the grid (tokens)", fontsize=8)
+    ax.set_title("matched grid distance per epoch", fontsize=9)
+    ax.tick_params(labelsize=8)
+    ax.legend(fontsize=7)
