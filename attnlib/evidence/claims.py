@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from attnlib.evidence.grid import grid_distances
+from attnlib.evidence.taps import grid_distances
 
 VERDICTS = ("reproduced", "partly", "not shown", "not reproduced", "not measured")
 
@@ -28,7 +28,7 @@ class Criteria:
     sharper: float = 0.05  # rise of the mean share on each head's top offset (absolute; uniform is 1/T)
     grid_fraction: float = 2 / 3  # of the heads must end at distinct offsets (a kernel's taps, not one tap)
     grid_closer: float = 0.1  # tokens: how much closer to the grid of taps layer 1's centers must come in every seed
-    grid_within: float = 1.0  # tokens: how close to that grid they must end (matched grid distance, evidence.grid)
+    grid_within: float = 1.0  # tokens: how close to that grid they must end (matched grid distance, evidence.taps)
     near_query: float = 1.5  # tokens: how near the query learned embeddings' top offsets must end (Figures 5-6)
     wider: float = 0.1  # tokens: how much more the deepest layer's spread grows (or less it shrinks) than the first's
     less_with_content: float = 0.05  # the plain model's rise minus the content model's, beyond their spreads
@@ -104,7 +104,7 @@ def _center_effects(centers: pd.DataFrame) -> pd.DataFrame:
 
 
 def _grid_effects(first: pd.DataFrame, last: pd.DataFrame) -> pd.DataFrame:
-    """Per (run, layer from 0): the matched grid distance of its heads' centers (evidence.grid) at initialisation
+    """Per (run, layer from 0): the matched grid distance of its heads' centers (evidence.taps) at initialisation
     and trained."""
     def table(rows, when):
         out = grid_distances(rows.assign(layer=rows["layer"] + 1), layer=None)

@@ -221,14 +221,14 @@ def show_section(data: ReportData, section: str):
 
 
 def draw_grid(data: ReportData, path: Path) -> None:
-    """The grid figure of sa_quadratic (9 heads) from its recorded centers (viz.plot_grid); nothing without them."""
+    """The grid figure of sa_quadratic (9 heads) from its recorded centers (viz.plot_taps); nothing without them."""
     centers = data.res["centers"]
     runs = centers[(centers["model"] == "sa_quadratic") & (centers["variant"] == "9 heads")] if not centers.empty \
         else centers
     if runs.empty:
         return
     subtitle = f"sa_quadratic, 9 heads, {_joined(runs['dataset'])}, profile {data.profile}"
-    viz.plot_grid(runs, path, within=learning.CRITERIA.grid_within, subtitle=subtitle)
+    viz.plot_taps(runs, path, within=learning.CRITERIA.grid_within, subtitle=subtitle)
     viz.plt.close("all")
 
 

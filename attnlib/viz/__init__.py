@@ -3,7 +3,7 @@
     training.py      accuracy curves, centers of attention and their paths, attention during training
     maps.py          attention maps of trained models per query pixel and by offset, conv-likeness
     construction.py  Theorem 1's attention layer against its convolution (notebook 00)
-    grid.py          layer 1's heads against the grid of a convolution's taps, per seed and epoch
+    taps.py          layer 1's heads against the grid of a convolution's taps, per seed and epoch
     timing.py        throughput and latency (notebook 06)
 
 The public names of all of them are here: `from attnlib import viz; viz.plot_curves(...)`; `viz.plt` is
@@ -13,7 +13,7 @@ of taps a grid figure draws), nothing above them.
 import matplotlib.pyplot as plt
 
 from attnlib.viz.construction import plot_cases, plot_error_vs_alpha, plot_head_maps, show_channels
-from attnlib.viz.grid import plot_grid
+from attnlib.viz.taps import plot_taps
 from attnlib.viz.maps import (HeadPanel, image_for_display, plot_conv_likeness, plot_offset_average,
                               plot_query_attention, zoom_limits)
 from attnlib.viz.saving import DPI, save
@@ -23,5 +23,5 @@ from attnlib.viz.training import (gaussian_contour, plot_attention_development, 
 
 __all__ = ["DPI", "HeadPanel", "gaussian_contour", "image_for_display", "plot_attention_development", "plot_cases",
            "plot_center_trajectories", "plot_centers", "plot_conv_likeness", "plot_curves", "plot_error_vs_alpha",
-           "plot_grid", "plot_head_maps", "plot_offset_average", "plot_query_attention", "plot_timing", "save",
+           "plot_taps", "plot_head_maps", "plot_offset_average", "plot_query_attention", "plot_timing", "save",
            "show_channels", "zoom_limits"]

@@ -1,4 +1,4 @@
-"""The matched grid distance (attnlib.evidence.grid): how far a layer's heads are from a convolution's grid of taps.
+"""The matched grid distance (attnlib.evidence.taps): how far a layer's heads are from a convolution's grid of taps.
 
 Covers: a hand-built grid reads 0 in any order of its heads; a grid shifted by half a token reads 0.5; heads
 piled on the query read the mean distance of the taps from the centre; the exact matching agrees with brute
@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from attnlib.evidence.grid import grid_distances, grid_offsets, matched_grid_distance
+from attnlib.evidence.taps import grid_distances, grid_offsets, matched_grid_distance
 
 
 def test_a_grid_of_nine_heads_in_any_order_is_at_distance_zero():

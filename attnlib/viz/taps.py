@@ -2,7 +2,7 @@
 
 One panel per seed: every head's center at initialisation (hollow) and after training (filled), the grid of taps
 around the query (grey crosses), and a line from each trained center to the tap it is matched to
-(attnlib.evidence.grid). The last panel: the matched grid distance after every epoch, per seed and its mean over
+(attnlib.evidence.taps). The last panel: the matched grid distance after every epoch, per seed and its mean over
 seeds, with the line a grid must come under.
 """
 from __future__ import annotations
@@ -13,11 +13,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from attnlib.evidence.grid import grid_distances, grid_offsets, matched_offsets
+from attnlib.evidence.taps import grid_distances, grid_offsets, matched_offsets
 from attnlib.viz.saving import save
 
 
-def plot_grid(centers: pd.DataFrame, path: str | Path | None = None, within: float | None = None, layer: int = 1,
+def plot_taps(centers: pd.DataFrame, path: str | Path | None = None, within: float | None = None, layer: int = 1,
               subtitle: str = ""):
     """`centers`: one model's recorded centers (results.CENTER_COLUMNS) over its seeds and epochs; `within`: the
     grid distance (tokens) a grid must end under, drawn as a dashed line."""
