@@ -214,6 +214,7 @@ def test_each_section_shows_its_named_figures_and_the_first_matches_of_its_globs
         (tmp_path / name).write_bytes(b"png")
     quadratic = report_sections.figures_shown(tmp_path, report_sections.SECTIONS["quadratic"][1])
     assert [(n, ok) for n, _, ok in quadratic] == [
+        ("08_report_grid.png", False),  # drawn by the report itself (Figure.draw), not here
         ("07_visualizations_centers.png", True), ("07_visualizations_center_paths.png", False),
         ("07_visualizations_development.png", False), ("07_visualizations_query_sa_quadratic-h16-s42.png", True),
         ("07_visualizations_query_sa_quadratic-h9-s42.png", True)]  # the first two matches, in name order

@@ -2,7 +2,7 @@
 
 Covers: a hand-built grid reads 0 in any order of its heads; a grid shifted by half a token reads 0.5; heads
 piled on the query read the mean distance of the taps from the centre; the exact matching agrees with brute
-force over every assignment; the per-epoch table from recorded centers.
+force over every assignment; the per-epoch table from recorded centers; the report's figure of it (viz.plot_taps).
 """
 import itertools
 import math
@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from attnlib.evidence.taps import grid_distances, grid_offsets, matched_grid_distance
+from attnlib.viz import plot_taps
 
 
 def test_a_grid_of_nine_heads_in_any_order_is_at_distance_zero():
@@ -54,3 +55,14 @@ def test_the_table_per_run_and_epoch_from_recorded_centers():
     assert list(table["epoch"]) == [0, 1] and list(table["heads"]) == [4, 4]
     assert table["grid_distance"].iloc[0] == pytest.approx(0.0)
     assert table["grid_distance"].iloc[1] > 0.5  # the grid twice as wide: no longer the taps around the query
+
+
+def test_the_figure_draws_every_seed_and_the_distance_per_epoch(tmp_path):
+    grid = grid_offsets(9)
+    rows = [dict(run_id=f"r{seed}", model="sa_quadratic", variant="9 heads", seed=seed, epoch=epoch, layer=1,
+                 head=h + 1, row=grid[h, 0] + 0.3 * (2 - epoch), col=grid[h, 1])
+            for seed in (0, 1) for epoch in (0, 1, 2) for h in range(9)]
+    fig = plot_taps(pd.DataFrame(rows), tmp_path / "taps.png", within=1.0)
+    assert (tmp_path / "taps.png").stat().st_size > 0
+    assert len(fig.axes) == 3  # two seeds and the distance per epoch
+    assert [ax.get_title() for ax in fig.axes[:2]] == ["seed 0: 0.60 -> 0.00 tokens", "seed 1: 0.60 -> 0.00 tokens"]
