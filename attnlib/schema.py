@@ -16,12 +16,24 @@ import dataclasses
 import difflib
 import functools
 import math
+import reprlib
 import typing
 from pathlib import Path
 
 import yaml
 
 from attnlib.messages import one_line
+
+# What a parameter file may hold: far beyond any of the project's, far below what can hurt the process.
+MAX_YAML_CHARS, MAX_ALIASES, MAX_DEPTH, MAX_VALUES = 1_000_000, 100, 50, 100_000
+
+
+def quoted(value, limit: int = 80) -> str:
+    """repr(value) cut to `limit` characters (with "..."): an error message quotes a prefix, never a whole value."""
+    short = reprlib.Repr()
+    short.maxlevel, short.maxlist, short.maxdict, short.maxstring, short.maxother = 3, 8, 8, limit, limit
+    text = short.repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 class ParamsError(ValueError):
@@ -104,10 +116,10 @@ def checked(cls: type, key: str, value, where: str, label: str | None = None):
     expected); a wrong type or a non-finite number raises ParamsError naming `label` (default: the key)."""
     hint, label = hints(cls)[key], label or key
     if not check_type(value, hint):
-        raise ParamsError(f"{where}: {label} must be {type_name(hint)}, got {value!r}")
+        raise ParamsError(f"{where}: {label} must be {type_name(hint)}, got {quoted(value)}")
     if not finite(value) and hint is not dict:  # a mapping's entries are checked where they are used
         raise ParamsError(f"{where}: {label} must be "
-                          f"{'finite numbers' if isinstance(value, list) else 'a finite number'}, got {value!r}")
+                          f"{'finite numbers' if isinstance(value, list) else 'a finite number'}, got {quoted(value)}")
     return float(value) if hint is float else value
 
 
@@ -115,7 +127,7 @@ def check_options(where: str, owner: str, options, allowed: dict[str, type]) -> 
     """Check a nested mapping of options (a model's under per_model): each key one of `allowed`, which maps
     an option to the dataclass that has it, each value of that field's type."""
     if not isinstance(options, dict):
-        raise ParamsError(f"{where}: {owner} must be a mapping of option: value, got {options!r}")
+        raise ParamsError(f"{where}: {owner} must be a mapping of option: value, got {quoted(options)}")
     for option, value in options.items():
         if option not in allowed:
             raise unknown_key(where, option, sorted(allowed), noun="option", owner=owner)
@@ -141,9 +153,43 @@ class _DuplicateKey(Exception):
         self.key, self.first, self.again = key, first, again
 
 
+class _TooBig(Exception):
+    """A YAML document beyond what a parameter file needs (MAX_ALIASES, MAX_DEPTH): refused before it is built."""
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
     """YAML's safe loader, except that a key given twice in one mapping is an error instead of the last one
-    silently winning."""
+    silently winning, and that a document with more than MAX_ALIASES aliases, nested deeper than MAX_DEPTH, or whose
+    aliases expand into more than MAX_VALUES values is refused while it is read: nested aliases ("billion laughs")
+    would expand into billions of values wherever the parameters are walked, and a list nested thousands deep would
+    exhaust Python's stack."""
+
+    def compose_node(self, parent, index):
+        self.aliases_seen = getattr(self, "aliases_seen", 0) + self.check_event(yaml.AliasEvent)
+        self.depth = getattr(self, "depth", 0) + 1
+        if self.aliases_seen > MAX_ALIASES:
+            raise _TooBig(f"more than {MAX_ALIASES} aliases (*name); write the values out")
+        if self.depth > MAX_DEPTH:
+            raise _TooBig(f"values nested more than {MAX_DEPTH} deep")
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def compose_document(self):
+        node = super().compose_document()
+        if node is not None and _expanded_size(node, {}) > MAX_VALUES:
+            raise _TooBig(f"its aliases expand into more than {MAX_VALUES:,} values; write the values out")
+        return node
+
+
+def _expanded_size(node, seen: dict) -> int:
+    """How many values `node` stands for with every alias written out (each node counted once per use)."""
+    if id(node) not in seen:
+        children = node.value if isinstance(node.value, list) else []
+        seen[id(node)] = 1 + sum(_expanded_size(c, seen) for pair in children
+                                 for c in (pair if isinstance(pair, tuple) else (pair,)))
+    return seen[id(node)]
 
 
 def _construct_unique_mapping(loader, node, deep=False):
@@ -180,8 +226,12 @@ def read_yaml(path: str | Path):
                           "save it as UTF-8") from None
     except OSError as err:
         raise ParamsError(f"{path}: cannot be read ({err.strerror or err})") from None
+    if len(text) > MAX_YAML_CHARS:
+        raise ParamsError(f"{path}: {len(text):,} characters, more than a parameter file needs ({MAX_YAML_CHARS:,})")
     try:
         return yaml.load(text, Loader=_UniqueKeyLoader)
+    except _TooBig as err:
+        raise ParamsError(f"{path}: refused: {err}") from None
     except _DuplicateKey as err:
         raise ParamsError(f"{path}: key {err.key!r} is given twice (lines {err.first} and {err.again}); "
                           "keep one") from None

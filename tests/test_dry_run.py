@@ -104,8 +104,9 @@ def test_the_runner_dry_run_goes_apart_and_the_report_shows_it(tmp_path):
     assert (rows["steps"] == 2).all() and len(rows) >= 1
     report = (tmp_path / "smoke" / "notebooks" / "08_report.ipynb").read_text()
     assert "**Dry run**: 2 steps per run" in report
-    bad = run_runner("--dry-run", "-1", "--results-dir", str(tmp_path))
-    assert bad.returncode == 2 and "--dry-run must be" in bad.stderr
+    for steps in ("-1", "0"):  # 0 would start the real training (at ffb255a: make reproduce DRY_RUN=0 did)
+        bad = run_runner("--dry-run", steps, "--results-dir", str(tmp_path))
+        assert bad.returncode == 2 and f"--dry-run must be a number of steps, at least 1, got {steps}" in bad.stderr
 
 
 def test_a_run_that_does_not_fit_in_memory_is_recorded_and_the_dry_run_goes_on(tmp_path, capsys):

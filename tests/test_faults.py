@@ -7,7 +7,7 @@ Every case says in its name or id whether the fault heals or stops (`heal-`/`hea
 are the controls, showing that the checks leave whole files alone. Most cases call the library directly on a copy of one trained smoke folder; the runner's own
 faults (Ctrl-C, kill -9, a failing rerun, a damaged checkpoint under `make reproduce`) run it for real.
 
-What is damaged, in 120 cases (124 tests with the controls): parameter files (and the runner and
+What is damaged, in 128 cases (132 tests with the controls; 8 of them from issue 29): parameter files (and the runner and
 `python -m attnlib.params` on them), notebook 07's parameters beyond what was trained, checkpoints, the metrics, centers, attention, summary and
 timing CSVs (with and without checkpoints to rebuild them from), the runner's stamps, Fashion-MNIST's files
 and a half-extracted CIFAR-10, temporary files of a killed writer, and the file modes of atomic writes.
@@ -36,6 +36,7 @@ from attnlib import data, results
 from attnlib.data import DataError
 from attnlib.experiments import grid, params, settings
 from attnlib.experiments import runs as experiment
+from attnlib.explorer import cli
 from attnlib.report import tables as report
 from attnlib.report import timing_table
 from attnlib.results import ATTENTION_COLUMNS, CENTER_COLUMNS, METRIC_COLUMNS
@@ -174,6 +175,16 @@ PARAM_FAULTS = [  # (id, notebook, content (text, bytes or a function making the
      ["experiments names '09_extra', which is not a training notebook under notebooks/"]),
     ("viz-centers-experiment-misspelled", "07_visualizations", "profile: smoke\ncenters_experiment: quadratic\n",
      ["centers_experiment names 'quadratic'"]),
+    # Beyond issue 16 (issue 29). At commit ffb255a the first (342 bytes) wrote a 157 MB error line holding the
+    # whole expanded value, the second ended in a RecursionError traceback, the third wrote its 15,000-character
+    # value out in its line.
+    ("yaml-billion-laughs", "02_quadratic", "profile: smoke\nseeds: [&a [1, 2, 3, 4, 5, 6, 7, 8, 9], "
+     + ", ".join(f"&{b} [{', '.join(['*' + a] * 9)}]" for a, b in zip("abcdefg", "bcdefgh")) + "]\n",
+     ["refused", "aliases expand into more than 100,000 values"]),
+    ("list-nested-3000-deep", "02_quadratic", "profile: smoke\nseeds: " + "[" * 3000 + "]" * 3000 + "\n",
+     ["refused", "nested more than 50 deep"]),
+    ("long-wrong-value-quoted-short", "02_quadratic", "profile: smoke\nseeds: [" + "1, " * 5000 + "[1]]\n",
+     ["seeds must be a list of int, got [1, 1, 1"]),
 ]
 
 
@@ -198,9 +209,10 @@ def test_bad_parameter_file_stops_with_one_line_naming_file_and_key(tmp_path, ca
     assert out.out == "" and line.startswith(f"error: {path}: ")
     for w in words:
         assert w in line, line
+    assert len(line) < 400, line  # a prefix of the value, never the whole of it
 
 
-RUNNER_PARAM_FAULTS = ["lr-inf", "duplicate-key", "empty-file", "not-utf8", "a-folder"]
+RUNNER_PARAM_FAULTS = ["lr-inf", "duplicate-key", "empty-file", "not-utf8", "a-folder", "yaml-billion-laughs"]
 
 
 @pytest.mark.parametrize("name", RUNNER_PARAM_FAULTS, ids=[f"stop-runner-params-{n}" for n in RUNNER_PARAM_FAULTS])
@@ -659,6 +671,9 @@ TEMP_FAULTS = {  # (folder, name of a temporary file left behind)
     "csv-write-killed": ("metrics", lambda: f".02_quadratic.csv.{results.files._host()}-{_dead_pid()}.0123abcd.tmp"),
     "executed-notebook-killed": ("notebooks", lambda: f".02_quadratic.ipynb.{results.files._host()}-{_dead_pid()}.0123abcd.tmp.ipynb"),
     "written-by-an-older-version": ("checkpoints", lambda: ".run.pt.k3j2_x9a.tmp"),
+    # issue 29: at ffb255a a temporary file whose name lacks the dot, the host and the pid stayed forever
+    "any-name-just-now": ("checkpoints", lambda: "run.pt.tmp"),
+    "any-name-in-figures": ("figures", lambda: "02_quadratic_curves.png.tmp"),
 }
 
 
@@ -859,3 +874,29 @@ def test_heal_runner_damaged_stamps_rerun_the_notebook(reference, tmp_path):
     assert "1 of 1 notebooks run" in out.stdout and set(json.loads(stamps.read_text())) == {"02_quadratic"}
     for got, want in zip(_metrics(tmp_path / "results"), _metrics(reference / "results")):
         pd.testing.assert_frame_equal(got, want)  # finished runs read back, not retrained
+
+
+# -- beyond issue 16 (issue 29): lines that name the real cause -------------------------------------------------
+def test_stop_only_that_matches_no_notebook_says_so_with_the_closest(capsys):
+    """At ffb255a `--only 99` said that there were no parameter files under params/<profile>/."""
+    assert run.main(["--profile", "smoke", "--only", "99"]) == 2
+    err = capsys.readouterr().err
+    assert one_line(err) == "error: --only 99 matches no notebook (notebooks: 00, 01, 02, 03, 04, 05, 06, 07, 08)"
+    assert run.main(["--profile", "smoke", "--only", "02,quadratc"]) == 2
+    assert "--only quadratc matches no notebook" in (err := capsys.readouterr().err) and "did you mean 02" in err
+
+
+def test_stop_explore_run_with_a_typo_names_the_runs_and_the_closest(tmp_path, capsys):
+    """At ffb255a a misspelt --run said only that there were no trained runs in results/quick."""
+    from PIL import Image
+    Image.new("RGB", (32, 32)).save(tmp_path / "photo.png")
+    ckpts = tmp_path / "results" / "smoke" / "checkpoints"
+    ckpts.mkdir(parents=True)
+    for run_id in ("sa_quadratic-h9-s42-abcd1234", "sa_learned-h9-s42-1234abcd"):
+        (ckpts / f"{run_id}.pt").touch()
+    code = cli.main([str(tmp_path / "photo.png"), "--run", "sa_quadratc-h9", "--out", str(tmp_path / "page.html"),
+                     "--results-dir", str(tmp_path / "results")])
+    line = one_line(capsys.readouterr().err)
+    assert code == 2 and line.startswith("error: --run sa_quadratc-h9 matches no trained run; did you mean "
+                                         "sa_quadratic-h9-s42-abcd1234?")
+    assert "sa_learned-h9-s42-1234abcd" in line and not (tmp_path / "page.html").exists()

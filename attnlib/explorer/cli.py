@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import io
 import sys
 from pathlib import Path
@@ -20,11 +21,25 @@ from attnlib.explorer.trained_runs import TrainedRun, trained_runs
 
 # -- the command -----------------------------------------------------------------------------------
 def _guess_profile(results_dir: Path, wanted: list[str]) -> str:
-    for profile in ("quick", "paper", "smoke"):
-        ckpts = [p.stem for p in (results_dir / profile / "checkpoints").glob("*.pt")]
+    """The first profile (quick, paper, smoke) whose checkpoints hold every run named (by id or prefix); "quick"
+    when none is named and none has checkpoints. A name that no profile's checkpoints start with raises ValueError,
+    naming the runs there are and the closest one."""
+    trained = {profile: [p.stem for p in (results_dir / profile / "checkpoints").glob("*.pt")]
+               for profile in ("quick", "paper", "smoke")}
+    for profile, ckpts in trained.items():
         if ckpts and (not wanted or all(any(c.startswith(w) for c in ckpts) for w in wanted)):
             return profile
+    every = sorted({c for ckpts in trained.values() for c in ckpts})
+    missing = [w for w in wanted if not any(c.startswith(w) for c in every)]
+    if missing and every:
+        raise ValueError(f"--run {missing[0]} matches no trained run{_closest(missing[0], every)} "
+                         f"(trained runs under {results_dir}: {messages.first_few(every, 6)})")
     return "quick"
+
+
+def _closest(name: str, run_ids: list[str]) -> str:
+    close = difflib.get_close_matches(name, run_ids, n=1, cutoff=0.5)
+    return f"; did you mean {close[0]}?" if close else ""
 
 
 def select_runs(runs: list[TrainedRun], wanted: list[str]) -> list[TrainedRun]:
@@ -38,7 +53,8 @@ def select_runs(runs: list[TrainedRun], wanted: list[str]) -> list[TrainedRun]:
         match = exact or [r for r in runs if r.run.run_id.startswith(name)]
         if len(match) != 1:
             known = ", ".join(r.run.run_id for r in runs) or "none"
-            why = "matches no trained run" if not match else f"matches {len(match)} runs"
+            why = (f"matches no trained run{_closest(name, [r.run.run_id for r in runs])}" if not match
+                   else f"matches {len(match)} runs")
             raise ValueError(f"--run {name} {why} (trained runs: {known})")
         chosen.append(match[0])
     return chosen
@@ -68,8 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     results_dir = Path(args.results_dir)
-    profile = args.profile or _guess_profile(results_dir, args.run)
     try:
+        profile = args.profile or _guess_profile(results_dir, args.run)
         with contextlib.redirect_stdout(io.StringIO()):  # the data sets' banners: this command prints one line
             runs, _ = trained_runs([e for e in args.experiments.split(",") if e], profile, results_dir,
                                    args.params_dir, args.data_root, args.dataset)

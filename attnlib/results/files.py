@@ -29,7 +29,6 @@ TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<host>[A-Za-z0-9_-]+)-(?P<pid>\d+)\.[
 FOREIGN_TEMP_AGE_S = 24 * 3600
 
 
-UNNAMED_TEMP_AGE_S = 3600  # one without a writer in its name (older versions) after an hour
 
 
 def temp_file(path: str | Path, suffix: str = ".tmp") -> Path:
@@ -91,21 +90,22 @@ def _alive(pid: int) -> bool:
 
 
 def remove_stale_temp_files(folder: str | Path, verbose: bool = True) -> list[Path]:
-    """Remove the temporary files under `folder` whose writer is gone (killed during a write): ours when
-    the process that named itself in the file no longer runs, another host's after a day. A writer still
-    at work keeps its file, so two runners at once do not disturb each other."""
+    """Remove the temporary files (*.tmp, *.tmp.ipynb, of any name) under `folder` whose writer is gone (killed
+    during a write): ours when the process that named itself in the file no longer runs, another host's after a
+    day, and at once one that names no writer (no writer of this project's writes it so: an older version's, or a
+    stray copy). A writer still at work keeps its file, so two runners at once do not disturb each other."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
     removed, now, host = [], time.time(), _host()
-    for tmp in [*folder.rglob(".*.tmp"), *folder.rglob(".*.tmp.ipynb")]:
+    for tmp in [*folder.rglob("*.tmp"), *folder.rglob("*.tmp.ipynb")]:
         try:
             if not tmp.is_file() or tmp.is_symlink():
                 continue
             m = TEMP_RE.match(tmp.name)
             age = now - tmp.stat().st_mtime
             if m is None:
-                stale = age > UNNAMED_TEMP_AGE_S
+                stale = True
             elif m["host"] == host:
                 stale = not _alive(int(m["pid"]))
             else:

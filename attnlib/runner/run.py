@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import logging
 import os
 import signal
@@ -77,6 +78,19 @@ def notebooks_for(profile: str, only: list[str] | None = None,
     return pairs
 
 
+def unmatched(only: list[str]) -> str | None:
+    """One line for the first --only entry that starts no notebook's name, naming the notebooks and the closest one;
+    None when every entry matches."""
+    stems = [nb.stem for nb in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))]
+    for entry in only:
+        if not any(stem.startswith(entry) for stem in stems):
+            names = {name: stem for stem in stems for name in (stem, stem[3:])}  # 02_quadratic, quadratic
+            close = difflib.get_close_matches(entry, names, n=1)
+            hint = f"; did you mean {names[close[0]][:2]} ({names[close[0]]})?" if close else ""
+            return f"--only {entry} matches no notebook (notebooks: {', '.join(s[:2] for s in stems)}){hint}"
+    return None
+
+
 def _interrupt_once(signum, frame):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     raise KeyboardInterrupt
@@ -108,7 +122,7 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--force", action="store_true",
                     help="rerun notebooks even when nothing changed since their last run")
     ap.add_argument("--report", action="store_true", help="only rebuild the report (notebook 08 and its HTML/PDF)")
-    ap.add_argument("--dry-run", type=int, default=0, metavar="N",
+    ap.add_argument("--dry-run", type=int, default=None, metavar="N",
                     help="every run of the profile at its size for N optimizer steps, timed and measured "
                          "(attnlib.training.dry_run)")
     ap.add_argument("--devices", default="", metavar="LIST",
@@ -116,8 +130,9 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
                          "(0,1,2,3), cuda:N or cpu (attnlib.training.schedule); default: the parameter files' "
                          "(every GPU)")
     args = ap.parse_args(argv)
-    if args.dry_run < 0:
+    if args.dry_run is not None and args.dry_run < 1:  # 0 would quietly start the real training
         ap.error(f"--dry-run must be a number of steps, at least 1, got {args.dry_run}")
+    args.dry_run = args.dry_run or 0  # not a dry run
     args.results_dir = args.results_dir or str(ROOT / (DRY_RUN_RESULTS if args.dry_run else "results"))
     args.devices = [d.strip() for d in args.devices.split(",") if d.strip()]
     return args
@@ -172,6 +187,9 @@ def _main(argv: list[str] | None) -> int:
     args = _arguments(argv)
     profile = pick_profile(args.profile, args.dry_run)
     only = [REPORT[:2]] if args.report else [o for o in args.only.split(",") if o]
+    if (unknown := unmatched(only)) is not None:
+        print(f"error: {unknown}", file=sys.stderr)
+        return 2
     pairs = notebooks_for(profile, only, Path(args.params_dir))
     if not pairs:
         print(f"error: no notebooks with parameter files under {args.params_dir}/{profile}/", file=sys.stderr)
