@@ -184,11 +184,15 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 def _expanded_size(node, seen: dict) -> int:
-    """How many values `node` stands for with every alias written out (each node counted once per use)."""
+    """How many values `node` stands for with every alias written out (each node counted once per use). An alias
+    inside its own anchor (`&x [*x]`) would stand for endlessly many: refused."""
     if id(node) not in seen:
+        seen[id(node)] = None  # being counted: meeting it again below is a value that holds itself
         children = node.value if isinstance(node.value, list) else []
         seen[id(node)] = 1 + sum(_expanded_size(c, seen) for pair in children
                                  for c in (pair if isinstance(pair, tuple) else (pair,)))
+    if seen[id(node)] is None:
+        raise _TooBig("an alias refers to the value that holds it; write the values out")
     return seen[id(node)]
 
 

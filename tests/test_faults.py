@@ -7,7 +7,7 @@ Every case says in its name or id whether the fault heals or stops (`heal-`/`hea
 are the controls, showing that the checks leave whole files alone. Most cases call the library directly on a copy of one trained smoke folder; the runner's own
 faults (Ctrl-C, kill -9, a failing rerun, a damaged checkpoint under `make reproduce`) run it for real.
 
-What is damaged, in 128 cases (132 tests with the controls; 8 of them from issue 29): parameter files (and the runner and
+What is damaged, in 129 cases (133 tests with the controls; 9 of them from issue 29): parameter files (and the runner and
 `python -m attnlib.params` on them), notebook 07's parameters beyond what was trained, checkpoints, the metrics, centers, attention, summary and
 timing CSVs (with and without checkpoints to rebuild them from), the runner's stamps, Fashion-MNIST's files
 and a half-extracted CIFAR-10, temporary files of a killed writer, and the file modes of atomic writes.
@@ -52,6 +52,11 @@ def one_line(text: str) -> str:
     assert len(lines) == 1, text
     assert "Traceback" not in text
     return lines[0]
+
+
+def read_records(path) -> pd.DataFrame:
+    """A records CSV as the library reads it: its text columns as text (a commit such as 6395e37 is no float)."""
+    return pd.read_csv(path, dtype=dict.fromkeys(results.TEXT_COLUMNS, str))
 
 
 def same_rows(a: pd.DataFrame, b: pd.DataFrame, keys: list[str], ignore=TIME_COLUMNS):
@@ -124,8 +129,8 @@ class Copy:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     t = Trained(tmp_path_factory.mktemp("trained"))
-    t.metrics = pd.read_csv(results.metrics_path(t.results_dir, "smoke", "02_quadratic"))
-    t.centers = pd.read_csv(results.centers_path(t.results_dir, "smoke", "02_quadratic"))
+    t.metrics = read_records(results.metrics_path(t.results_dir, "smoke", "02_quadratic"))
+    t.centers = read_records(results.centers_path(t.results_dir, "smoke", "02_quadratic"))
     return t
 
 
@@ -320,8 +325,8 @@ def test_damaged_checkpoint_is_moved_aside_and_its_run_starts_again(trained, tmp
     assert "starts again from epoch 1" in line
     assert (ckpt.parent / f"{ckpt.name}.damaged").exists()
     assert results.load_checkpoint(ckpt, c.runs[0].run_id)["epoch"] == 2  # whole again
-    same_rows(pd.read_csv(c.metrics), trained.metrics, ["run_id", "epoch"])  # replaced, not duplicated
-    same_rows(pd.read_csv(c.centers), trained.centers, ["run_id", "epoch", "layer", "head"])
+    same_rows(read_records(c.metrics), trained.metrics, ["run_id", "epoch"])  # replaced, not duplicated
+    same_rows(read_records(c.centers), trained.centers, ["run_id", "epoch", "layer", "head"])
     c.train()  # and from then on it is a finished run, read back
     assert capsys.readouterr().out == ""
 
@@ -362,7 +367,7 @@ def _drop_header(path: Path):
 
 
 def _drop_column(path: Path):
-    df = pd.read_csv(path)
+    df = read_records(path)
     df.drop(columns=[df.columns[-1]]).to_csv(path, index=False)
 
 
@@ -421,7 +426,7 @@ def test_damaged_csv_is_rebuilt_from_the_checkpoints(trained, tmp_path, capsys, 
     c = trained.copy(tmp_path)
     path = getattr(c, kind)
     columns = {"metrics": METRIC_COLUMNS, "centers": CENTER_COLUMNS, "attention": ATTENTION_COLUMNS}[kind]
-    original = pd.read_csv(path)
+    original = read_records(path)
     keys = ["run_id", "epoch"] + (["layer", "head"] if kind != "metrics" else [])
     CSV_FAULTS[name](path)
     df = results.read_metrics(path, columns)
@@ -429,7 +434,7 @@ def test_damaged_csv_is_rebuilt_from_the_checkpoints(trained, tmp_path, capsys, 
     assert line.startswith(f"{path} was damaged (") and "rebuilt from the 2 run(s)" in line
     assert (path.parent / f"{path.name}.damaged").exists()  # the damaged file is kept, not lost
     same_rows(df, original, keys, ignore=[])
-    same_rows(pd.read_csv(path), original, keys, ignore=[])  # on disk too
+    same_rows(read_records(path), original, keys, ignore=[])  # on disk too
     assert results.read_metrics(path, columns).shape == original.shape and capsys.readouterr().out == ""
 
 
@@ -439,7 +444,7 @@ def test_heal_damaged_csv_no_longer_stops_the_notebooks_later_runs(trained, tmp_
     _cut_mid_line(c.metrics)
     c.train()
     assert "rebuilt from the 2 run(s)" in one_line(capsys.readouterr().out)
-    same_rows(pd.read_csv(c.metrics), trained.metrics, ["run_id", "epoch"], ignore=[])
+    same_rows(read_records(c.metrics), trained.metrics, ["run_id", "epoch"], ignore=[])
 
 
 def test_heal_damaged_csv_without_checkpoints_is_moved_aside_and_its_runs_trained_again(trained, tmp_path, capsys):
@@ -450,7 +455,7 @@ def test_heal_damaged_csv_without_checkpoints_is_moved_aside_and_its_runs_traine
     line = one_line(capsys.readouterr().out)
     assert "no checkpoint" in line and "trained again" in line and (c.metrics.parent / "02_quadratic.csv.damaged").exists()
     c.train()
-    same_rows(pd.read_csv(c.metrics), trained.metrics, ["run_id", "epoch"])
+    same_rows(read_records(c.metrics), trained.metrics, ["run_id", "epoch"])
 
 
 def test_a_good_csv_is_read_as_it_is(trained, tmp_path, capsys):
@@ -728,7 +733,7 @@ def reference(tmp_path_factory):
 
 def _metrics(results_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     m = results_dir / "smoke" / "metrics"
-    return pd.read_csv(m / "02_quadratic.csv"), pd.read_csv(m / "02_quadratic_centers.csv")
+    return read_records(m / "02_quadratic.csv"), read_records(m / "02_quadratic_centers.csv")
 
 
 @pytest.mark.notebook
@@ -900,3 +905,10 @@ def test_stop_explore_run_with_a_typo_names_the_runs_and_the_closest(tmp_path, c
     assert code == 2 and line.startswith("error: --run sa_quadratc-h9 matches no trained run; did you mean "
                                          "sa_quadratic-h9-s42-abcd1234?")
     assert "sa_learned-h9-s42-1234abcd" in line and not (tmp_path / "page.html").exists()
+
+
+def test_stop_yaml_alias_inside_its_own_anchor_is_one_line(tmp_path, capsys):
+    """An alias inside its own anchor (`&x [*x]`) stands for endlessly many values: one line, not a RecursionError."""
+    path = write_param_file(tmp_path, "02_quadratic", "profile: smoke\nseeds: &x [1, *x]\n")
+    assert params.main([str(path)]) == 2
+    assert "refers to the value that holds it" in one_line(capsys.readouterr().err)

@@ -201,14 +201,14 @@ def claim_quadratic_grid(effects: pd.DataFrame, c: Criteria = CRITERIA) -> dict:
     if (early := _too_few(name, d, "sa_quadratic", c, "grid", "distance from the grid of taps (tokens)")):
         return early
     heads, seeds = int(d["heads"].iloc[0]), len(d)
-    has_grid = "grid_change" in d and d["grid_change"].notna().all()
+    has_grid = "grid_change" in d and d["grid_change"].notna().any()  # NaN: a diverged run, or > 16 heads
     grid = ((d["grid_change"] <= -c.grid_closer) & (d["grid_trained"] <= c.grid_within)) if has_grid else d["heads"] < 0
     distinct = d["distinct_trained"] >= c.grid_fraction * heads
     sharper = d["top_mass_change"] >= c.sharper
     verdict = ("not shown" if not grid.all() else "reproduced" if (distinct & sharper).all() else "partly")
     grid_text = (f"distance of the heads' centers from the {heads}-tap grid around the query (best one-to-one "
                  f"matching) {_level(d['grid_init'])} -> {_level(d['grid_trained'])} tokens, change "
-                 f"{_pm(d['grid_change'])}" if has_grid else "no centers recorded")
+                 f"{_pm(d['grid_change'])}" if has_grid else "not measurable (no centers recorded, or none finite)")
     return verdict_row(name, verdict,
                        f"sa_quadratic, layer 1, {seeds} seeds, trained against the same runs untrained (epoch 0). "
                        f"Grid: {grid_text}; {int(grid.sum())} of {seeds} seeds come >= {c.grid_closer:g} token "

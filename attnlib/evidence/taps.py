@@ -1,8 +1,9 @@
 """Whether a layer's heads form the grid of a convolution's taps around the query (the paper's Figure 4).
 
-A K x K convolution reads the K^2 offsets {-K//2, ..., K//2}^2 around each pixel (attnlib.conv_as_attention's
-`kernel_shifts`); Lemma 1 builds it from K^2 heads whose attention centers sit one on each offset. For a layer
-of N_h heads the grid is that of K = ceil(sqrt(N_h)). The *matched grid distance* is how far the heads' centers
+A K x K convolution reads the K^2 offsets {-K//2, ..., K - 1 - K//2}^2 around each pixel
+(attnlib.conv_as_attention's `kernel_shifts`: -1, 0, 1 for K = 3; -2 to 1 for K = 4); Lemma 1 builds it from
+K^2 heads whose attention centers sit one on each offset. For a layer of N_h heads the grid is that of
+K = ceil(sqrt(N_h)). The *matched grid distance* is how far the heads' centers
 are from it: the mean Euclidean distance, in tokens, from each head's center to the grid offset it is matched
 to, under the one-to-one matching of heads to offsets that makes the mean smallest. 0 means the heads sit on a
 grid; heads piled at the query, or spread at random, are far from it.
@@ -41,8 +42,11 @@ def matched_offsets(centers: np.ndarray) -> np.ndarray:
 
 
 def matched_grid_distance(centers: np.ndarray) -> float:
-    """The mean distance (tokens) from each head's center to its grid offset under the best matching."""
+    """The mean distance (tokens) from each head's center to its grid offset under the best matching; NaN where a
+    center is not finite (a run whose weights diverged) or the layer has more heads than MAX_OFFSETS."""
     centers = np.asarray(centers, dtype=float)
+    if not np.isfinite(centers).all() or len(centers) > MAX_OFFSETS:
+        return math.nan
     return float(np.linalg.norm(centers - matched_offsets(centers), axis=-1).mean())
 
 

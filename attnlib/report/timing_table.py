@@ -82,6 +82,7 @@ def time_models(p, path, progress: bool = True):
             print(f"Timed in {', '.join(precisions)}, the fastest by the GEMM peak measured before the models; with "
                   f"the one measured after them, {fastest_precision(peak)} measures fastest", flush=True)
     df = pd.DataFrame(rows)
+    df = df[[c for c in TIMING_COLUMNS if c in df] + [c for c in df if c not in TIMING_COLUMNS]]  # one column order
     mine = pd.Series([_row_key(r) in wanted for r in rows], index=df.index, dtype=bool)
     reported = apply_peak(df[mine], peak)  # only what `p` asks for, all against this run's peak
     kept = df[~mine]  # other devices, sizes, settings: as they were

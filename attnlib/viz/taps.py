@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from attnlib.evidence.taps import grid_distances, grid_offsets, matched_offsets
+from attnlib.evidence.taps import grid_distances, grid_offsets, matched_grid_distance, matched_offsets
 from attnlib.viz.saving import save
 
 
@@ -41,15 +41,16 @@ def _seed_panel(ax, runs: pd.DataFrame, seed: int):
     ax.scatter(taps[:, 1], taps[:, 0], marker="x", color="0.6", s=40, zorder=2, label="grid of taps")
     ax.scatter(start[:, 1], start[:, 0], facecolors="none", edgecolors="tab:blue", s=28, zorder=3, label="epoch 0")
     ax.scatter(end[:, 1], end[:, 0], color="tab:red", s=28, zorder=4, label=f"epoch {int(last['epoch'].max())}")
-    for (r, c), (tr, tc) in zip(end, matched_offsets(end)):
-        ax.plot([c, tc], [r, tr], color="tab:red", lw=0.8, alpha=0.7, zorder=3)
-    extent = max(2.5, float(np.abs(np.concatenate([start, end])).max()) + 0.5)
+    if np.isfinite(end).all():  # a diverged run's centers are NaN: nothing to match
+        for (r, c), (tr, tc) in zip(end, matched_offsets(end)):
+            ax.plot([c, tc], [r, tr], color="tab:red", lw=0.8, alpha=0.7, zorder=3)
+    extent = max(2.5, float(np.nanmax(np.abs(np.concatenate([start, end])), initial=0.0)) + 0.5)
     ax.set_xlim(-extent, extent)
     ax.set_ylim(extent, -extent)  # rows grow downwards, as in the image
     ax.set_aspect("equal")
     ax.grid(alpha=0.3)
     ax.tick_params(labelsize=8)
-    d0, d1 = (float(np.linalg.norm(x - matched_offsets(x), axis=-1).mean()) for x in (start, end))
+    d0, d1 = (matched_grid_distance(x) for x in (start, end))
     ax.set_title(f"seed {seed}: {d0:.2f} -> {d1:.2f} tokens", fontsize=9)
     ax.set_xlabel("column offset (tokens)", fontsize=8)
     ax.set_ylabel("row offset (tokens)", fontsize=8)
