@@ -307,7 +307,11 @@ def params_class(notebook: str) -> type:
     return NOTEBOOK_PARAMS.get(Path(notebook).stem, TrainParams)
 
 
+def numbered_notebooks() -> list[Path]:
+    """The numbered notebooks under notebooks/ (00_conv_as_attention.ipynb ... 08_report.ipynb), in order."""
+    return sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
 def training_notebooks() -> list[str]:
     """The numbered notebooks under notebooks/ that train (their parameters are TrainParams)."""
-    return sorted(nb.stem for nb in (REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")
-                  if params_class(nb.stem) is TrainParams)
+    return [nb.stem for nb in numbered_notebooks() if params_class(nb.stem) is TrainParams]

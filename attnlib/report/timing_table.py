@@ -71,18 +71,16 @@ def time_models(p, path, progress: bool = True):
     bar, timed = Bar("timing", sum(len(t) for *_, t in plan), enabled=progress), 0
     for name, shared, variant, config, todo in plan:
         for row in _time_model(p, name, shared, todo, device, peak, bar, timed):
-            row = dict(row, variant=variant, config=config, device=dev_name, git=commit)
-            rows.append({column: row[column] for column in TIMING_COLUMNS})
+            rows.append(dict(row, variant=variant, config=config, device=dev_name, git=commit))
             timed += 1
-        results.atomic_write_text(path, pd.DataFrame(rows).to_csv(index=False))
+        results.atomic_write_text(path, _frame(rows).to_csv(index=False))
     bar.close()
     if plan:  # after the models, in the precisions timed: a peak measured while another job had the cores is caught
         peak = machine_peak(precisions, device, warmup, reps, earlier=peak)
         if timed_precisions(p.precisions, peak) != precisions:
             print(f"Timed in {', '.join(precisions)}, the fastest by the GEMM peak measured before the models; with "
                   f"the one measured after them, {fastest_precision(peak)} measures fastest", flush=True)
-    df = pd.DataFrame(rows)
-    df = df[[c for c in TIMING_COLUMNS if c in df] + [c for c in df if c not in TIMING_COLUMNS]]  # one column order
+    df = _frame(rows)
     mine = pd.Series([_row_key(r) in wanted for r in rows], index=df.index, dtype=bool)
     reported = apply_peak(df[mine], peak)  # only what `p` asks for, all against this run's peak
     kept = df[~mine]  # other devices, sizes, settings: as they were
@@ -148,6 +146,12 @@ def apply_peak(df: pd.DataFrame, peak: dict[str, float]) -> pd.DataFrame:
     out["fraction_of_peak"] = out["achieved_gflops"] / out["peak_gflops"]
     return out
 
+
+
+def _frame(rows: list[dict]) -> pd.DataFrame:
+    """Timing rows as a table in TIMING_COLUMNS' order (rows read back from an older CSV may lack a column)."""
+    df = pd.DataFrame(rows)
+    return df[[c for c in TIMING_COLUMNS if c in df] + [c for c in df if c not in TIMING_COLUMNS]]
 
 def _time_model(p, name: str, shared: bool, todo: list[tuple], device: torch.device, peak: dict[str, float], bar,
                 timed: int):

@@ -31,7 +31,7 @@ import torch
 
 from attnlib.data import cifar10_present
 from attnlib.experiments.params import ParamsError, load_with
-from attnlib.experiments.settings import PROFILES, REPO_ROOT, params_class
+from attnlib.experiments.settings import PROFILES, REPO_ROOT, numbered_notebooks, params_class
 from attnlib.results import remove_stale_temp_files, stamps_path
 from attnlib.runner.digest import TIMING, Stamps, environment, library_digest, notebook_digest
 from attnlib.runner.execute import execute, export, quiet_papermill
@@ -67,7 +67,7 @@ def notebooks_for(profile: str, only: list[str] | None = None,
                   params_dir: Path = ROOT / "params") -> list[tuple[Path, Path]]:
     """(notebook, parameter file) pairs of a profile, in numbered order."""
     pairs = []
-    for nb in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+    for nb in numbered_notebooks():
         if only and not any(nb.stem.startswith(o) for o in only):
             continue
         pfile = Path(params_dir) / profile / f"{nb.stem}.yaml"
@@ -81,7 +81,7 @@ def notebooks_for(profile: str, only: list[str] | None = None,
 def unmatched(only: list[str]) -> str | None:
     """One line for the first --only entry that starts no notebook's name, naming the notebooks and the closest one;
     None when every entry matches."""
-    stems = [nb.stem for nb in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))]
+    stems = [nb.stem for nb in numbered_notebooks()]
     for entry in only:
         if not any(stem.startswith(entry) for stem in stems):
             names = {name: stem for stem in stems for name in (stem, stem[3:])}  # 02_quadratic, quadratic
