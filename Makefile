@@ -27,7 +27,7 @@ STAMP := $(if $(OWN_VENV),$(VENV)/.installed,build/setup-$(shell printf '%s' '$(
 
 help:
 	@echo "make reproduce [PROFILE=auto|smoke|quick|evidence|paper] [DATASET=auto|cifar10|fashion_mnist|synthetic] [FORCE=1]"
-	@echo "              run notebooks 00-08 (unchanged ones are skipped; FORCE=1 reruns all), then the report"
+	@echo "              run notebooks 00-08 (unchanged ones are skipped; FORCE=1 reruns all and retrains every run), then the report"
 	@echo "              [DRY_RUN=N]: every run at its real size for N steps, with memory, step time and projected"
 	@echo "              time per run, into results/dry-run/<profile>/ (e.g. make reproduce PROFILE=paper DRY_RUN=2)"
 	@echo "              [DEVICES=0,1,2,3]: the training notebooks' runs spread over these GPUs (or cpu,cpu), one"

@@ -18,7 +18,7 @@ import os
 import socket
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +78,14 @@ class Dataset:
     def model_overrides(self) -> dict:
         """What a model needs to know about this data: image_size, in_channels, num_classes."""
         return {"image_size": self.image_size, "in_channels": self.channels, "num_classes": self.num_classes}
+
+    def with_shuffled_labels(self, seed: int) -> "Dataset":
+        """This data set with its training labels permuted (seeded by `seed`): the same images and class counts,
+        but no label tells anything about its image, so a network trained on it cannot learn the task; its test
+        labels stay true (its test accuracy reads chance)."""
+        order = torch.randperm(len(self.y_train), generator=torch.Generator().manual_seed(seed))
+        return replace(self, y_train=self.y_train[order],
+                                   note=f"{self.note}; training labels permuted (seed {seed})".lstrip("; "))
 
     def describe(self) -> str:
         return (f"{self.name}: {len(self.x_train)} train / {len(self.x_test)} test images of "

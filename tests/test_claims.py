@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import torch
 
-from attnlib.evidence import accuracy_order, claims
+from attnlib.evidence import accuracy_order, claims, verdicts
 from attnlib.models import create_model
 from attnlib.training.records import attention_rows, center_rows
 
@@ -30,10 +30,12 @@ def build(model: str, seed: int):
     return create_model(model, **SMALL)
 
 
-def records(model_name: str, seed: int, start, end, probe) -> tuple[list[dict], list[dict]]:
-    """Attention and center rows of one run: `start` as epoch 0, `end` as its last epoch (1)."""
-    meta = dict(run_id=f"{model_name}-s{seed}", experiment="x", model=model_name, variant="9 heads",
-                dataset="synthetic", profile="test", seed=seed)
+def records(model_name: str, seed: int, start, end, probe, control: bool = False) -> tuple[list[dict], list[dict]]:
+    """Attention and center rows of one run: `start` as epoch 0, `end` as its last epoch (1); a shuffled-label
+    control's with `control`."""
+    variant = "9 heads, shuffled labels" if control else "9 heads"
+    meta = dict(run_id=f"{model_name}{'-shuffled' if control else ''}-s{seed}", experiment="x", model=model_name,
+                variant=variant, dataset="synthetic", profile="test", seed=seed)
     attention = attention_rows(start, probe, meta, 0) + attention_rows(end, probe, meta, 1)
     centers = center_rows(start, meta, 0) + center_rows(end, meta, 1)
     return attention, centers
@@ -52,17 +54,28 @@ def probe():
     return torch.randn(16, 1, 28, 28, generator=torch.Generator().manual_seed(0))
 
 
+@torch.no_grad()
+def nudged(model, seed: int, size: float = 1e-4):
+    """`model` after a step at a learning rate of about 0: every weight moved by noise of `size`."""
+    g = torch.Generator().manual_seed(seed)
+    for param in model.parameters():
+        param.add_(size * torch.randn(param.shape, generator=g))
+    return model
+
+
 @pytest.mark.parametrize("draw", range(10))
 def test_untrained_networks_show_no_learning_claim(draw, probe):
-    """Three seeds of untrained networks of every model: against a fresh untrained draw, and against themselves."""
+    """Three seeds of untrained networks of every model, with a control each: against a fresh untrained draw,
+    against themselves, and after training at a learning rate of about 0."""
     seeds = torch.randint(0, 2**31, (3,), generator=torch.Generator().manual_seed(draw)).tolist()
-    for pair in ("redrawn", "unchanged"):
+    for pair in ("redrawn", "unchanged", "lr 0"):
         runs = []
         for model in ("sa_quadratic", "sa_learned", "sa_learned_content"):
-            for seed in seeds:
+            for seed in seeds + [seeds[0] + 7]:
                 start = build(model, seed)
-                end = build(model, seed + 1) if pair == "redrawn" else start
-                runs.append(records(model, seed, start, end, probe))
+                end = (build(model, seed + 1) if pair == "redrawn" else start if pair == "unchanged"
+                       else nudged(build(model, seed), seed))
+                runs.append(records(model, seed, start, end, probe, control=seed not in seeds))
         effects = effects_of(runs)
         for claim in LEARNING_CLAIMS:
             got = claim(effects)
@@ -100,7 +113,8 @@ def trained_like_learned(model, sharpness: float):
 
 
 def test_trained_like_heads_read_reproduced(probe):
-    runs = []
+    runs = [records(model, 9, build(model, 9), build(model, 9), probe, control=True)  # controls that learned nothing
+            for model in ("sa_quadratic", "sa_learned")]
     for seed in (0, 1, 2):
         runs.append(records("sa_quadratic", seed, build("sa_quadratic", seed),
                             trained_like_quadratic(build("sa_quadratic", seed)), probe))
@@ -114,7 +128,7 @@ def test_trained_like_heads_read_reproduced(probe):
         assert got["verdict"] == "reproduced", (claim.__name__, got["evidence"])
     assert "untrained" in claims.claim_quadratic_grid(effects)["evidence"]  # it says what it was measured against
 
-    one_seed = effects[effects["seed"] == 0]
+    one_seed = effects[effects["seed"].isin([0, 9])]
     for claim in LEARNING_CLAIMS:
         got = claim(one_seed)
         assert got["verdict"] == "not shown" and "1 seed" in got["evidence"], claim.__name__
@@ -122,8 +136,14 @@ def test_trained_like_heads_read_reproduced(probe):
     for claim in LEARNING_CLAIMS:
         assert claim(pd.DataFrame())["verdict"] == "not measured"
 
+    without_control = effects[~effects["variant"].str.contains("shuffled")]
+    for claim in LEARNING_CLAIMS:
+        got = claim(without_control)
+        assert got["verdict"] == "not shown" and "control" in got["evidence"], claim.__name__
+
     table = claims.effect_table(effects)
-    row = table[(table["model"] == "sa_quadratic") & (table["layer"] == 1) & (table["measure"] == "share on top offset")]
+    row = table[(table["model"] == "sa_quadratic") & (table["variant"] == "9 heads") & (table["layer"] == 1)
+                & (table["measure"] == "share on top offset")]
     assert row["seeds"].item() == 3 and row["change"].item() > claims.CRITERIA.sharper
 
 
@@ -168,7 +188,7 @@ def test_accuracy_order_with_one_seed_prints_no_spread():
     clear = dict(zip(MODELS, [(0.93, 0.0), (0.90, 0.0), (0.87, 0.0), (0.84, 0.0)]))
     got = accuracy_order.claim_accuracy_order(order_table(clear, seeds=1))
     assert got["verdict"] == "not shown" and "±" not in got["evidence"] and "1 seed" in got["evidence"]
-    assert claims._pm([0.5]) == "+0.50 (1 seed)" and claims._pm([0.5, 0.7]) == "+0.60 ± 0.14"
+    assert verdicts.pm([0.5]) == "+0.50 (1 seed)" and verdicts.pm([0.5, 0.7]) == "+0.60 ± 0.14"
 
 
 def test_t_tail_matches_closed_forms():
@@ -194,3 +214,40 @@ def simulated_verdicts(means, sd: float, draws: int = 1000, seeds: int = 3, rng_
 def test_equal_models_rarely_read_as_ordered(mean, sd):
     verdicts = simulated_verdicts([mean] * len(MODELS), sd)
     assert np.isin(verdicts, ["partly", "reproduced"]).sum() < 10
+
+
+def test_controls_that_change_as_much_show_nothing(probe):
+    """A shuffled-label control whose heads reach the same grid as the trained runs: nothing is shown, whatever
+    the trained runs did, since training without learning made the same change."""
+    runs = []
+    for seed in (0, 1, 2, 9):
+        for model in ("sa_quadratic", "sa_learned"):
+            end = (trained_like_quadratic(build(model, seed)) if model == "sa_quadratic"
+                   else trained_like_learned(build(model, seed), 2.0))
+            runs.append(records(model, seed, build(model, seed), end, probe, control=seed == 9))
+    effects = effects_of(runs)
+    for claim in (claims.claim_quadratic_grid, claims.claim_learned_locality):
+        got = claim(effects)
+        assert got["verdict"] == "not shown", (claim.__name__, got["evidence"])
+        assert "shuffled-label control (1 seed)" in got["evidence"], got["evidence"]
+
+
+def gaussian_layer(center: tuple[float, float], alpha: float = 0.5, side: int = 7):
+    """One head of Gaussian attention on a side x side grid: score -alpha |key - query - center|^2."""
+    from attnlib.evidence.attention_maps import LayerMaps
+    from attnlib.attention import relative_offsets
+    delta = relative_offsets(side, side).double()  # (T, T, 2): key minus query
+    score = -alpha * ((delta - torch.tensor(center, dtype=torch.float64)) ** 2).sum(-1)
+    return LayerMaps("layer 1", score.softmax(-1)[None, None].float(), (side, side), 1)
+
+
+def test_a_center_moved_toward_the_border_earns_nothing():
+    """At a fixed spread, a center 5 columns out instead of 3 puts a larger share on its key at the image's edge
+    only because the softmax renormalises over fewer keys; the share measured earns nothing from it."""
+    from attnlib.evidence.attention_maps import conv_likeness
+    share = {col: conv_likeness([gaussian_layer((0.0, col))])["top_mass"].item() for col in (0, 3, 5)}
+    assert abs(share[5] - share[3]) < 0.01 and abs(share[5] - share[0]) < 0.01, share
+    # the same share over every query whose key is on the grid rises by more than that: what is left out
+    layer = gaussian_layer((0.0, 5.0))
+    naive = np.mean([layer.weights[0, 0, q, q + 5].item() for q in range(49) if q % 7 + 5 < 7])
+    assert naive - share[5] > 0.02, (naive, share)

@@ -32,7 +32,7 @@ def paper_params(notebook: str, model: str, results_dir) -> settings.TrainParams
     own = {model: {**p.per_model.get(model, {}), "batch_size": BATCH}}
     return params.load_with(ROOT / "params" / "paper" / f"{notebook}.yaml",
                             {"models": [model], "heads": p.heads[:1], "hierarchical": [False], "per_model": own,
-                             "batch_size": BATCH, "dry_run": 2, "results_dir": str(results_dir)})
+                             "batch_size": BATCH, "dry_run": 2, "results_dir": str(results_dir), "control_seeds": []})
 
 
 @pytest.mark.parametrize("notebook, model", FAMILIES, ids=[m for _, m in FAMILIES])

@@ -324,7 +324,7 @@ def test_the_paper_profile_is_projected_from_the_measured_rows_saying_which():
                          measured("sa_quadratic", "infer", 32, 1000.0, 9.0),
                          measured("resnet18", "train", 128, 2000.0, 3.3)])  # only above resnet18's batch of 100
     df, text = projection.paper_projection(rows, p, devices=4)
-    assert len(df) == 37 and df.columns.tolist() == projection.PROJECTION_COLUMNS
+    assert len(df) == 37 + 2 and df.columns.tolist() == projection.PROJECTION_COLUMNS  # + 2 shuffled-label controls
     one = df.set_index(["model", "variant"])
     sa = one.loc[("sa_quadratic", "9 heads")]
     assert sa.hours == pytest.approx(300 * (50_000 / 100 + 10_000 / 1000) / 3600) and sa.flops_scale == 1

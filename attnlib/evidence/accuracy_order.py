@@ -9,7 +9,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from attnlib.evidence.claims import CRITERIA, Criteria, verdict_row, with_spread
+from attnlib import results
+from attnlib.evidence.claims import CRITERIA, Criteria
+from attnlib.evidence.verdicts import verdict_row, with_spread
 
 ORDER = [("resnet18", None), ("sa_quadratic", 9), ("sa_learned", 9), ("sa_learned_content", 9)]
 
@@ -73,7 +75,8 @@ def claim_accuracy_order(table: pd.DataFrame, c: Criteria = CRITERIA) -> dict:
         return verdict_row(name, "not measured", "no training results")
     rows = []
     for model, heads in ORDER:
-        d = table[(table["model"] == model) & ~table["variant"].str.contains("hierarchical")]
+        d = table[(table["model"] == model) & ~table["variant"].str.contains("hierarchical")
+                  & ~results.is_control(table["variant"])]
         if heads is not None and (d["variant"] == f"{heads} heads").any():
             d = d[d["variant"] == f"{heads} heads"]
         if d.empty:

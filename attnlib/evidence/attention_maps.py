@@ -190,13 +190,34 @@ def _window_offsets(k: int) -> np.ndarray:
     return np.array([(dr, dc) for dr in range(-r, r + 1) for dc in range(-r, r + 1)])
 
 
+def _queries(h: int, w: int, margin: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each query's row and column on an h x w grid (row-major), and whether it lies `margin` from every edge."""
+    qr, qc = torch.arange(h).repeat_interleave(w), torch.arange(w).repeat(h)
+    return qr, qc, (qr >= margin) & (qr < h - margin) & (qc >= margin) & (qc < w - margin)
+
+
+def _inside_around_key(qr: torch.Tensor, qc: torch.Tensor, offsets: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """(heads, T): the queries whose key at the head's top offset lies on the grid with its 3 x 3 neighbourhood
+    (on a grid narrower than 3, the key alone); a head for which no query qualifies keeps every query whose key
+    is on the grid. A softmax renormalises over the keys on the grid, so a key at the edge, whose neighbours fall
+    off it, takes a larger share for no other reason: these queries leave that out."""
+    pad = 1 if min(h, w) >= 3 else 0
+    kr, kc = qr[None] + offsets[:, :1], qc[None] + offsets[:, 1:]  # (heads, T)
+    on_grid = (kr >= 0) & (kr < h) & (kc >= 0) & (kc < w)
+    inside = (kr >= pad) & (kr < h - pad) & (kc >= pad) & (kc < w - pad)
+    return torch.where(inside.any(-1, keepdim=True), inside, on_grid)
+
+
 def conv_likeness(layers: list[LayerMaps], margin: int = 0) -> pd.DataFrame:
     """How much each head attends like one tap of a convolution kernel, from `attention_maps`.
 
     Per layer and head: `top_row, top_col`, the offset (key minus query, in tokens) receiving the most
-    attention mass, summed over every query and image; `top_mass`, the attention a query puts on the
-    key at that offset, averaged over images and over the queries for which that key lies on the grid
-    (and at least `margin` tokens from every edge; `queries` counts them): 1 for a head that attends
+    attention mass per query that has it on the grid, averaged over images, among the offsets that at least a
+    quarter of the queries have (a total over queries would favour offsets near (0, 0), which more queries have;
+    an offset that few have is too noisy to be told top); `top_mass`, the attention a query puts on the
+    key at that offset, averaged over images and over the queries for which that key lies on the grid with its
+    3 x 3 neighbourhood, so that the softmax's renormalisation at the image's edge adds nothing (`_inside_around_key`;
+    and at least `margin` tokens from every edge; `queries` counts them): 1 for a head that attends
     like one kernel tap, 1/T for uniform attention (`uniform_mass`). SAN's windows: the mean weight of
     the top tap; for patchwise weights, which are not probabilities, |w_top| / sum |w| over the window.
     `distinct_offsets`: how many different top offsets the layer's heads cover (K^2 for the heads of a
@@ -208,9 +229,7 @@ def conv_likeness(layers: list[LayerMaps], margin: int = 0) -> pd.DataFrame:
     rows = []
     for number, layer in enumerate(layers):
         heads, (h, w) = layer.heads, layer.grid
-        qr = torch.arange(h).repeat_interleave(w)
-        qc = torch.arange(w).repeat(h)
-        inner = (qr >= margin) & (qr < h - margin) & (qc >= margin) & (qc < w - margin)  # (T,)
+        qr, qc, inner = _queries(h, w, margin)
         weights = layer.weights.double()
         if layer.window:
             if not layer.normalized:
@@ -229,11 +248,13 @@ def conv_likeness(layers: list[LayerMaps], margin: int = 0) -> pd.DataFrame:
             summed = weights.sum(0)  # (heads, T, T)
             mass = torch.zeros(heads, (2 * h - 1) * (2 * w - 1), dtype=torch.float64)
             mass.index_add_(1, index.flatten(), summed.reshape(heads, -1))  # total mass per offset
-            top = mass.argmax(-1)
+            pairs = torch.bincount(index.flatten(), minlength=mass.shape[1])  # the queries that have each offset
+            common = pairs >= max(1, h * w // 4)  # an offset that few queries have is too noisy to be told top
+            top = (mass / pairs).masked_fill(~common, -1.0).argmax(-1)  # the most attention per query that has it
             on_top = index[None] == top[:, None, None]  # (heads, T, T): the key at the top offset, per query
-            valid = on_top.any(-1) & inner[None]  # (heads, T): queries whose top-offset key is on the grid
-            share = (summed * on_top).sum(-1) / weights.shape[0]
             offsets = torch.stack([top // (2 * w - 1) - (h - 1), top % (2 * w - 1) - (w - 1)], -1)
+            valid = _inside_around_key(qr, qc, offsets, h, w) & inner[None]
+            share = (summed * on_top).sum(-1) / weights.shape[0]
             uniform = 1.0 / (h * w)
             key_distance = relative_offsets(h, w).double().norm(dim=-1)  # (T, T): query to key, in tokens
             distance = (summed * key_distance).sum(-1) / weights.shape[0]  # (heads, T)

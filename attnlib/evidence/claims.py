@@ -7,6 +7,12 @@ for the quadratic models, each head's center and inverse covariance (results.CEN
 learning is shown only by a change from epoch 0 that every seed makes and that an untrained network cannot
 make: two untrained networks differ from each other by far less than CRITERIA asks for, and an untrained
 network compared with itself changes by nothing. Fewer than CRITERIA.min_seeds seeds show nothing.
+
+Training changes attention even where the network learns nothing of the task: the softmax sharpens as the weights
+grow. So each learning claim is also measured on its model's shuffled-label controls (attnlib.experiments.grid:
+the same network, steps, schedule and seed on permuted labels), and a part that is a change counts only where every
+trained seed changes further, in the claim's direction, than the furthest control. Without a control a learning
+claim is not shown.
 """
 from __future__ import annotations
 
@@ -15,9 +21,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from attnlib import results
+from attnlib.evidence.controls import beyond, control_text, controls_beside, no_control
 from attnlib.evidence.taps import grid_distances
+from attnlib.evidence.verdicts import VERDICTS, level, pm, sd, verdict_row, with_spread
 
-VERDICTS = ("reproduced", "partly", "not shown", "not reproduced", "not measured")
+__all__ = ["VERDICTS", "CRITERIA", "Criteria", "verdict_row", "with_spread", "layer_effects", "effect_table",
+           "claim_quadratic_grid", "claim_deeper_wider", "claim_learned_locality"]
 
 
 @dataclass(frozen=True)
@@ -38,12 +48,6 @@ class Criteria:
 
 
 CRITERIA = Criteria()
-
-
-def verdict_row(claim: str, verdict: str, evidence: str) -> dict:
-    """One line of the report's verdict table."""
-    assert verdict in VERDICTS, verdict
-    return dict(claim=claim, verdict=verdict, evidence=evidence)
 
 
 # -- effects per run and layer ------------------------------------------------------------------------
@@ -120,7 +124,8 @@ MEASURES = {  # column stem -> what the effect table calls it
 
 def effect_table(effects: pd.DataFrame) -> pd.DataFrame:
     """Per (model, variant, layer, measure): the value at initialisation and trained, each as mean and standard
-    deviation over seeds, and the change (trained minus initialisation of the same run) likewise."""
+    deviation over seeds, and the change (trained minus initialisation of the same run) likewise; beside them the
+    same of the shuffled-label controls of that model and variant, if it has any."""
     if effects.empty:
         return pd.DataFrame()
     rows = []
@@ -135,36 +140,20 @@ def effect_table(effects: pd.DataFrame) -> pd.DataFrame:
             else:
                 continue
             rows.append(dict(model=model, variant=variant, layer=int(layer) + 1, measure=name, seeds=len(d),
-                             initial=init.mean(), trained=trained.mean(), trained_sd=_sd(trained),
-                             change=change.mean(), change_sd=_sd(change)))
-    return pd.DataFrame(rows)
+                             initial=init.mean(), trained=trained.mean(), trained_sd=sd(trained),
+                             change=change.mean(), change_sd=sd(change)))
+    return controls_beside(pd.DataFrame(rows))
 
 
-def _sd(values) -> float:
-    """Over seeds; 0.0 for one seed, a number for effect_table (which gives `seeds`); texts print none (with_spread)."""
-    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-
-
-def with_spread(mean: float, sd: float, seeds: int, digits: int = 3, sign: str = "") -> str:
-    """`mean ± sd`, or with one seed the value alone and "1 seed" (one seed has no spread, not a spread of 0)."""
-    return f"{mean:{sign}.{digits}f} ± {sd:.{digits}f}" if seeds > 1 else f"{mean:{sign}.{digits}f} (1 seed)"
-
-
-def _pm(values, digits: int = 2) -> str:
-    return with_spread(float(np.mean(values)), _sd(values), len(values), digits, sign="+")
-
-
-def _level(values, digits: int = 2) -> str:
-    """A measure's mean over seeds with its spread (no sign: a level, not a change)."""
-    return with_spread(float(np.mean(values)), _sd(values), len(values), digits)
-
-
-def _pick(effects: pd.DataFrame, model: str, layer: int | None = None, heads: int = 9) -> pd.DataFrame:
+def _pick(effects: pd.DataFrame, model: str, layer: int | None = None, heads: int = 9,
+          control: bool = False) -> pd.DataFrame:
     """The rows of `model` with `heads` heads (any head count if none has that many), not hierarchical, at
-    `layer` (every layer if None); empty when there are no effects at all."""
+    `layer` (every layer if None): its trained runs, or with `control` its shuffled-label controls; empty when there
+    are no effects at all."""
     if effects.empty:
         return effects
-    d = effects[(effects["model"] == model) & ~effects["variant"].str.contains("hierarchical")]
+    d = effects[(effects["model"] == model) & ~effects["variant"].str.contains("hierarchical")
+                & (results.is_control(effects["variant"]) == control)]
     if (d["heads"] == heads).any():
         d = d[d["heads"] == heads]
     return d if layer is None else d[d["layer"] == layer]
@@ -193,86 +182,115 @@ def _too_few(name: str, d: pd.DataFrame, what: str, c: Criteria, stem: str = "to
 # -- the claims -----------------------------------------------------------------------------------
 def claim_quadratic_grid(effects: pd.DataFrame, c: Criteria = CRITERIA) -> dict:
     """Figure 4, by its three parts: layer 1's quadratic heads come to the grid of a convolution's taps around the
-    query (the matched grid distance falls by >= grid_closer in every seed and ends <= grid_within), they sit at
-    distinct offsets, and they sharpen. The grid is the claim: without it the verdict is "not shown", whatever
-    else holds; with it, "reproduced" when the other two parts hold too, else "partly"."""
+    query (the matched grid distance falls by >= grid_closer in every seed, further than in every shuffled-label
+    control, and ends <= grid_within), they sit at distinct offsets, and they sharpen (by >= c.sharper and more
+    than every control). The grid is the claim: without it the verdict is "not shown", whatever else holds; with
+    it, "reproduced" when the other two parts hold too, else "partly"."""
     name = "Quadratic attention learns a grid of local heads in the first layer (Figure 4)"
     d = _pick(effects, "sa_quadratic", layer=0)
     if (early := _too_few(name, d, "sa_quadratic", c, "grid", "distance from the grid of taps (tokens)")):
         return early
+    ctrl = _pick(effects, "sa_quadratic", layer=0, control=True)
+    if (early := no_control(name, "sa_quadratic", ctrl)):
+        return early
     heads, seeds = int(d["heads"].iloc[0]), len(d)
     has_grid = "grid_change" in d and d["grid_change"].notna().any()  # NaN: a diverged run, or > 16 heads
-    grid = ((d["grid_change"] <= -c.grid_closer) & (d["grid_trained"] <= c.grid_within)) if has_grid else d["heads"] < 0
+    grid = ((d["grid_change"] <= -c.grid_closer) & (d["grid_trained"] <= c.grid_within)
+            & beyond(d["grid_change"], ctrl["grid_change"], lower=True)) if has_grid else d["heads"] < 0
     distinct = d["distinct_trained"] >= c.grid_fraction * heads
-    sharper = d["top_mass_change"] >= c.sharper
+    sharper = (d["top_mass_change"] >= c.sharper) & beyond(d["top_mass_change"], ctrl["top_mass_change"], False)
     verdict = ("not shown" if not grid.all() else "reproduced" if (distinct & sharper).all() else "partly")
     grid_text = (f"distance of the heads' centers from the {heads}-tap grid around the query (best one-to-one "
-                 f"matching) {_level(d['grid_init'])} -> {_level(d['grid_trained'])} tokens, change "
-                 f"{_pm(d['grid_change'])}" if has_grid else "not measurable (no centers recorded, or none finite)")
+                 f"matching) {level(d['grid_init'])} -> {level(d['grid_trained'])} tokens, change "
+                 f"{pm(d['grid_change'])} ({control_text(ctrl['grid_change'], True)})" if has_grid
+                 else "not measurable (no centers recorded, or none finite)")
     return verdict_row(name, verdict,
-                       f"sa_quadratic, layer 1, {seeds} seeds, trained against the same runs untrained (epoch 0). "
-                       f"Grid: {grid_text}; {int(grid.sum())} of {seeds} seeds come >= {c.grid_closer:g} token "
-                       f"closer and end within {c.grid_within:g} token. Distinct offsets: "
-                       f"{d['distinct_init'].mean():.1f} -> {d['distinct_trained'].mean():.1f} of {heads} (>= "
-                       f"{c.grid_fraction:.0%} in {int(distinct.sum())} of {seeds} seeds; at initialisation "
-                       f"{int((d['distinct_init'] >= c.grid_fraction * heads).sum())}). Sharpening: share on each "
-                       f"head's top offset {d['top_mass_init'].mean():.3f} -> {d['top_mass_trained'].mean():.3f} "
-                       f"(change {_pm(d['top_mass_change'], 3)}, >= {c.sharper:g} in {int(sharper.sum())} of {seeds} "
-                       f"seeds; uniform {d['uniform_mass'].iloc[0]:.3f}). The grid is the claim: reproduced needs it "
-                       f"in every seed and the other two parts too; sharpening alone shows nothing about a grid.")
+                       f"sa_quadratic, layer 1, {seeds} seeds, trained against the same runs untrained (epoch 0) and "
+                       f"against shuffled-label controls. Grid: {grid_text}; {int(grid.sum())} of {seeds} seeds come "
+                       f">= {c.grid_closer:g} token closer, further than every control, and end within "
+                       f"{c.grid_within:g} token. Distinct offsets: {d['distinct_init'].mean():.1f} -> "
+                       f"{d['distinct_trained'].mean():.1f} of {heads} (>= {c.grid_fraction:.0%} in "
+                       f"{int(distinct.sum())} of {seeds} seeds; at initialisation "
+                       f"{int((d['distinct_init'] >= c.grid_fraction * heads).sum())}; control "
+                       f"{ctrl['distinct_trained'].mean():.1f}). Sharpening: share on each head's top offset "
+                       f"{d['top_mass_init'].mean():.3f} -> {d['top_mass_trained'].mean():.3f} (change "
+                       f"{pm(d['top_mass_change'], 3)}; {control_text(ctrl['top_mass_change'], False, digits=3)}; "
+                       f">= {c.sharper:g} and beyond the control in {int(sharper.sum())} of {seeds} seeds; uniform "
+                       f"{d['uniform_mass'].iloc[0]:.3f}). The grid is the claim: reproduced needs it in every seed "
+                       f"and the other two parts too; sharpening alone shows nothing about a grid.")
 
 
 def claim_deeper_wider(effects: pd.DataFrame, c: Criteria = CRITERIA) -> dict:
-    """Figure 4: the first layer's quadratic heads narrow down; deeper layers' heads stay wider."""
+    """Figure 4: the first layer's quadratic heads narrow down; deeper layers' heads stay wider. The deepest layer's
+    spread change minus the first's must be >= c.wider in every seed and larger than in every shuffled-label
+    control."""
     name = "Deeper quadratic layers attend more widely than the first (Figure 4)"
     d = _pick(effects, "sa_quadratic")
     if (early := _too_few(name, d, "sa_quadratic", c, "spread", "heads' spread (tokens)", deepest=True)):
         return early
     if d["layer"].nunique() < 2 or "spread_change" not in d or d["spread_change"].isna().any():
         return verdict_row(name, "not measured", "needs sa_quadratic runs of at least 2 layers with recorded centers")
-    spread = d.pivot_table(index="run_id", columns="layer", values="spread_change")
+    ctrl = _pick(effects, "sa_quadratic", control=True)
+    if (early := no_control(name, "sa_quadratic", ctrl)):
+        return early
+    spread, gap = _depth_gap(d)
     distance = d.pivot_table(index="run_id", columns="layer", values="distance_change")
     first, deepest = spread.columns.min(), spread.columns.max()
-    gap = spread[deepest] - spread[first]
-    shown = gap >= c.wider
+    _, control_gap = _depth_gap(ctrl) if ctrl["layer"].nunique() >= 2 else (None, pd.Series(dtype=float))
+    shown = (gap >= c.wider) & beyond(gap, control_gap, lower=False)
     verdict = "reproduced" if shown.all() else "not shown"
     return verdict_row(name, verdict,
                        f"sa_quadratic, {len(gap)} seeds, against the same runs at initialisation: change of the heads' "
-                       f"spread, layer 1 {_pm(spread[first])} tokens, layer {deepest + 1} {_pm(spread[deepest])} "
-                       f"tokens; the deepest layer's minus the first's {_pm(gap)} (untrained: 0). Change of the "
-                       f"attention distance: layer 1 {_pm(distance[first])}, layer {deepest + 1} "
-                       f"{_pm(distance[deepest])} tokens. Reproduced means a gap >= {c.wider:g} tokens in every seed; "
-                       f"{int(shown.sum())} of {len(gap)} seeds.")
+                       f"spread, layer 1 {pm(spread[first])} tokens, layer {deepest + 1} {pm(spread[deepest])} "
+                       f"tokens; the deepest layer's minus the first's {pm(gap)} (untrained: 0; "
+                       f"{control_text(control_gap, False)}). Change of the attention distance: layer 1 "
+                       f"{pm(distance[first])}, layer {deepest + 1} {pm(distance[deepest])} tokens. Reproduced means "
+                       f"a gap >= {c.wider:g} tokens and beyond every control in every seed; {int(shown.sum())} of "
+                       f"{len(gap)} seeds.")
+
+
+def _depth_gap(d: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
+    """Per run: the spread change of every layer, and the deepest layer's minus the first's."""
+    spread = d.pivot_table(index="run_id", columns="layer", values="spread_change")
+    return spread, spread[spread.columns.max()] - spread[spread.columns.min()]
 
 
 def claim_learned_locality(effects: pd.DataFrame, c: Criteria = CRITERIA) -> dict:
     """Figures 5-6, by its parts: without content the heads concentrate on single offsets (the share on each head's
     top offset rises by >= c.sharper in every seed) and those offsets come near the query (their mean distance
-    from it falls against initialisation in every seed and ends <= c.near_query tokens); with content the
-    concentration is smaller. Locality is the claim: without it "not shown"; with it "reproduced" when the other
-    parts hold too, else "partly"."""
+    from it falls against initialisation in every seed and ends <= c.near_query tokens), each change beyond every
+    shuffled-label control's; with content the concentration is smaller. Locality is the claim: without it "not
+    shown"; with it "reproduced" when the other parts hold too, else "partly"."""
     name = "Learned embeddings attend locally without content, less so with content (Figures 5-6)"
     plain = _pick(effects, "sa_learned", layer=0)
     if (early := _too_few(name, plain, "sa_learned", c, "top_distance", "top offsets' distance from the query")):
         return early
+    ctrl = _pick(effects, "sa_learned", layer=0, control=True)
+    if (early := no_control(name, "sa_learned", ctrl)):
+        return early
     content = _pick(effects, "sa_learned_content", layer=0)
-    sharper = plain["top_mass_change"] >= c.sharper
-    near = (plain["top_distance_change"] < 0) & (plain["top_distance_trained"] <= c.near_query)
-    text = (f"layer 1, {len(plain)} seeds, against the same runs untrained (epoch 0). Concentration: without content "
-            f"the share on each head's top offset goes {plain['top_mass_init'].mean():.3f} -> "
-            f"{plain['top_mass_trained'].mean():.3f} (change {_pm(plain['top_mass_change'], 3)}; {int(sharper.sum())} "
-            f"of {len(plain)} seeds rise by >= {c.sharper:g}). Near the query: the top offsets lie "
-            f"{_level(plain['top_distance_init'])} -> {_level(plain['top_distance_trained'])} tokens from it (uniform "
-            f"attention's mean distance {plain['uniform_distance'].iloc[0]:.2f}); {int(near.sum())} of {len(plain)} "
-            f"seeds come closer and end within {c.near_query:g} tokens")
+    sharper = (plain["top_mass_change"] >= c.sharper) & beyond(plain["top_mass_change"], ctrl["top_mass_change"],
+                                                                 lower=False)
+    near = ((plain["top_distance_change"] < 0) & (plain["top_distance_trained"] <= c.near_query)
+            & beyond(plain["top_distance_change"], ctrl["top_distance_change"], lower=True))
+    text = (f"layer 1, {len(plain)} seeds, against the same runs untrained (epoch 0) and against shuffled-label "
+            f"controls. Concentration: without content the share on each head's top offset goes "
+            f"{plain['top_mass_init'].mean():.3f} -> {plain['top_mass_trained'].mean():.3f} (change "
+            f"{pm(plain['top_mass_change'], 3)}; {control_text(ctrl['top_mass_change'], False, digits=3)}; "
+            f"{int(sharper.sum())} of {len(plain)} seeds rise by >= {c.sharper:g} and beyond the control). Near the "
+            f"query: the top offsets lie {level(plain['top_distance_init'])} -> "
+            f"{level(plain['top_distance_trained'])} tokens from it (change {pm(plain['top_distance_change'])}; "
+            f"{control_text(ctrl['top_distance_change'], True)}; uniform attention's mean distance "
+            f"{plain['uniform_distance'].iloc[0]:.2f}); {int(near.sum())} of {len(plain)} seeds come closer, further "
+            f"than the control, and end within {c.near_query:g} tokens")
     if content["seed"].nunique() < c.min_seeds:
         less = False
         text += f". With content: {content['seed'].nunique()} seed(s), too few to compare"
     else:
         gap = plain["top_mass_change"].mean() - content["top_mass_change"].mean()
-        spread = _sd(plain["top_mass_change"]) + _sd(content["top_mass_change"])
+        spread = sd(plain["top_mass_change"]) + sd(content["top_mass_change"])
         less = gap >= c.less_with_content and gap > spread
-        text += (f". With content the share changes by {_pm(content['top_mass_change'], 3)}: the plain model's rise "
+        text += (f". With content the share changes by {pm(content['top_mass_change'], 3)}: the plain model's rise "
                  f"minus this one's is {gap:+.3f}, their spreads together {spread:.3f}")
     verdict = "not shown" if not near.all() else "reproduced" if sharper.all() and less else "partly"
     return verdict_row(name, verdict, text + ". Locality is the claim: reproduced needs the offsets near the query in "

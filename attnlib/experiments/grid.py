@@ -2,8 +2,13 @@
 checked and planned, each run with its id.
 
 Each run gets an id that names it and fingerprints everything that shapes its numbers (model
-config, training config, data set), so changed parameters start a new run instead of resuming
-an old checkpoint, and an unchanged finished run is read back instead of retrained.
+config, training config, data set, whether its labels are shuffled, and the code that trains and records it:
+attnlib.experiments.code_digest), so changed parameters or code start a new run instead of resuming an old
+checkpoint, and an unchanged finished run is read back instead of retrained.
+
+Beside the trained runs, a grid may hold shuffled-label controls (`control_seeds`): each model again, with the same
+steps, schedule, learning rate and seed, on permuted training labels. What such a run changes in the attention is
+what training does without learning the task, the baseline of every learning verdict (attnlib.evidence.claims).
 
 The grid is resolved here and only here: which head counts and weight-sharing settings a model is
 trained with, the options it is built with (the shared architecture fields it has, then its own
@@ -18,6 +23,7 @@ from typing import Iterator
 
 from attnlib import results, schema
 from attnlib.data import Dataset, image_shapes
+from attnlib.experiments.code_digest import training_code
 from attnlib.experiments.modes import mode_of
 from attnlib.experiments.settings import TrainParams
 from attnlib.models import config_class, config_fields, model_config
@@ -104,17 +110,21 @@ def batch_sizes(p: TrainParams) -> list[int]:
     return [train_settings(p, name)["batch_size"] for name in p.models]
 
 
-def variant_name(heads: int | None, hierarchical: bool) -> str:
-    """What sets this run apart within its model: head count, weight sharing ("standard" otherwise)."""
+def variant_name(heads: int | None, hierarchical: bool, shuffled: bool = False) -> str:
+    """What sets this run apart within its model: head count, weight sharing ("standard" otherwise), and for a
+    control its shuffled labels."""
     parts = [f"{heads} heads"] if heads else []
     if hierarchical:
         parts.append("hierarchical")
+    if shuffled:
+        parts.append(results.SHUFFLED_LABELS)
     return ", ".join(parts) or "standard"
 
 
-def run_id(model: str, heads: int | None, seed: int, fingerprint: dict, hierarchical: bool = False) -> str:
-    return (f"{model}{f'-h{heads}' if heads else ''}{'-hier' if hierarchical else ''}"
-            f"-s{seed}-{results.digest(fingerprint)}")
+def run_id(model: str, heads: int | None, seed: int, fingerprint: dict, hierarchical: bool = False,
+           shuffled: bool = False) -> str:
+    kind = f"{f'-h{heads}' if heads else ''}{'-hier' if hierarchical else ''}{'-shuffled' if shuffled else ''}"
+    return f"{model}{kind}-s{seed}-{results.digest(fingerprint)}"
 
 
 @dataclass
@@ -128,20 +138,27 @@ class PlannedRun:
     train: TrainConfig
     hierarchical: bool = False
     train_images: int = 0  # a dry run's: the first this many training images (one epoch of N steps); 0: all
+    shuffled: bool = False  # a shuffled-label control: trained on permuted training labels
 
 
 def plan(p: TrainParams, data: Dataset) -> list[PlannedRun]:
     """Every (model, heads, hierarchical, seed) run of `p` on `data`, with its id, model overrides and training
-    config; in a dry run (attnlib.experiments.modes) one epoch of its steps each."""
+    config, then the shuffled-label controls (`p.control_seeds` of `p.control_models`, each at the first head count
+    and without weight sharing, the variant the claims read); in a dry run (attnlib.experiments.modes) one epoch of
+    its steps each."""
     mode = mode_of(p)
     runs = []
-    for name in p.models:
-        for heads, shared in variants(p, name):
-            overrides = {**model_overrides(p, name, heads, shared), **data.model_overrides()}
-            for seed in p.seeds:
-                cfg, n_train, train_images = mode.sized(train_config(p, seed, name), len(data.x_train))
-                fingerprint = {"model": name, "config": asdict(model_config(name, **overrides)),
-                               "train": asdict(cfg), "data": [data.name, n_train, len(data.x_test)]}
-                runs.append(PlannedRun(run_id(name, heads, seed, fingerprint, shared), name, heads, seed,
-                                       variant_name(heads, shared), overrides, cfg, shared, train_images))
+    controlled = [m for m in p.models if m in p.control_models] if p.control_models else p.models
+    for shuffled, seeds in ((False, p.seeds), (True, p.control_seeds)):
+        for name in (controlled if shuffled else p.models):
+            for heads, shared in (list(variants(p, name))[:1] if shuffled else variants(p, name)):
+                overrides = {**model_overrides(p, name, heads, shared), **data.model_overrides()}
+                for seed in seeds:
+                    cfg, n_train, train_images = mode.sized(train_config(p, seed, name), len(data.x_train))
+                    fingerprint = {"model": name, "config": asdict(model_config(name, **overrides)),
+                                   "train": asdict(cfg), "data": [data.name, n_train, len(data.x_test)],
+                                   "code": training_code(), **({"labels": "shuffled"} if shuffled else {})}
+                    runs.append(PlannedRun(run_id(name, heads, seed, fingerprint, shared, shuffled), name, heads,
+                                           seed, variant_name(heads, shared, shuffled), overrides, cfg, shared,
+                                           train_images, shuffled))
     return runs

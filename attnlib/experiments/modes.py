@@ -51,7 +51,8 @@ class RealRun:
         """Train (or resume, or read back) one planned run (`info` its RunInfo): its metric rows. `full_epochs`: the
         epochs of the run as the profile plans it."""
         options = speed.options(p)  # TF32, torch.compile, channels-last: not part of the run's id
-        return fit(model, data, run.train, info, p.results_dir, device, progress=progress, speed=options)
+        return fit(model, data, run.train, info, p.results_dir, device, progress=progress, speed=options,
+                   fresh=p.retrain)
 
     def failed(self, p, experiment: str, job, outcome: schedule.Outcome, data: Dataset, full_epochs: int) -> bool:
         """Whether a worker's outcome is a failure of the grid (else it has been recorded as what was found)."""

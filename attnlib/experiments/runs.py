@@ -41,6 +41,8 @@ def train_run(p: TrainParams, experiment: str, run: PlannedRun, data: Dataset, d
               f"{count_parameters(model):,} parameters, {run.train.epochs} epochs on {data.name} ({device})",
               flush=True)
     info = RunInfo(run.run_id, experiment, run.model, run.variant, data.name, p.profile)
+    if run.shuffled:  # a control: the same images, steps and seed, on permuted training labels
+        data = data.with_shuffled_labels(run.seed)
     return mode_of(p).train(p, run, model, data, device, info, progress, lead, full_epochs(p, run))
 
 
@@ -68,8 +70,12 @@ def run_grid(p: TrainParams, experiment: str, data: Dataset | None = None, progr
         train_run(p, experiment, r, data, resolve_device(devices[0]), progress, label=labels[r.run_id])
     if spread:
         _spread(p, experiment, data, progress, [(labels[r.run_id], r) for r in todo], devices, mode)
+    planned = [r.run_id for r in runs]
+    if not mode.steps:  # the notebook's CSVs hold the runs it plans now: none of older code or settings stays
+        for key, (_, columns) in results.RECORDS.items():
+            results.keep_runs(results.record_path(p.results_dir, p.profile, experiment, key), planned, columns)
     df = results.read_metrics(results.metrics_path(p.results_dir, p.profile, experiment))
-    df = df[df["run_id"].isin([r.run_id for r in runs])]
+    df = df[df["run_id"].isin(planned)]
     if len(devices) > 1:  # the rows in the plan's order, as one device writes them
         order = {r.run_id: i for i, r in enumerate(runs)}
         df = df.sort_values("run_id", key=lambda ids: ids.map(order), kind="stable")

@@ -78,6 +78,12 @@ class TrainParams(TrainSettings):
     # training fields it trains with instead of the ones above (e.g. lr, milestones).
     per_model: dict = field(default_factory=dict)
     seeds: list[int] = field(default_factory=lambda: [42])
+    # shuffled-label controls: the models of the grid also train with these of its seeds on permuted training labels,
+    # with the same steps, schedule and learning rate; what they change in the attention is the learning verdicts'
+    # baseline. control_models: the models of the grid that get them (empty: every model)
+    control_seeds: list[int] = field(default_factory=list)
+    control_models: list[str] = field(default_factory=list)
+    retrain: bool = False  # true: every run trains from its first epoch, its checkpoint replaced (the runner's --force)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     # the runs spread over these, one worker each (attnlib.training.schedule): cpu, cuda, cuda:N or N (cuda:N); a device
     # may repeat (two workers on it). Empty: every visible GPU when device is auto, else device. Not in a run's id
@@ -106,8 +112,13 @@ class TrainParams(TrainSettings):
             bad("synthetic_image_size", f"must be at most {MAX_IMAGE_SIZE}, got {self.synthetic_image_size}")
         if any(h < 1 for h in self.heads):
             bad("heads", f"must all be at least 1, got {self.heads}")
-        if any(not 0 <= seed < MAX_SEED for seed in self.seeds):
-            bad("seeds", f"must all be in [0, 2**32), got {self.seeds}")
+        _check_models(bad, "control_models", self.control_models)  # those not in models get no control
+        if set(self.control_seeds) - set(self.seeds):
+            bad("control_seeds", f"must be among seeds {self.seeds} (a control has the seeds of the runs it controls), "
+                                 f"got {self.control_seeds}")
+        for key in ("seeds", "control_seeds"):
+            if any(not 0 <= seed < MAX_SEED for seed in getattr(self, key)):
+                bad(key, f"must all be in [0, 2**32), got {getattr(self, key)}")
         for key in ("train_subset", "test_subset", "head_dim", "dry_run"):
             if getattr(self, key) < 0:
                 bad(key, f"must not be negative, got {getattr(self, key)}")

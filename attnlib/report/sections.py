@@ -28,7 +28,8 @@ ACCURACY_FORMATS = {"acc": "{:.3f}", "acc_sd": "{:.3f}", "final_acc": "{:.3f}", 
                     "re_acc": "{:.4f}", "acc_minus_paper": "{:+.3f}", "params": "{:,}", "paper_params": "{:,}",
                     "paper_gflops": "{:.1f}", "gflops_full_size": "{:.2f}", "train_img_s_full_size": "{:.1f}",
                     "train_minutes": "{:.1f}"}
-EFFECT_FORMATS = {k: "{:.3f}" for k in ("initial", "trained", "trained_sd", "change", "change_sd")}
+EFFECT_FORMATS = {k: "{:.3f}" for k in ("initial", "trained", "trained_sd", "change", "change_sd", "control_trained",
+                                        "control_change")}
 
 # The dashed lines on the accuracy curves: the paper's CIFAR-10 accuracies after 300 epochs (Table 1).
 PUBLISHED_CURVES = {"paper: ResNet18 = quadratic (CIFAR-10)": 0.938, "paper: learned (CIFAR-10)": 0.918,
@@ -223,7 +224,8 @@ def show_section(data: ReportData, section: str):
 def draw_grid(data: ReportData, path: Path) -> None:
     """The grid figure of sa_quadratic (9 heads) from its recorded centers (viz.plot_taps); nothing without them."""
     centers = data.res["centers"]
-    runs = centers[(centers["model"] == "sa_quadratic") & (centers["variant"] == "9 heads")] if not centers.empty \
+    variants = ["9 heads", f"9 heads, {results.SHUFFLED_LABELS}"]  # with its controls
+    runs = centers[(centers["model"] == "sa_quadratic") & centers["variant"].isin(variants)] if not centers.empty \
         else centers
     if runs.empty:
         return

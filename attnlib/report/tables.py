@@ -51,9 +51,13 @@ def _heads_of(variant: str) -> int:
 
 def with_published(ours: pd.DataFrame) -> pd.DataFrame:
     """Rows of ours (with model and variant) joined to the published row of the same model, head count
-    and weight sharing; adds the heads and hierarchical columns read from the variant."""
+    and weight sharing (none for a shuffled-label control); adds the heads and hierarchical columns read from the
+    variant."""
     ours = ours.assign(heads=ours["variant"].map(_heads_of), hierarchical=ours["variant"].str.contains("hierarchical"))
-    return ours.merge(published_table(), on=["model", "heads", "hierarchical"], how="left")
+    joined = ours.merge(published_table(), on=["model", "heads", "hierarchical"], how="left")
+    published = [c for c in published_table().columns if c not in ("model", "heads", "hierarchical")]
+    control = results.is_control(joined["variant"])
+    return joined.assign(**{c: joined[c].mask(control) for c in published})  # nothing is published on a control
 
 
 def compare(summary: pd.DataFrame) -> pd.DataFrame:

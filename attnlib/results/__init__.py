@@ -29,12 +29,14 @@ from attnlib.results.layout import (
                                    CENTER_COLUMNS,
                                    METRIC_COLUMNS,
                                    RECORDS,
+                                   SHUFFLED_LABELS,
                                    TEXT_COLUMNS,
                                    attention_path,
                                    centers_path,
                                    checkpoint_path,
                                    digest,
                                    figures_dir,
+                                   is_control,
                                    metrics_path,
                                    profile_dir,
                                    record_path,
@@ -42,12 +44,12 @@ from attnlib.results.layout import (
                                    summary_path,
 )
 from attnlib.results.machine import cpu_model_and_flags, device_name, git_commit
-from attnlib.results.records import DamagedCSV, read_metrics, rebuild_from_checkpoints, write_run_rows
+from attnlib.results.records import DamagedCSV, keep_runs, read_metrics, rebuild_from_checkpoints, write_run_rows
 from attnlib.results.stamps import forget_stamps, read_stamps
 
-__all__ = ["ATTENTION_COLUMNS", "CENTER_COLUMNS", "CHECKPOINT_KEYS", "METRIC_COLUMNS", "RECORDS", "TEXT_COLUMNS",
-           "DamagedCSV", "DamagedCheckpoint", "atomic_torch_save", "atomic_write_text", "attention_path",
-           "centers_path", "checkpoint_path", "cpu_model_and_flags", "device_name", "digest", "figures_dir",
-           "forget_stamps", "git_commit", "load_checkpoint", "locked", "metrics_path", "move_aside", "profile_dir",
-           "read_metrics", "read_stamps", "rebuild_from_checkpoints", "record_path", "remove_stale_temp_files",
-           "stamps_path", "summary_path", "temp_file", "write_run_rows"]
+__all__ = ["ATTENTION_COLUMNS", "CENTER_COLUMNS", "CHECKPOINT_KEYS", "METRIC_COLUMNS", "RECORDS", "SHUFFLED_LABELS",
+           "TEXT_COLUMNS", "DamagedCSV", "DamagedCheckpoint", "atomic_torch_save", "atomic_write_text",
+           "attention_path", "centers_path", "checkpoint_path", "cpu_model_and_flags", "device_name", "digest",
+           "figures_dir", "forget_stamps", "git_commit", "is_control", "keep_runs", "load_checkpoint", "locked",
+           "metrics_path", "move_aside", "profile_dir", "read_metrics", "read_stamps", "rebuild_from_checkpoints",
+           "record_path", "remove_stale_temp_files", "stamps_path", "summary_path", "temp_file", "write_run_rows"]

@@ -34,6 +34,18 @@ RECORDS = {"history": ("", METRIC_COLUMNS), "centers": ("_centers", CENTER_COLUM
            "attention": ("_attention", ATTENTION_COLUMNS)}
 
 
+# The variant of a shuffled-label control (attnlib.experiments.grid): the same network, steps, schedule, learning rate
+# and seed as the runs it controls, trained on permuted training labels, so whatever it changes is not learning.
+SHUFFLED_LABELS = "shuffled labels"
+
+
+def is_control(variant) -> bool:
+    """Whether a run of this variant (a str, or a pandas Series of them) is a shuffled-label control."""
+    if isinstance(variant, str):
+        return SHUFFLED_LABELS in variant
+    return variant.astype(str).str.contains(SHUFFLED_LABELS, regex=False)
+
+
 def digest(obj) -> str:
     """8 hex digits fingerprinting a JSON-able value (run settings, a model config)."""
     return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:8]

@@ -49,7 +49,9 @@ def environment(values: dict, stem: str = "") -> dict:
     return env
 
 
-NOT_DIGESTED = ("devices",)  # where the runs train, not what they compute: another --devices reruns nothing
+# where the runs train, not what they compute: another --devices reruns nothing; and --force's retrain, which
+# reruns the notebook anyway and leaves results that the same command without --force reads back
+NOT_DIGESTED = ("devices", "retrain")
 
 
 def notebook_digest(nb: Path, values: dict, library: str, upstream: dict, env: dict | None = None) -> str:

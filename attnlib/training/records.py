@@ -1,6 +1,7 @@
 """What a run records besides its weights, every epoch and at initialisation (epoch 0): the quadratic heads'
 centers and spreads, and how every head attends on a fixed set of test images; and each record written to its
-CSV (attnlib.results.RECORDS), the run's earlier rows replaced."""
+CSV (attnlib.results.RECORDS), the run's earlier rows replaced. The checkpoint also keeps, every epoch, the attention
+of every layer on the first of those images (`attention_snapshot`), for figures of how the heads develop."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -55,6 +56,20 @@ def attention_rows(model: nn.Module, images: torch.Tensor, meta: dict, epoch: in
     return [dict(meta, epoch=epoch, **row) for row in likeness[keep].to_dict("records")]
 
 
+SNAPSHOT_BYTES = 2 * 2**20  # at most this much per epoch (float16): a 7x7 grid of 9 heads in 3 layers takes 130 kB
+
+
+def attention_snapshot(model: nn.Module, images: torch.Tensor, epoch: int) -> list[dict]:
+    """[{"epoch", "layers": one (heads, T, T) float16 tensor per layer}]: the attention of every layer on the first of
+    `images`; [] for a model without attention_probs or one whose maps take more than SNAPSHOT_BYTES."""
+    if not hasattr(model, "attention_probs"):
+        return []
+    probs = model.attention_probs(images[:1])
+    if sum(p.numel() for p in probs) * 2 > SNAPSHOT_BYTES:
+        return []
+    return [{"epoch": epoch, "layers": [p[0].to(torch.float16).cpu() for p in probs]}]
+
+
 def write_records(results_dir, run: RunInfo, **records: list[dict]):
     """Each record of the run (results.RECORDS: its metric rows, centers, attention) into its CSV, replacing the
     run's earlier rows; a record a model does not keep (no centers, say) writes nothing."""
@@ -74,11 +89,13 @@ class RunRecords:
         self.history: list[dict] = []
         self.centers = center_rows(model, self.meta, 0) if lead else []
         self.attention = attention_rows(model, self.probe, self.meta, 0) if lead else []
+        self.snapshots = attention_snapshot(model, self.probe, 0) if lead else []
 
     def restore(self, state: dict) -> int:
         """The records a checkpoint holds, in place of these; returns the epoch it was written after."""
         self.history, self.centers, self.attention = (state["history"], state.get("centers", []),
                                                       state.get("attention", []))
+        self.snapshots = state.get("snapshots", [])
         return state["epoch"]
 
     def add(self, model: nn.Module, row: dict) -> None:
@@ -87,9 +104,12 @@ class RunRecords:
         if self.lead:
             self.centers += center_rows(model, self.meta, row["epoch"])
             self.attention += attention_rows(model, self.probe, self.meta, row["epoch"])
+            self.snapshots += attention_snapshot(model, self.probe, row["epoch"])
 
     def as_dict(self) -> dict[str, list[dict]]:
-        return {"history": self.history, "centers": self.centers, "attention": self.attention}
+        """What the checkpoint keeps: the CSVs' rows and the attention snapshots."""
+        return {"history": self.history, "centers": self.centers, "attention": self.attention,
+                "snapshots": self.snapshots}
 
     def write(self, results_dir, run: RunInfo) -> None:
-        write_records(results_dir, run, **self.as_dict())
+        write_records(results_dir, run, history=self.history, centers=self.centers, attention=self.attention)

@@ -167,11 +167,11 @@ def evaluate(model: nn.Module, loader, device: torch.device, precision: str = "f
 
 
 def _resume(model: nn.Module, opt: torch.optim.Optimizer, cfg: TrainConfig, ckpt_path: Path, run_id: str,
-            device: torch.device) -> tuple[torch.optim.Optimizer, dict | None]:
+            device: torch.device, fresh: bool = False) -> tuple[torch.optim.Optimizer, dict | None]:
     """Load the run's checkpoint, if it has one, into the model, the optimizer and the RNG: (optimizer, its
-    state). Without one: (optimizer, None). A damaged one is moved aside with one line saying so, and the run
-    starts afresh: (a new optimizer, None)."""
-    if not (ckpt_path.exists() or ckpt_path.is_symlink()):
+    state). Without one, or `fresh`: (optimizer, None). A damaged one is moved aside with one line saying so, and
+    the run starts afresh: (a new optimizer, None)."""
+    if fresh or not (ckpt_path.exists() or ckpt_path.is_symlink()):
         return opt, None
     initial = copy.deepcopy(model.state_dict())  # to start afresh if the checkpoint turns out damaged
     try:
@@ -196,10 +196,10 @@ def _resume(model: nn.Module, opt: torch.optim.Optimizer, cfg: TrainConfig, ckpt
 
 def fit(model: nn.Module, data: Dataset, cfg: TrainConfig, run: RunInfo, results_dir: str | Path = "results",
         device: str | torch.device = "auto", progress: bool = True, stop_after_epoch: int | None = None,
-        speed: SpeedOptions | None = None) -> list[dict]:
+        speed: SpeedOptions | None = None, fresh: bool = False) -> list[dict]:
     """Train (or resume, or just return a finished run's rows) and record a metric row per epoch.
-
-    stop_after_epoch: return after that epoch as if interrupted (for tests of resume).
+    stop_after_epoch: return after that epoch as if interrupted (for tests of resume). fresh: train from the first
+    epoch even where a checkpoint exists (the first epoch's checkpoint replaces it).
     speed: attnlib.training.speed.SpeedOptions (TF32, torch.compile, channels-last), which change the numbers by float
     rounding only and are not part of the run's id; None changes nothing. The checkpoint holds the plain model's
     state dict. Under an initialised process group of several processes (torchrun), it trains with DDP: each process
@@ -216,7 +216,7 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainConfig, run: RunInfo, results
     steps_per_epoch = len(train_loader)
     records = RunRecords(model, run, cfg.seed, data, device, group.lead)  # at initialisation; a checkpoint replaces
     opt = make_optimizer(model, cfg)
-    load = functools.partial(_resume, model, opt, cfg, ckpt_path, run.run_id, device)
+    load = functools.partial(_resume, model, opt, cfg, ckpt_path, run.run_id, device, fresh)
     opt, state = group.resume(model, opt, load, cfg.seed)  # one process: load()
     start_epoch = 1 if state is None else records.restore(state) + 1
     if state is not None and start_epoch <= cfg.epochs and group.lead:

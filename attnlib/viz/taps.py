@@ -13,28 +13,34 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from attnlib import results
 from attnlib.evidence.taps import grid_distances, grid_offsets, matched_grid_distance, matched_offsets
 from attnlib.viz.saving import save
 
 
 def plot_taps(centers: pd.DataFrame, path: str | Path | None = None, within: float | None = None, layer: int = 1,
               subtitle: str = ""):
-    """`centers`: one model's recorded centers (results.CENTER_COLUMNS) over its seeds and epochs; `within`: the
-    grid distance (tokens) a grid must end under, drawn as a dashed line."""
+    """`centers`: one model's recorded centers (results.CENTER_COLUMNS) over its seeds and epochs, with its
+    shuffled-label controls if it has any (a panel each, and a dashed curve); `within`: the grid distance (tokens) a
+    grid must end under, drawn as a dashed line."""
     part = centers[centers["layer"] == layer]
-    seeds = sorted(part["seed"].unique())
-    fig, axes = plt.subplots(1, len(seeds) + 1, figsize=(3.0 * (len(seeds) + 1), 3.2), squeeze=False)
-    for ax, seed in zip(axes[0], seeds):
-        _seed_panel(ax, part[part["seed"] == seed], seed)
+    control = results.is_control(part["variant"])
+    runs = [(part[control == c], seed, c) for c in (False, True)
+            for seed in sorted(part[control == c]["seed"].unique())]
+    fig, axes = plt.subplots(1, len(runs) + 1, figsize=(3.0 * (len(runs) + 1), 3.2), squeeze=False)
+    for ax, (rows, seed, c) in zip(axes[0], runs):
+        _seed_panel(ax, rows[rows["seed"] == seed], f"seed {seed}{', shuffled labels' if c else ''}")
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
-    _distance_panel(axes[0][-1], grid_distances(part, layer), within)
+    distances = grid_distances(part, layer)
+    _distance_panel(axes[0][-1], distances[~results.is_control(distances["variant"])],
+                    distances[results.is_control(distances["variant"])], within)
     fig.suptitle(f"layer {layer}: heads against the grid of taps" + (f"\n{subtitle}" if subtitle else ""), fontsize=9)
     fig.tight_layout(rect=(0, 0.07, 1, 1))  # room for the legend below
     return save(fig, path)
 
 
-def _seed_panel(ax, runs: pd.DataFrame, seed: int):
+def _seed_panel(ax, runs: pd.DataFrame, name: str):
     first, last = runs[runs["epoch"] == 0], runs[runs["epoch"] == runs["epoch"].max()]
     start, end = (d.sort_values("head")[["row", "col"]].to_numpy() for d in (first, last))
     taps = grid_offsets(len(end))
@@ -51,13 +57,17 @@ def _seed_panel(ax, runs: pd.DataFrame, seed: int):
     ax.grid(alpha=0.3)
     ax.tick_params(labelsize=8)
     d0, d1 = (matched_grid_distance(x) for x in (start, end))
-    ax.set_title(f"seed {seed}: {d0:.2f} -> {d1:.2f} tokens", fontsize=9)
+    ax.set_title(f"{name}: {d0:.2f} -> {d1:.2f} tokens", fontsize=9)
     ax.set_xlabel("column offset (tokens)", fontsize=8)
     ax.set_ylabel("row offset (tokens)", fontsize=8)
 
 
-def _distance_panel(ax, table: pd.DataFrame, within: float | None):
+def _distance_panel(ax, table: pd.DataFrame, controls: pd.DataFrame, within: float | None):
     by_epoch = table.pivot_table(index="epoch", columns="seed", values="grid_distance")
+    for i, (seed, rows) in enumerate(controls.groupby("seed")):
+        rows = rows.sort_values("epoch")
+        ax.plot(rows["epoch"], rows["grid_distance"], color="tab:blue", ls="--", lw=1.2,
+                label="shuffled-label control" if i == 0 else None)
     for seed in by_epoch.columns:
         ax.plot(by_epoch.index, by_epoch[seed], color="0.6", lw=0.8)
     mean, sd = by_epoch.mean(axis=1), by_epoch.std(axis=1).fillna(0.0)
@@ -65,7 +75,7 @@ def _distance_panel(ax, table: pd.DataFrame, within: float | None):
     ax.fill_between(mean.index, mean - sd, mean + sd, color="tab:red", alpha=0.2)
     if within is not None:
         ax.axhline(within, color="k", ls="--", lw=0.8, label=f"a grid: under {within:g}")
-    ax.set_ylim(0, max(2.0, float(by_epoch.max().max()) + 0.2))
+    ax.set_ylim(0, max(2.0, float(pd.concat([table, controls])["grid_distance"].max()) + 0.2))
     ax.set_xlabel("epoch (0: initialisation)", fontsize=8)
     ax.set_ylabel("distance from the grid (tokens)", fontsize=8)
     ax.set_title("matched grid distance per epoch", fontsize=9)
