@@ -311,6 +311,10 @@ CHECKPOINT_FAULTS = {
     "rng-state-malformed": _edit_state(lambda s: s.update(rng=torch.zeros(3, dtype=torch.uint8))),
     "another-runs-checkpoint": lambda ckpt, other: shutil.copyfile(other, ckpt),
     "a-folder": _folder_instead,
+    "epoch-4-of-a-2-epoch-run": _edit_state(lambda s: s.update(epoch=4, history=s["history"] + [
+        dict(s["history"][-1], epoch=e) for e in (3, 4)])),
+    "an-accuracy-of-28.9": _edit_state(lambda s: s["history"][-1].update(test_acc=28.9)),
+    "a-loss-that-is-text": _edit_state(lambda s: s["history"][0].update(train_loss="low")),
 }
 
 
@@ -395,6 +399,26 @@ def _merge_conflict(path: Path):
     path.write_text("".join([lines[0], "<<<<<<< HEAD\n", *lines[1:], "=======\n", lines[-1], ">>>>>>> other\n"]))
 
 
+def _set(column: str, value):
+    """A fault that writes `value` into `column` of the first row: a number no training writes there."""
+    def fault(path: Path):
+        df = read_records(path)
+        df.loc[0, column] = value
+        df.to_csv(path, index=False)
+    return fault
+
+
+def _epoch_beyond_the_plan(path: Path):
+    df = read_records(path)
+    df.loc[len(df) - 1, "epoch"] = 7  # of a run planned for fewer
+    df.to_csv(path, index=False)
+
+
+def _a_run_twice(path: Path):
+    df = read_records(path)
+    pd.concat([df, df[df["run_id"] == df["run_id"].iloc[0]]]).to_csv(path, index=False)
+
+
 def _non_utf8(path: Path):
     path.write_bytes(path.read_bytes().replace(b"sa_quadratic", b"sa_qu\xffadratic", 1))
 
@@ -416,9 +440,17 @@ CSV_FAULTS = {
     "header-again-at-the-end": _header_twice,
     "merge-conflict-markers": _merge_conflict,
     "a-folder": _folder_csv,
+    "an-accuracy-of-28.9": _set("test_acc", 28.9),
+    "a-negative-loss": _set("train_loss", -1.0),
+    "an-infinite-loss": _set("test_loss", float("inf")),
+    "epoch-7-of-a-shorter-run": _epoch_beyond_the_plan,
+    "a-run's-rows-twice": _a_run_twice,
 }
-CENTER_FAULTS = ["cut-mid-line", "header-deleted", "zero-bytes"]
-RECORD_CSVS = [("metrics", n) for n in CSV_FAULTS] + [(k, n) for k in ("centers", "attention") for n in CENTER_FAULTS]
+CENTER_FAULTS = ["cut-mid-line", "header-deleted", "zero-bytes", "a-run's-rows-twice"]
+ATTENTION_FAULTS = CENTER_FAULTS + ["a-share-above-1"]
+CSV_FAULTS["a-share-above-1"] = _set("top_mass", 1.5)
+RECORD_CSVS = ([("metrics", n) for n in CSV_FAULTS if n != "a-share-above-1"] + [("centers", n) for n in CENTER_FAULTS]
+               + [("attention", n) for n in ATTENTION_FAULTS])
 
 
 @pytest.mark.parametrize("kind, name", RECORD_CSVS, ids=[f"heal-{k}-csv-{n}" for k, n in RECORD_CSVS])
@@ -741,7 +773,8 @@ def test_heal_runner_damaged_checkpoint_the_rerun_ends_green(reference, tmp_path
     shutil.copytree(reference / "results", tmp_path / "results")
     ckpt = sorted((tmp_path / "results" / "smoke" / "checkpoints").glob("*.pt"))[0]
     ckpt.write_bytes(ckpt.read_bytes()[:1000])
-    out = run_runner(*runner_args(reference / "params", tmp_path / "results"), "--force")
+    (tmp_path / "results" / "smoke" / ".cache" / "stamps.json").unlink()  # rerun, and read back (--force would retrain)
+    out = run_runner(*runner_args(reference / "params", tmp_path / "results"))
     assert out.returncode == 0 and out.stderr == "", out.stderr
     root = tmp_path / "results" / "smoke"
     line = f"{ckpt} is damaged ("
@@ -912,3 +945,111 @@ def test_stop_yaml_alias_inside_its_own_anchor_is_one_line(tmp_path, capsys):
     path = write_param_file(tmp_path, "02_quadratic", "profile: smoke\nseeds: &x [1, *x]\n")
     assert params.main([str(path)]) == 2
     assert "refers to the value that holds it" in one_line(capsys.readouterr().err)
+
+
+# -- the results folder itself: checked before anything is written, one line naming it ------------------------------
+def _a_file(base: Path) -> Path:
+    (base / "results").write_text("not a folder")
+    return base / "results"
+
+
+def _a_symlink_loop(base: Path) -> Path:
+    os.symlink(base / "loop", base / "loop")
+    return base / "loop"
+
+
+def _a_name_too_long(base: Path) -> Path:
+    return base / ("r" * 300)
+
+
+def _logs_a_file(base: Path) -> Path:
+    (base / "results" / "smoke").mkdir(parents=True)
+    (base / "results" / "smoke" / "logs").write_text("not a folder")
+    return base / "results"
+
+
+def _cache_a_file(base: Path) -> Path:
+    (base / "results" / "smoke").mkdir(parents=True)
+    (base / "results" / "smoke" / ".cache").write_text("not a folder")
+    return base / "results"
+
+
+def _under_a_file(base: Path) -> Path:
+    (base / "file").write_text("x")
+    return base / "file" / "results"
+
+
+FOLDER_FAULTS = {"a-file": (_a_file, "is a file, not a folder"),
+                 "a-symlink-loop": (_a_symlink_loop, "leads back to itself"),
+                 "a-name-too-long": (_a_name_too_long, "longer than the system allows"),
+                 "logs-a-file": (_logs_a_file, "logs: it is a file, not a folder"),
+                 ".cache-a-file": (_cache_a_file, ".cache: it is a file, not a folder"),
+                 "under-a-file": (_under_a_file, "is a file")}
+
+
+@pytest.mark.parametrize("name", list(FOLDER_FAULTS), ids=[f"stop-results-folder-{n}" for n in FOLDER_FAULTS])
+def test_a_results_folder_that_cannot_be_one_stops_with_one_line(tmp_path, name):
+    make, words = FOLDER_FAULTS[name]
+    target = make(tmp_path)
+    out = run_runner("--only", "00", "--results-dir", str(target))
+    assert out.returncode == 2, out.stdout + out.stderr
+    line = one_line(out.stderr)
+    assert line.startswith("error: results folder ") and words in line and "Traceback" not in out.stderr, line
+
+
+@pytest.mark.parametrize("code, words", [(28, "no space is left"), (30, "read-only")],
+                         ids=["stop-results-folder-full-disk", "stop-results-folder-read-only"])
+def test_a_full_or_read_only_disk_is_named_before_anything_is_written(tmp_path, monkeypatch, code, words):
+    from attnlib.runner import folder
+
+    def refuse(self, data):
+        raise OSError(code, os.strerror(code), str(self))
+    monkeypatch.setattr(Path, "write_bytes", refuse)
+    with pytest.raises(folder.ResultsFolderError) as err:
+        folder.check_writable(tmp_path / "results" / "smoke")
+    assert words in str(err.value) and str(tmp_path / "results" / "smoke") in str(err.value)
+
+
+def test_a_disk_that_fills_during_the_run_stops_with_one_line_and_keeps_what_was_written(tmp_path, monkeypatch,
+                                                                                          capsys):
+    def full(self, *args, **kwargs):
+        raise OSError(28, os.strerror(28), str(self.path))
+    monkeypatch.setattr(digest.Stamps, "record", full)
+    code = run.main(["--profile", "smoke", "--only", "00", "--results-dir", str(tmp_path / "results"), "--force"])
+    err = capsys.readouterr().err
+    assert code == 1 and "no space is left" in one_line(err) and "kept" in err
+    assert (tmp_path / "results" / "smoke" / "notebooks" / "00_conv_as_attention.ipynb").exists()
+
+
+def test_a_relative_results_folder_holds_the_whole_series_where_the_command_ran(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "attnlib.run", "--profile", "smoke", "--only", "00",
+                          "--results-dir", "mine"], capture_output=True, text=True, cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=600)
+    assert out.returncode == 0, out.stderr
+    base = tmp_path / "mine" / "smoke"
+    assert (base / "notebooks" / "00_conv_as_attention.ipynb").exists() and (base / "logs").is_dir()
+    assert (base / "metrics" / "00_conv_as_attention.csv").exists()
+    assert not (ROOT / "mine").exists()
+    executed = (base / "notebooks" / "00_conv_as_attention.ipynb").read_text()
+    assert f'results_dir = \\"{base.parent}\\"' in executed  # outside the repository: absolute
+
+
+def test_paths_inside_the_repository_reach_the_notebooks_relative():
+    assert run.for_notebook(ROOT / "results") == "../results"
+    assert run.for_notebook(ROOT / "data") == "../data"
+    assert run.for_notebook(Path("/somewhere/else")) == "/somewhere/else"
+
+
+def test_a_second_runner_on_the_same_series_stops_with_one_line(tmp_path):
+    from attnlib.runner import folder
+
+    base = tmp_path / "results" / "smoke"
+    folder.check_writable(base)
+    with folder.runner_lock(base):  # as a runner working on it holds it
+        out = run_runner("--only", "00", "--results-dir", str(tmp_path / "results"))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    line = one_line(out.stderr)
+    assert line.startswith(f"error: {base} is in use by another runner (pid {os.getpid()}, started "), line
+    assert not (base / "notebooks" / "00_conv_as_attention.ipynb").exists()
+    out = run_runner("--only", "00", "--results-dir", str(tmp_path / "results"))  # once it is released
+    assert out.returncode == 0, out.stderr

@@ -20,6 +20,16 @@ from attnlib.explorer.trained_runs import TrainedRun, trained_runs
 
 
 # -- the command -----------------------------------------------------------------------------------
+def picture_notes(img) -> list[str]:
+    """What is done to a picture besides scaling it: a conversion to 8 bits, the crop of a picture not square."""
+    notes = [img.info["note"]] if "note" in img.info else []
+    w, h = img.size
+    if w != h:
+        side = min(w, h)
+        notes.append(f"{w}x{h} pixels: its middle {side}x{side} square is shown (the networks take square images)")
+    return notes
+
+
 def _guess_profile(results_dir: Path, wanted: list[str]) -> str:
     """The first profile (quick, paper, smoke) whose checkpoints hold every run named (by id or prefix); "quick"
     when none is named and none has checkpoints. A name that no profile's checkpoints start with raises ValueError,
@@ -83,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     except NotAnImage as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    for name, img in pictures:
+        for note in picture_notes(img):
+            print(f"note: {name}: {note}")
     results_dir = Path(args.results_dir)
     try:
         profile = args.profile or _guess_profile(results_dir, args.run)

@@ -37,12 +37,36 @@ def open_image(source, name: str | None = None):
     try:
         with Image.open(handle) as img:
             img.load()
-            return ImageOps.exif_transpose(img)
+            return to_8bit(ImageOps.exif_transpose(img))
     except UnidentifiedImageError:
         raise NotAnImage(f"{name} is not an image (PIL cannot identify its format)") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         why = one_line(err) or type(err).__name__
         raise NotAnImage(f"{name} is not an image ({why})") from None
+
+
+WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # 16- or 32-bit grey, integer or float
+
+
+def to_8bit(img):
+    """`img` with 8 bits per channel: a 16- or 32-bit grey image scaled to 0-255 by its own range of values (the
+    full 16-bit range for 16-bit integers; a float image in [0, 1] by 255, any other by its minimum and maximum),
+    where a plain conversion would clip it nearly all white or black. What was done is in img.info["note"]."""
+    if img.mode not in WIDE_MODES:
+        return img
+    values = np.asarray(img, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    if img.mode == "F" and 0.0 <= low and high <= 1.0:
+        low, high, how = 0.0, 1.0, "float values in [0, 1] scaled by 255"
+    elif img.mode != "F" and 0.0 <= low and high <= 65535.0:
+        low, high, how = 0.0, 65535.0, "16-bit values scaled by 255/65535"
+    else:
+        how = f"values {low:g} to {high:g} scaled to 0-255"
+    scaled = np.nan_to_num((values - low) / max(high - low, 1e-12), nan=0.0, posinf=1.0, neginf=0.0)
+    out = Image.fromarray(np.clip(np.rint(scaled * 255), 0, 255).astype(np.uint8), mode="L")
+    out.info["note"] = f"a {img.mode} image ({how}) made 8-bit grey"
+    return out
 
 
 def prepare_image(img, size: int, channels: int) -> torch.Tensor:

@@ -6,10 +6,12 @@ import errno
 import warnings
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from attnlib.messages import error_line
 from attnlib.results.layout import METRIC_COLUMNS, RECORDS
+from attnlib.results.plausible import implausible
 
 
 class DamagedCheckpoint(ValueError):
@@ -58,6 +60,12 @@ def load_checkpoint(path: str | Path, run_id: str | None = None, mmap: bool = Fa
             isinstance(r, dict) and r.get("epoch") == i and not (set(METRIC_COLUMNS) - set(r))
             for i, r in enumerate(history, 1)):
         raise DamagedCheckpoint(path, f"its history does not hold one metric row for each of its {epoch} epochs")
+    try:
+        why = implausible(pd.DataFrame(history, columns=METRIC_COLUMNS), METRIC_COLUMNS)
+    except (TypeError, ValueError) as err:  # a value that is not a number where one belongs
+        why = f"its history holds {error_line(err)}"
+    if why:
+        raise DamagedCheckpoint(path, why)
     for key in ("centers", "attention"):
         rows = state.get(key, [])
         if not isinstance(rows, list) or not all(isinstance(r, dict) and not (set(RECORDS[key][1]) - set(r))

@@ -12,6 +12,7 @@ from attnlib.messages import error_line
 from attnlib.results.checkpoints import DamagedCheckpoint, load_checkpoint
 from attnlib.results.files import atomic_write_text, locked, move_aside
 from attnlib.results.layout import METRIC_COLUMNS, RECORDS, TEXT_COLUMNS
+from attnlib.results.plausible import implausible
 
 
 class DamagedCSV(ValueError):
@@ -20,7 +21,8 @@ class DamagedCSV(ValueError):
 
 def _read_checked(path: Path, columns: list[str]) -> pd.DataFrame:
     """The CSV at `path` if it is whole: ends with a newline, parses, has exactly `columns` as header, no
-    missing fields and numbers where numbers belong. Raises DamagedCSV saying what is wrong."""
+    missing fields, numbers where numbers belong, and rows that training can write (plausible.implausible).
+    Raises DamagedCSV saying what is wrong."""
     try:
         raw = path.read_bytes()
     except OSError as err:
@@ -40,6 +42,8 @@ def _read_checked(path: Path, columns: list[str]) -> pd.DataFrame:
     numeric = [c for c in columns if c not in TEXT_COLUMNS]
     if not all(pd.api.types.is_numeric_dtype(df[c]) for c in numeric):
         raise DamagedCSV("text where numbers belong")
+    if (why := implausible(df, columns)):
+        raise DamagedCSV(why)
     return df
 
 
@@ -110,3 +114,19 @@ def write_run_rows(path: str | Path, run_id: str, rows: list[dict], columns: lis
         new = pd.DataFrame(rows, columns=columns)
         df = new if old.empty else pd.concat([old, new], ignore_index=True)
         atomic_write_text(path, df.to_csv(index=False))
+
+
+def keep_runs(path: str | Path, run_ids, columns: list[str] = METRIC_COLUMNS) -> int:
+    """Drop every row of the CSV at `path` whose run is not among `run_ids` (a notebook's CSVs hold the runs of its
+    current plan only, so no row of a run it no longer plans, such as one trained by older code, stays standing);
+    returns how many rows went. Under the CSV's lock, atomically; a missing CSV is left alone."""
+    path = Path(path)
+    if not path.exists():
+        return 0
+    keep = set(run_ids)
+    with locked(path):
+        old = read_metrics(path, columns)
+        kept = old[old["run_id"].isin(keep)]
+        if len(kept) < len(old):
+            atomic_write_text(path, kept.to_csv(index=False))
+    return len(old) - len(kept)

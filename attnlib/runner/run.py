@@ -9,7 +9,8 @@ besides (`environment`: the kind of device, for notebook 06 the device itself, a
 CIFAR-10 is present); a notebook whose digest is unchanged and whose executed copy exists is skipped.
 Notebooks that read earlier results (07, 08) also digest the stamps of the notebooks before them. An
 interrupted run reruns the notebook it stopped in, whose training resumes from its checkpoints. `--force`
-reruns everything; `--report` rebuilds only the report (08 and its HTML/PDF export).
+reruns every notebook and trains every run of the training notebooks again from its first epoch; `--report`
+rebuilds only the report (08 and its HTML/PDF export).
 
 A notebook is executed into a temporary file next to its executed copy, which it replaces only on success:
 a failing rerun keeps the last good one and leaves its own as NAME.failed.ipynb. Temporary files that a
@@ -34,6 +35,7 @@ from attnlib.experiments.params import ParamsError, load_with
 from attnlib.experiments.settings import PROFILES, REPO_ROOT, numbered_notebooks, params_class
 from attnlib.results import remove_stale_temp_files, stamps_path
 from attnlib.runner.digest import TIMING, Stamps, environment, library_digest, notebook_digest
+from attnlib.runner import folder
 from attnlib.runner.execute import execute, export, quiet_papermill
 from attnlib.training import schedule
 from attnlib.training.dry_run import RESULTS_DIR as DRY_RUN_RESULTS
@@ -120,7 +122,7 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--results-dir", default="", help=f"default: results/, and {DRY_RUN_RESULTS}/ for a dry run")
     ap.add_argument("--params-dir", default=str(ROOT / "params"), help="folder holding <profile>/<notebook>.yaml")
     ap.add_argument("--force", action="store_true",
-                    help="rerun notebooks even when nothing changed since their last run")
+                    help="rerun notebooks even when nothing changed since their last run, and train every run again")
     ap.add_argument("--report", action="store_true", help="only rebuild the report (notebook 08 and its HTML/PDF)")
     ap.add_argument("--dry-run", type=int, default=None, metavar="N",
                     help="every run of the profile at its size for N optimizer steps, timed and measured "
@@ -133,7 +135,9 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     if args.dry_run is not None and args.dry_run < 1:  # 0 would quietly start the real training
         ap.error(f"--dry-run must be a number of steps, at least 1, got {args.dry_run}")
     args.dry_run = args.dry_run or 0  # not a dry run
-    args.results_dir = args.results_dir or str(ROOT / (DRY_RUN_RESULTS if args.dry_run else "results"))
+    # resolved once, against the folder the command runs in: every file of the series goes under it
+    args.results_dir = str(folder.resolved(args.results_dir or ROOT / (DRY_RUN_RESULTS if args.dry_run else "results")))
+    args.params_dir = str(folder.resolved(args.params_dir))
     args.devices = [d.strip() for d in args.devices.split(",") if d.strip()]
     return args
 
@@ -157,6 +161,13 @@ def fields_of(nb: Path) -> set[str]:
     return {f.name for f in dataclasses.fields(params_class(nb.stem))}
 
 
+def for_notebook(path: Path) -> str:
+    """A path as the notebooks, which run in notebooks/, are given it: relative where it lies inside the repository
+    (no machine's folders in an executed notebook), else absolute."""
+    path = Path(os.path.abspath(path))
+    return os.path.relpath(path, ROOT / "notebooks") if path.is_relative_to(ROOT) else str(path)
+
+
 def checked_plans(pairs: list[tuple[Path, Path]], profile: str, args: argparse.Namespace) -> list[tuple[Path, dict]]:
     """Each notebook with the values to inject: its parameter file with the command line's overrides, every file
     checked (ParamsError) before any work starts."""
@@ -167,17 +178,17 @@ def checked_plans(pairs: list[tuple[Path, Path]], profile: str, args: argparse.N
     for nb, pfile in pairs:
         # the file itself (unknown keys, types, values), then with the command line's overrides
         devices = {"devices": args.devices} if args.devices and "devices" in fields_of(nb) else {}  # training notebooks
-        checked = load_with(pfile, {**extra, **dry_run_overrides(nb, args.dry_run), **devices},
+        retrain = {"retrain": True} if args.force and not args.dry_run and "retrain" in fields_of(nb) else {}
+        checked = load_with(pfile, {**extra, **dry_run_overrides(nb, args.dry_run), **devices, **retrain},
                             where=f"{pfile} (with command-line overrides)")
         # Inject every field, not only the file's keys: the notebook's own defaults are the smoke
-        # profile's and must never leak into another profile. Paths are made absolute because the
-        # notebooks run with notebooks/ as their working directory.
+        # profile's and must never leak into another profile.
         injected = dataclasses.asdict(checked)
         if "params_dir" in injected:
             injected["params_dir"] = args.params_dir
         for key in ("data_root", "results_dir", "params_dir"):
             if key in injected:
-                injected[key] = str((ROOT / injected[key]).resolve())
+                injected[key] = for_notebook(ROOT / injected[key])
         plans.append((nb, injected))
     return plans
 
@@ -202,11 +213,28 @@ def _main(argv: list[str] | None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
-    quiet_papermill()
     profile_dir = Path(args.results_dir) / profile
+    try:
+        folder.check_writable(profile_dir)  # before anything is written
+    except folder.ResultsFolderError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
+        with folder.runner_lock(profile_dir):
+            return _run(plans, profile, profile_dir, args)
+    except folder.AlreadyRunning as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # the disk filled up, or the folder went read-only, during the run
+        where = Path(err.filename) if err.filename else profile_dir
+        print(f"error: {folder.describe(where, err)}; the results written before are kept", file=sys.stderr)
+        return 1
+
+
+def _run(plans: list[tuple[Path, dict]], profile: str, profile_dir: Path, args: argparse.Namespace) -> int:
+    """Each notebook of `plans` run, or skipped where unchanged, then the report exported."""
+    quiet_papermill()
     out_dir, logs_dir = profile_dir / "notebooks", profile_dir / "logs"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    logs_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temp_files(profile_dir)  # half-written files of a run that was killed
     stamps = Stamps(stamps_path(profile_dir))
     library = library_digest()
