@@ -22,7 +22,9 @@ def export_report(notebook, out_dir) -> list[str]:
     out_dir = Path(out_dir)
     exporter = HTMLExporter(template_name="offline", extra_template_basedirs=[str(TEMPLATES)], exclude_input=True,
                             exclude_input_prompt=True, exclude_output_prompt=True)
-    body, _ = exporter.from_notebook_node(nbformat.read(str(notebook), as_version=4))
+    title = f"attention-conv: report of results/{out_dir.name}"  # the page's and the PDF's title
+    body, _ = exporter.from_notebook_node(nbformat.read(str(notebook), as_version=4),
+                                          resources={"metadata": {"name": title}})
     html = out_dir / "report.html"
     atomic_write_text(html, body)
     lines = [f"report: {html} ({html.stat().st_size / 1e6:.1f} MB)"]

@@ -173,7 +173,16 @@ def write_csv(data: ReportData, which: str, table: pd.DataFrame) -> Path:
 
 
 # -- the sections, displayed --------------------------------------------------------------------------
+def glance_text(data: ReportData) -> str:
+    """Every claim's verdict in one short list (markdown), for the report's first screen."""
+    if data.verdicts.empty:
+        return ""
+    lines = [f"- **{v['verdict']}**: {v['claim']}" for _, v in data.verdicts.iterrows()]
+    return "**At a glance** (each verdict's evidence and criterion below):\n\n" + "\n".join(lines)
+
+
 def show_header(data: ReportData):
+    display(Markdown(glance_text(data)))
     display(Markdown(header_text(data)))
 
 
@@ -192,8 +201,16 @@ def show_accuracy(data: ReportData):
         print("no training results yet: run notebooks 01-05 of this profile")
         return
     formats = {k: v for k, v in ACCURACY_FORMATS.items() if k in data.table.columns}
-    display(data.table.style.hide(axis="index").format(formats, na_rep=""))
+    display(styled(data.table, formats))
     write_csv(data, "accuracy", data.table)
+
+
+def styled(table: pd.DataFrame, formats: dict):
+    """`table` for display: no index, `formats`, empty cells for NaN, and column names that may wrap after each
+    underscore (a zero-width space), so that a wide table fits a printed page without cutting a column."""
+    wrap = {c: c.replace("_", "_\u200b") for c in table.columns}
+    return (table.rename(columns=wrap).style.hide(axis="index")
+            .format({wrap[k]: v for k, v in formats.items() if k in wrap}, na_rep=""))
 
 
 def show_curves(data: ReportData):
@@ -216,7 +233,7 @@ def show_section(data: ReportData, section: str):
     for name, caption, exists in figures_shown(data.figures, entries):
         if exists:
             display(Markdown(f"**{caption}** (`{name}`)"))
-            display(Image(filename=str(data.figures / name), width=900))
+            display(Image(filename=str(data.figures / name), width=900, alt=f"{caption} ({name})"))
         else:
             display(Markdown(f"*{caption}: not available ({name} missing; run the notebook that makes it).*"))
 
@@ -239,7 +256,7 @@ def show_effects(data: ReportData):
     if data.effects.empty:
         print("no attention recorded at initialisation and after training: run notebooks 01 and 02 of this profile")
         return
-    display(data.effects.style.hide(axis="index").format(EFFECT_FORMATS))
+    display(styled(data.effects, EFFECT_FORMATS))
     write_csv(data, "effects", data.effects)
 
 

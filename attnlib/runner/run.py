@@ -162,10 +162,9 @@ def fields_of(nb: Path) -> set[str]:
 
 
 def for_notebook(path: Path) -> str:
-    """A path as the notebooks, which run in notebooks/, are given it: relative where it lies inside the repository
-    (no machine's folders in an executed notebook), else absolute."""
-    path = Path(os.path.abspath(path))
-    return os.path.relpath(path, ROOT / "notebooks") if path.is_relative_to(ROOT) else str(path)
+    """A path as the notebooks, which run in notebooks/, are given it: absolute (the library resolves a relative
+    one against the repository, not against notebooks/)."""
+    return os.path.abspath(path)
 
 
 def checked_plans(pairs: list[tuple[Path, Path]], profile: str, args: argparse.Namespace) -> list[tuple[Path, dict]]:
