@@ -23,8 +23,9 @@ def control_text(control: pd.Series, lower: bool, unit: str = "", digits: int = 
     control = control.dropna()
     if control.empty:
         return "no shuffled-label control (control_seeds), so no change can be told from training without learning"
-    seeds = f"{len(control)} seed{'s' if len(control) > 1 else ''}"
-    return (f"shuffled-label control ({seeds}) {pm(control, digits)}{unit}, furthest "
+    if len(control) == 1:  # one value: no spread, and its count said once
+        return f"shuffled-label control (1 seed) {control.iloc[0]:+.{digits}f}{unit}"
+    return (f"shuffled-label control ({len(control)} seeds) {pm(control, digits)}{unit}, furthest "
             f"{(control.min() if lower else control.max()):+.{digits}f}")
 
 
