@@ -26,7 +26,7 @@ from conftest import ROOT, chromium, open_offline, train_smoke_runs
 from PIL import Image
 
 from attnlib.data import normalize
-from attnlib.evidence.attention_maps import attention_maps, mean_attention
+from attnlib.evidence.attention_maps import LayerMaps, attention_maps, mean_attention
 from attnlib.explorer import cli
 from attnlib.explorer import live as explorer
 from attnlib.explorer import page as explore
@@ -81,6 +81,21 @@ def test_quantize_keeps_each_row_within_half_a_step():
     assert np.allclose(back[0, 1], 0.2)  # a flat row comes back exactly (its minimum)
 
 
+def test_recorded_epochs_are_spaced_from_initialisation_and_must_match_the_layers():
+    layers = [LayerMaps("layer 1", torch.zeros(1, 4, 9, 9), (3, 3), 1), LayerMaps("layer 2", torch.zeros(1, 4, 9, 9), (3, 3), 1)]
+    snaps = [{"epoch": e, "layers": [torch.full((4, 9, 9), float(e), dtype=torch.float16)] * 2} for e in range(31)]
+    kept = explore.recorded_epochs(snaps, layers, final_epoch=30)
+    epochs = [e for e, _ in kept]
+    assert epochs[0] == 0 and len(epochs) == explore.EPOCHS_SHOWN - 1 and 30 not in epochs  # the trained maps: epoch 30
+    assert epochs == sorted(set(epochs)) and max(np.diff(epochs)) - min(np.diff(epochs)) <= 1  # evenly spaced
+    e, maps = kept[3]
+    assert [m.weights.shape for m in maps] == [(1, 4, 9, 9)] * 2 and float(maps[1].weights.max()) == e
+    assert [e for e, _ in explore.recorded_epochs(snaps[:3], layers, final_epoch=2)] == [0, 1]
+    other = [{"epoch": 0, "layers": [torch.zeros(4, 16, 16)] * 2}]  # not the maps drawn: nothing
+    assert explore.recorded_epochs(other, layers, final_epoch=1) == []
+    assert explore.recorded_epochs([], layers, final_epoch=1) == []
+
+
 def test_test_images_beyond_a_runs_test_split_are_left_out_of_its_image_set(trained):
     """Indices are picked on one run's data; another data set's test split may be smaller."""
     _, _, runs = trained
@@ -99,7 +114,7 @@ def test_page_data_round_trips_and_stores_positional_maps_once(trained):
 
     # positional only: one copy, and indeed the same maps on every image
     quad = entries["sa_quadratic"]
-    assert quad["positional"] and set(quad["blobs"]) == {"shared"} and quad["meanOver"] == 0
+    assert quad["positional"] and set(quad["blobs"]) == {"shared", "epoch:0"} and quad["meanOver"] == 0
     true = attention_maps(models["sa_quadratic"], x["sa_quadratic"])
     for layer, decoded in zip(true, blob(quad, "shared")):
         assert torch.allclose(layer.weights[0], layer.weights[2], atol=1e-6)
@@ -108,7 +123,9 @@ def test_page_data_round_trips_and_stores_positional_maps_once(trained):
     # content-based: every image, and the mean over the first 8 test images
     for model in ("sa_learned_content", "san_patchwise"):
         entry = entries[model]
-        assert not entry["positional"] and set(entry["blobs"]) == {"0", "1", "2", "mean"} and entry["meanOver"] == 8
+        epochs = {"epoch:0"} if model == "sa_learned_content" else set()  # SAN records no snapshots
+        assert not entry["positional"] and set(entry["blobs"]) == {"0", "1", "2", "mean"} | epochs
+        assert entry["meanOver"] == 8
         true = attention_maps(models[model], x[model])
         for i in range(len(images)):
             for layer, decoded in zip(true, blob(entry, str(i))):
@@ -121,12 +138,22 @@ def test_page_data_round_trips_and_stores_positional_maps_once(trained):
     san = entries["san_patchwise"]["layers"][0]
     assert san["window"] == 3 and not san["normalized"] and san["grid"] == [8, 8]
 
-    # the images, and the first view: the quadratic run, layer 1, the query on the object of the first image
+    # the maps after each earlier epoch, as the checkpoint recorded them: here initialisation, then the trained ones
+    for model in ("sa_quadratic", "sa_learned_content"):
+        run = next(r for r in runs if r.run.model == model)
+        (start, _trained) = run.snapshots()
+        assert entries[model]["epochs"] == [0, 1]
+        for recorded, decoded in zip(start["layers"], blob(entries[model], "epoch:0")):
+            assert_within_quantisation(decoded, recorded.float().numpy())
+    assert entries["san_patchwise"]["epochs"] == []
+
+    # the images, and the first view: the quadratic run, every layer, the query on the object of the first image
     (image_set,) = data["imageSets"]
+    assert image_set["probe"] == 0  # test image 0: the one each epoch's maps were recorded on
     assert [im["label"].split(" (")[0] for im in image_set["images"]] == ["test image 0", "test image 3", "test image 5"]
     first = runs[0].data.x_test[0]
     assert image_set["images"][0]["query"] == list(query_on_object(first))
-    assert data["start"] == {"run": 1, "layer": 0, "image": 0, "mean": False, "zoom": False,
+    assert data["start"] == {"run": 1, "layer": "all", "image": 0, "mean": False, "zoom": False,
                              "row": image_set["images"][0]["query"][0], "col": image_set["images"][0]["query"][1]}
 
 
@@ -238,7 +265,12 @@ def open_page(page_path: Path, check):
     return outside, errors + page_errors
 
 
-HEADS = "() => [...document.querySelectorAll('#heads canvas')].map(c => c.toDataURL())"
+HEADS = "() => [...document.querySelectorAll('#heads canvas.head-map')].map(c => c.toDataURL())"
+TAPS = "() => [...document.querySelectorAll('#heads canvas.taps')].map(c => c.toDataURL())"
+
+
+def status_has(page, text: str):
+    page.wait_for_function("t => document.querySelector('#status').innerText.includes(t)", arg=text)
 
 
 def move_query_far(page) -> tuple[int, int]:
@@ -267,15 +299,21 @@ def test_the_page_in_chromium_redraws_for_another_query_offline(trained, tmp_pat
     def check(page):
         status = page.locator("#status")
         start = page.evaluate("window.explorer.state")
-        assert status.inner_text().startswith(f"{runs[1].label} · layer 1 · query pixel ({start['row']}, {start['col']})")
-        assert len(page.evaluate(HEADS)) == runs[1].run.heads
+        # it opens on every layer of the quadratic run: all heads at once, then each head
+        assert status.inner_text().startswith(f"{runs[1].label} · all layers · query pixel ({start['row']}, {start['col']})")
+        layers = runs[1].params.layers
+        assert len(page.evaluate(TAPS)) == layers and len(page.evaluate(HEADS)) == layers * runs[1].run.heads
+        assert "the query follows the pointer" in status.inner_text()
         row, col = move_query_far(page)
         box = page.locator("#query-canvas").bounding_box()
         page.mouse.click(box["x"] + (col + 0.5) * box["width"] / 8, box["y"] + (row + 0.5) * box["height"] / 8)
+        status_has(page, "query pinned")
         pinned = page.evaluate("window.explorer.draws")
         page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, steps=4)  # pinned: no move
         page.wait_for_timeout(200)
         assert page.evaluate("window.explorer.draws") == pinned and f"query pixel ({row}, {col})" in status.inner_text()
+        page.locator("#query-canvas").press("Escape")
+        status_has(page, "the query follows the pointer")
 
         # the sliders, a content-based run on another image and its mean, all layers, a SAN run zoomed
         page.locator("#col").fill("3")
@@ -297,6 +335,77 @@ def test_the_page_in_chromium_redraws_for_another_query_offline(trained, tmp_pat
     assert outside == [] and errors == []
 
 
+def test_the_page_shows_training_epoch_by_epoch_on_one_colour_scale_and_keeps_the_picture_still(trained, tmp_path):
+    chromium()
+    _, _, runs = trained
+    page_path, _, _ = explore.write_page(tmp_path / "explorer.html", runs, [0, 1], average_images=4)
+
+    def check(page):
+        status, picture = page.locator("#status"), page.locator("#query-canvas")
+        where, tall = picture.bounding_box(), status.bounding_box()["height"]
+        trained_maps, trained_taps = page.evaluate(HEADS), page.evaluate(TAPS)
+        assert "epoch 1 of 1 (trained)" in status.inner_text()
+
+        # the maps at initialisation, then the play button back to the trained ones, where it stops
+        page.locator("#epoch").fill("0")
+        status_has(page, "epoch 0 of 1 (initialisation)")
+        assert page.evaluate(HEADS) != trained_maps
+        page.click("#play")
+        page.wait_for_function("() => document.querySelector('#status').innerText.includes('(trained)') && "
+                               "!document.querySelector('#play').textContent.includes('stop')", timeout=10_000)
+        assert page.evaluate(HEADS) == trained_maps and page.evaluate(TAPS) == trained_taps
+
+        # one colour scale per layer, named beside it; a head's own scale on request
+        assert page.locator(".layer-name .scale").first.inner_text().startswith("colour 0.0 to ")
+        page.check("#own-scale")
+        page.wait_for_function("() => document.querySelector('.layer-name .scale').innerText === 'own scale per head'")
+        assert page.evaluate(HEADS) != trained_maps
+        page.uncheck("#own-scale")
+
+        # a content-based run was recorded on test image 0: on another image the trained maps stay, and it says so
+        page.select_option("#run", "0")
+        page.select_option("#image", "1")
+        page.locator("#epoch").fill("0")
+        status_has(page, "trained maps shown: earlier epochs were recorded on test image 0")
+        page.select_option("#image", "0")
+        status_has(page, "epoch 0 of 1 (initialisation)")
+
+        # other runs, layers and status lines of other lengths: the picture never moves under the pointer
+        for run, layer in (("2", "all"), ("2", "0"), ("1", "1"), ("1", "all")):
+            page.select_option("#run", run)
+            page.select_option("#layer", layer)
+            move_query_far(page)
+            assert picture.bounding_box() == where and status.bounding_box()["height"] == tall
+
+    outside, errors = open_page(page_path, check)
+    assert outside == [] and errors == []
+
+
+def test_the_page_fits_a_phone_and_follows_a_finger(trained, tmp_path):
+    chromium()
+    _, _, runs = trained
+    page_path, _, _ = explore.write_page(tmp_path / "explorer.html", runs, [0, 1], average_images=4)
+
+    def check(page):
+        for run in ("1", "0", "2"):
+            page.select_option("#run", run)
+            page.wait_for_timeout(100)
+            assert page.evaluate("document.documentElement.scrollWidth") <= 390
+            rights = page.evaluate("() => [...document.querySelectorAll('#heads canvas')].map(c => "
+                                   "c.getBoundingClientRect().right)")
+            assert rights and max(rights) <= 390  # every head on screen: the rows wrap
+        box = page.locator("#query-canvas").bounding_box()
+        for kind, (row, col) in (("pointerdown", (1, 1)), ("pointermove", (6, 5)), ("pointerup", (6, 5))):
+            page.locator("#query-canvas").dispatch_event(kind, {
+                "pointerType": "touch", "pointerId": 7, "isPrimary": True, "buttons": 0 if kind == "pointerup" else 1,
+                "clientX": box["x"] + (col + 0.5) * box["width"] / 8, "clientY": box["y"] + (row + 0.5) * box["height"] / 8})
+        status_has(page, "query pixel (6, 5)")
+        assert "query pinned" in page.locator("#status").inner_text()
+
+    outside, errors = open_offline(page_path, check, ready="window.explorer && window.explorer.ready", viewport=(390, 844))
+    assert outside == [] and errors == []
+
+
 COMMITTED = ROOT / "results" / "quick" / "explorer.html"
 
 
@@ -308,11 +417,14 @@ def test_the_committed_quick_page_opens_offline_on_the_quadratic_run_and_follows
     data = page_json(COMMITTED.read_text())
     models = {r["model"] for r in data["runs"]}
     assert {"sa_quadratic", "sa_quadratic_aniso", "sa_learned", "sa_learned_content", "vit", "san_pairwise"} <= models
-    assert all(set(r["blobs"]) == {"shared"} for r in data["runs"] if r["positional"])
+    positional = [r for r in data["runs"] if r["positional"]]
+    assert positional and all(set(r["blobs"]) == {"shared"} | {f"epoch:{e}" for e in r["epochs"][:-1]} for r in positional)
+    assert all(r["epochs"][0] == 0 and len(r["epochs"]) >= 3 for r in positional)  # initialisation, then each epoch
 
     def check(page):
         assert page.locator("#status").inner_text().startswith("sa_quadratic (")
-        assert " · layer 1 · " in page.locator("#status").inner_text()
+        assert " · all layers · " in page.locator("#status").inner_text()
+        assert "(trained)" in page.locator("#status").inner_text()
         move_query_far(page)
         for i, run in enumerate(data["runs"]):  # every run decodes and draws
             if i == data["start"]["run"]:

@@ -6,7 +6,11 @@ attends, for every query pixel, with no Python, no kernel and no network.
 - positional-only models (sa_quadratic, sa_quadratic_aniso, sa_learned: no content term), whose attention
   is the same for every image: each layer's (heads, T, T) once;
 - the content-based models (learned + content, ViT, SAN): each image's maps, and their mean over
-  `average_images` test images (the paper averages over 100).
+  `average_images` test images (the paper averages over 100);
+- where the checkpoint recorded them (attnlib.training.records.attention_snapshot), the maps after each epoch
+  of training, from initialisation on (at most EPOCHS_SHOWN of them): for a positional-only model these are its
+  maps on every image, for a content-based one on test image 0, the image they were recorded on. The page's epoch
+  slider and its play button show the heads move from where they started to where training left them.
 
 Each query's map over its keys (a head's row of the attention matrix) is quantised to uint8 between its own
 minimum and maximum (two float32 per row), so the error is at most (max - min) / 510 per weight; the rows
@@ -22,6 +26,7 @@ it for your own image(s).
 from __future__ import annotations
 
 import base64
+import dataclasses
 import gzip
 import html
 import json
@@ -42,6 +47,7 @@ from attnlib.models.sa_net import SelfAttentionNet
 
 WEB = resources.files("attnlib.explorer") / "web"  # the page's HTML, CSS and JavaScript
 EXPERIMENTS = ("01_learned_2d", "02_quadratic", "03_san", "04_vit")
+EPOCHS_SHOWN = 13  # recorded epochs per run in the page at most: initialisation, evenly spaced ones, the last
 
 
 # -- what is stored --------------------------------------------------------------------------------
@@ -140,10 +146,12 @@ def _image_set(run: TrainedRun, test_images: Sequence[int], own_images: Sequence
     prepared for the run's input."""
     items, pixels = [], []
     # indices picked on one data set may lie beyond a smaller one's test split: those are left out there
-    for index in [i for i in test_images if i < len(run.data.x_test)] or ([0] if test_images else []):
+    shown = [i for i in test_images if i < len(run.data.x_test)] or ([0] if test_images else [])
+    for index in shown:
         x = run.data.x_test[index]
         items.append({"label": f"test image {index} ({run.data.classes[int(run.data.y_test[index])]})"})
         pixels.append(x)
+    probe = shown.index(0) if 0 in shown else -1
     for name, img in own_images:
         items.append({"label": f"your image {name}"})
         pixels.append(prepare_image(img, run.data.image_size, run.data.channels))
@@ -151,14 +159,37 @@ def _image_set(run: TrainedRun, test_images: Sequence[int], own_images: Sequence
     for item, x in zip(items, stacked):
         item["pixels"] = _b64(x.numpy().tobytes())
         item["query"] = list(query_on_object(x))
-    return {"name": run.data.name, "size": run.data.image_size, "channels": run.data.channels, "images": items}, stacked
+    # probe: which of these images is test image 0, the one each epoch's maps were recorded on (-1: none)
+    return {"name": run.data.name, "size": run.data.image_size, "channels": run.data.channels, "images": items,
+            "probe": probe}, stacked
+
+
+def recorded_epochs(snapshots: list[dict], layers: list[LayerMaps], final_epoch: int,
+                    most: int = EPOCHS_SHOWN) -> list[tuple[int, list[LayerMaps]]]:
+    """The epochs of a run's recorded snapshots (TrainedRun.snapshots) to show beside its trained maps `layers`, as
+    (epoch, one LayerMaps per layer): at most `most` - 1 of them, evenly spaced from initialisation, before
+    `final_epoch` (the trained maps stand for that one). [] when the snapshots do not match the layers' shapes
+    (a model whose recorded attention is not the one drawn)."""
+    def matches(snap: dict) -> bool:
+        return len(snap["layers"]) == len(layers) and all(
+            tuple(w.shape) == tuple(layer.weights.shape[1:]) for w, layer in zip(snap["layers"], layers))
+
+    earlier = [s for s in snapshots if s["epoch"] < final_epoch]
+    if not earlier or not all(map(matches, earlier)):
+        return []
+    keep = np.unique(np.linspace(0, len(earlier) - 1, min(len(earlier), most - 1)).round().astype(int))
+    return [(int(earlier[i]["epoch"]),
+             [dataclasses.replace(layer, weights=w[None].float()) for w, layer in zip(earlier[i]["layers"], layers)])
+            for i in keep]
 
 
 def _run_entry(run: TrainedRun, model: torch.nn.Module, pixels: torch.Tensor, image_set: int, mean_over: int,
-               mean: list[LayerMaps] | None, device: str) -> dict:
+               mean: list[LayerMaps] | None, device: str, probe_shown: bool) -> dict:
     """The page's entry for a run: what it is, its layers, and its maps gzipped (encode_layers): once for a
     positional-only model, else for each image of its set (`pixels`) and, when mean_over > 0, their mean over
-    that many test images (`mean`, when it is that mean, else computed here)."""
+    that many test images (`mean`, when it is that mean, else computed here); and the maps its checkpoint recorded
+    after earlier epochs ("epoch:N"; `epochs` lists them, then the trained one's epoch), for a content-based model
+    only when the image they were recorded on is among its images (`probe_shown`)."""
     x = normalize(pixels, run.data.mean, run.data.std).to(device)
     positional = is_positional(model)
     layers = attention_maps(model, x[:1] if positional else x)
@@ -170,9 +201,12 @@ def _run_entry(run: TrainedRun, model: torch.nn.Module, pixels: torch.Tensor, im
         if mean is None or mean[0].weights.shape[0] != 1:
             mean = mean_attention(model, run.images(0, mean_over).to(device))
         blobs["mean"] = _b64(encode_layers(mean, 0))
+    earlier = recorded_epochs(run.snapshots(), layers, run.epochs_done) if positional or probe_shown else []
+    blobs.update({f"epoch:{epoch}": _b64(encode_layers(maps, 0)) for epoch, maps in earlier})
     return {"label": run.label, "runId": run.run.run_id, "model": run.run.model, "variant": run.run.variant,
             "experiment": run.experiment, "describe": run.describe(), "positional": positional,
             "imageSet": image_set, "meanOver": mean_over if not positional else 0,
+            "epochs": [epoch for epoch, _ in earlier] + [run.epochs_done] if earlier else [],
             "layers": [_layer_entry(layer) for layer in layers], "blobs": blobs}
 
 
@@ -200,12 +234,13 @@ def page_data(runs: Sequence[TrainedRun], test_images: Sequence[int] = (0,), own
         model = run.load(device) if model is None else model
         mean_over = min(average_images, len(run.data.x_test)) if test_images else 0
         entries.append(_run_entry(run, model, set_pixels[_image_set_key(run)], set_index[_image_set_key(run)],
-                                  mean_over, (means or {}).get(run.label), device))
+                                  mean_over, (means or {}).get(run.label), device,
+                                  sets[_image_set_key(run)]["probe"] >= 0))
     start = start_run if any(start_run is r for r in runs) else first_view(list(runs))
     start_index = next(i for i, r in enumerate(runs) if r is start)
     first_image = sets[_image_set_key(start)]["images"][0]
     return {"runs": entries, "imageSets": list(sets.values()), "cmap": _colormap_hex(),
-            "start": {"run": start_index, "layer": 0, "image": 0, "mean": False, "zoom": False,
+            "start": {"run": start_index, "layer": "all", "image": 0, "mean": False, "zoom": False,
                       "row": first_image["query"][0], "col": first_image["query"][1]}}
 
 

@@ -53,6 +53,11 @@ class TrainedRun:
     def load(self, device: str = "cpu") -> nn.Module:
         return experiment.load_trained(self.params, self.run, device)
 
+    def snapshots(self) -> list[dict]:
+        """The attention its checkpoint recorded after each epoch ([{"epoch", "layers": (heads, T, T) per layer}],
+        from 0: initialisation) on test image 0; [] where none was recorded (maps too large, or no attention)."""
+        return list(results.load_checkpoint(self.checkpoint, self.run.run_id).get("snapshots", []))
+
     def images(self, start: int = 0, count: int = 1) -> torch.Tensor:
         """Test images [start, start + count) normalised as the model takes them."""
         x = self.data.x_test[start:start + count]
