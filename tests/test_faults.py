@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 from pathlib import Path
 
@@ -313,6 +314,9 @@ CHECKPOINT_FAULTS = {
     "a-folder": _folder_instead,
     "epoch-4-of-a-2-epoch-run": _edit_state(lambda s: s.update(epoch=4, history=s["history"] + [
         dict(s["history"][-1], epoch=e) for e in (3, 4)])),
+    "epoch-4-whose-rows-say-4-epochs": _edit_state(lambda s: s.update(epoch=4, history=[
+        dict(s["history"][-1], epoch=e, epochs=4) for e in (1, 2, 3, 4)])),
+    "rows-of-a-3-epoch-plan": _edit_state(lambda s: s.update(history=[dict(r, epochs=3) for r in s["history"]])),
     "an-accuracy-of-28.9": _edit_state(lambda s: s["history"][-1].update(test_acc=28.9)),
     "a-loss-that-is-text": _edit_state(lambda s: s["history"][0].update(train_loss="low")),
 }
@@ -1034,9 +1038,26 @@ def test_a_relative_results_folder_holds_the_whole_series_where_the_command_ran(
     assert f'results_dir = \\"{base.parent}\\"' in executed  # outside the repository: absolute
 
 
-def test_paths_reach_the_notebooks_absolute():
-    assert run.for_notebook(ROOT / "results") == str(ROOT / "results")
+def test_paths_reach_the_notebooks_relative_to_the_repository_inside_it():
+    assert run.for_notebook(ROOT / "results") == "results" and run.for_notebook(ROOT / "params" / ".." / "data") == "data"
     assert run.for_notebook(Path("/somewhere/else")) == "/somewhere/else"
+
+
+def test_an_executed_notebook_names_no_machine_folder_and_its_results_land_in_the_series(tmp_path):
+    """A series inside the repository: the executed notebook says results_dir = "<relative>", and what it wrote lies
+    in that series, not beside notebooks/ (the library resolves the relative folder against the repository)."""
+    (ROOT / "build").mkdir(exist_ok=True)  # ignored by git
+    inside = Path(tempfile.mkdtemp(dir=ROOT / "build"))
+    try:
+        relative = inside.relative_to(ROOT).as_posix()
+        out = run_runner("--only", "00", "--results-dir", str(inside))
+        assert out.returncode == 0, out.stderr
+        executed = (inside / "smoke" / "notebooks" / "00_conv_as_attention.ipynb").read_text()
+        assert f'results_dir = \\"{relative}\\"' in executed and str(ROOT) not in executed
+        assert (inside / "smoke" / "metrics" / "00_conv_as_attention.csv").exists()
+        assert not (ROOT / "notebooks" / relative).exists()
+    finally:
+        shutil.rmtree(inside, ignore_errors=True)
 
 
 def test_a_second_runner_on_the_same_series_stops_with_one_line(tmp_path):

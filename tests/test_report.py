@@ -93,6 +93,22 @@ def test_accuracy_table_gives_mean_and_spread_over_seeds_beside_the_published_nu
     assert math.isnan(t.loc["sa_quadratic", "gflops_full_size"])  # not timed: left empty, not invented
 
 
+def test_accuracy_table_says_how_many_images_each_run_trained_and_was_tested_on(tmp_path):
+    """Runs on the whole data set and runs on a subset (SAN, ViT at the quick and evidence profiles) sit in one table:
+    each row names its own sizes, from its notebook's parameters."""
+    m = pd.DataFrame([dict(r, experiment="02_quadratic") for r in metric_rows("sa_quadratic", "9 heads", {1: [0.8]})]
+                     + [dict(r, experiment="03_san") for r in metric_rows("san_pairwise", "standard", {1: [0.7]})]
+                     + [dict(r, experiment="09_new") for r in metric_rows("vit", "4 heads", {1: [0.6]}, "synthetic")])
+    (tmp_path / "quick").mkdir()
+    (tmp_path / "quick" / "02_quadratic.yaml").write_text("profile: quick\nepochs: 1\n")
+    (tmp_path / "quick" / "03_san.yaml").write_text("profile: quick\ntrain_subset: 8000\ntest_subset: 2000\n")
+    t = report.accuracy_table(m, params_dir=tmp_path).set_index("model")
+    assert (t.loc["sa_quadratic", "train_images"], t.loc["sa_quadratic", "test_images"]) == (60_000, 10_000)
+    assert (t.loc["san_pairwise", "train_images"], t.loc["san_pairwise", "test_images"]) == (8_000, 2_000)
+    assert math.isnan(t.loc["vit", "train_images"])  # neither a parameter file nor a known data set: left empty
+    assert list(t.reset_index().columns[:5]) == ["model", "variant", "dataset", "train_images", "test_images"]
+
+
 def test_claim_verdicts_follow_their_stated_criteria():
     """The learning claims and the accuracy order: tests/test_claims.py. Here: Theorem 1 and the published numbers."""
     def table(accs):

@@ -16,6 +16,7 @@ from dataclasses import replace
 
 import torch
 
+from attnlib import results
 from attnlib.data import Dataset, load_dataset
 from attnlib.models import count_parameters, create_model
 from attnlib.training import dry_run, schedule, speed
@@ -51,12 +52,36 @@ class RealRun:
         """Train (or resume, or read back) one planned run (`info` its RunInfo): its metric rows. `full_epochs`: the
         epochs of the run as the profile plans it."""
         options = speed.options(p)  # TF32, torch.compile, channels-last: not part of the run's id
+        if lead:
+            set_aside_beyond_plan(p, run)
         return fit(model, data, run.train, info, p.results_dir, device, progress=progress, speed=options,
                    fresh=p.retrain)
 
     def failed(self, p, experiment: str, job, outcome: schedule.Outcome, data: Dataset, full_epochs: int) -> bool:
         """Whether a worker's outcome is a failure of the grid (else it has been recorded as what was found)."""
         return bool(outcome.error)
+
+
+def set_aside_beyond_plan(p, run) -> None:
+    """A checkpoint of planned run `run` that is whole but claims more than the run plans (epoch 4 of a 2-epoch run,
+    rows written for another number of epochs) is none that training wrote: it is moved aside with one line, as a
+    damaged one, and the run trains again from epoch 1 instead of being read back as finished."""
+    path = results.checkpoint_path(p.results_dir, p.profile, run.run_id)
+    if not path.is_file():
+        return
+    try:
+        state = results.load_checkpoint(path, run.run_id, mmap=True)
+    except results.DamagedCheckpoint:
+        return  # training itself moves a damaged one aside
+    planned = run.train.epochs
+    claimed = sorted({r.get("epochs") for r in state["history"]} - {planned}, key=str)
+    if state["epoch"] <= planned and not claimed:
+        return
+    why = (f"it claims epoch {state['epoch']} of a run planned for {planned}" if state["epoch"] > planned
+           else f"its rows say {claimed[0]} epochs where the run plans {planned}")
+    aside = results.move_aside(path)
+    print(f"{path} is damaged ({why}): moved aside to {aside.name}; run {run.run_id} starts again from epoch 1",
+          flush=True)
 
 
 class DryRun(RealRun):

@@ -14,6 +14,7 @@ from typing import Callable, NamedTuple
 
 import pandas as pd
 from IPython.display import Image, Markdown, display
+from PIL import Image as PILImage
 
 from attnlib import results, viz
 from attnlib.evidence import claims as learning
@@ -24,7 +25,7 @@ NOTEBOOK = "08_report"
 EXPLORER = "explorer.html"  # notebook 07 writes it beside the report
 
 # How the accuracy table and the effects table print their numbers (the CSVs keep them unrounded).
-ACCURACY_FORMATS = {"acc": "{:.3f}", "acc_sd": "{:.3f}", "final_acc": "{:.3f}", "paper_acc": "{:.3f}",
+ACCURACY_FORMATS = {"train_images": "{:,.0f}", "test_images": "{:,.0f}", "acc": "{:.3f}", "acc_sd": "{:.3f}", "final_acc": "{:.3f}", "paper_acc": "{:.3f}",
                     "re_acc": "{:.4f}", "acc_minus_paper": "{:+.3f}", "params": "{:,}", "paper_params": "{:,}",
                     "paper_gflops": "{:.1f}", "gflops_full_size": "{:.2f}", "train_img_s_full_size": "{:.1f}",
                     "train_minutes": "{:.1f}"}
@@ -90,10 +91,11 @@ class ReportData:
         return results.profile_dir(self.results_dir, self.profile) / "metrics"
 
 
-def load(results_dir, profile: str) -> ReportData:
-    """What notebooks 00-07 wrote under results/<profile>/, with the tables and verdicts made from it."""
+def load(results_dir, profile: str, params_dir=None) -> ReportData:
+    """What notebooks 00-07 wrote under results/<profile>/, with the tables and verdicts made from it; the training
+    notebooks' parameters under `params_dir` say how many images their runs used (the accuracy table's sizes)."""
     res = report.load_results(results_dir, profile)
-    table = report.accuracy_table(res["metrics"], res["timing"])
+    table = report.accuracy_table(res["metrics"], res["timing"], params_dir)
     return ReportData(results_dir=Path(results_dir), profile=profile, res=res, table=table,
                       verdicts=report.claims(res, table),
                       effects=learning.effect_table(report.learning_effects(res)),
@@ -152,6 +154,13 @@ def verdict_text(data: ReportData, i: int) -> str:
     """Row i of the verdicts as one markdown line."""
     v = data.verdicts.iloc[i]
     return f"**Verdict: {v['verdict']}.** {v['evidence']}"
+
+
+def shown_width(path: Path, widest: int = round(viz.PAGE_WIDTH * viz.DPI)) -> int:
+    """The width (pixels) the report shows a figure at: its own, so that nothing is blown up, and at most the
+    page's (`widest`), which the figures are drawn to fit (viz.PAGE_WIDTH); a click shows it at full size."""
+    with PILImage.open(path) as im:
+        return min(im.width, widest)
 
 
 def figures_shown(figures: Path, entries) -> list[tuple[str, str, bool]]:
@@ -217,7 +226,7 @@ def show_curves(data: ReportData):
     """Test accuracy after every epoch, all models of one data set per figure (08_report_curves_<data set>.png)."""
     m = data.res["metrics"]
     for name, d in m.groupby("dataset") if not m.empty else []:
-        viz.plot_curves(d, f"All models, {name}", data.figures / f"{NOTEBOOK}_curves_{name}.png",
+        viz.plot_curves(d, "All models", data.figures / f"{NOTEBOOK}_curves_{name}.png",
                         published=PUBLISHED_CURVES)
         viz.plt.show()
 
@@ -233,7 +242,8 @@ def show_section(data: ReportData, section: str):
     for name, caption, exists in figures_shown(data.figures, entries):
         if exists:
             display(Markdown(f"**{caption}** (`{name}`)"))
-            display(Image(filename=str(data.figures / name), width=900, alt=f"{caption} ({name})"))
+            display(Image(filename=str(data.figures / name), width=shown_width(data.figures / name),
+                          alt=f"{caption} ({name})"))
         else:
             display(Markdown(f"*{caption}: not available ({name} missing; run the notebook that makes it).*"))
 

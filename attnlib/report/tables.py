@@ -9,6 +9,7 @@ import io
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from attnlib import messages, results
 from attnlib.evidence import accuracy_order
@@ -167,16 +168,42 @@ def load_results(results_dir, profile: str) -> dict:
     )
 
 
-def accuracy_table(metrics: pd.DataFrame, timing: pd.DataFrame | None = None) -> pd.DataFrame:
-    """One row per (model, variant, data set, profile, epochs): our best test accuracy (mean and standard
+FULL_SPLITS = {"cifar10": (50_000, 10_000), "fashion_mnist": (60_000, 10_000)}  # (training, test) images
+
+
+def split_sizes(metrics: pd.DataFrame, params_dir: str | Path | None) -> pd.DataFrame:
+    """Per (experiment, profile, dataset) of `metrics`: how many training and test images its runs used
+    (train_images, test_images): the notebook's train_subset / test_subset (params_dir/<profile>/<experiment>.yaml)
+    where set, else the data set's whole split (FULL_SPLITS); NaN where neither is known."""
+    rows = []
+    for (experiment, profile, dataset), _ in metrics.groupby(["experiment", "profile", "dataset"]):
+        full = FULL_SPLITS.get(dataset, (float("nan"), float("nan")))
+        try:
+            values = yaml.safe_load((Path(params_dir) / profile / f"{experiment}.yaml").read_text()) if params_dir else {}
+        except (OSError, yaml.YAMLError):
+            values = {}
+        values = values if isinstance(values, dict) else {}
+        subset = [values.get("train_subset") or 0, values.get("test_subset") or 0]
+        rows.append(dict(experiment=experiment, profile=profile, dataset=dataset,
+                         train_images=min(subset[0], full[0]) if subset[0] else full[0],
+                         test_images=min(subset[1], full[1]) if subset[1] else full[1]))
+    return pd.DataFrame(rows, columns=["experiment", "profile", "dataset", "train_images", "test_images"])
+
+
+def accuracy_table(metrics: pd.DataFrame, timing: pd.DataFrame | None = None,
+                   params_dir: str | Path | None = None) -> pd.DataFrame:
+    """One row per (model, variant, data set, profile, epochs): how many training and test images its runs used
+    (split_sizes, from the notebooks' parameters in `params_dir`), our best test accuracy (mean and standard
     deviation over seeds), the paper's and [Re]'s (CIFAR-10, full training), our difference to the paper
     (CIFAR-10 only), parameters, and, from notebook 06, GFLOPs per image and fp32 training images/s of the
     model at its published size on the machine that ran 06."""
     if metrics.empty:
         return pd.DataFrame()
-    runs = summarize(metrics)
+    runs = summarize(metrics).merge(metrics[["run_id", "experiment"]].drop_duplicates("run_id"), on="run_id")
+    runs = runs.merge(split_sizes(metrics, params_dir), on=["experiment", "profile", "dataset"], how="left")
     g = runs.groupby(["model", "variant", "dataset", "profile", "epochs"], sort=False)
-    table = g.agg(seeds=("seed", "nunique"), acc=("best_test_acc", "mean"), acc_sd=("best_test_acc", "std"),
+    table = g.agg(train_images=("train_images", "first"), test_images=("test_images", "first"),
+                  seeds=("seed", "nunique"), acc=("best_test_acc", "mean"), acc_sd=("best_test_acc", "std"),
                   final_acc=("final_test_acc", "mean"), params=("params", "first"),
                   train_minutes=("train_seconds", lambda s: s.sum() / 60)).reset_index()
     table["acc_sd"] = table["acc_sd"].fillna(0.0)
@@ -191,7 +218,8 @@ def accuracy_table(metrics: pd.DataFrame, timing: pd.DataFrame | None = None) ->
         perf = perf.reset_index().rename(columns={"variant": "timing_variant"})
         table["timing_variant"] = table["hierarchical"].map({True: "hierarchical", False: "standard"})
         table = table.merge(perf, on=["model", "timing_variant"], how="left").drop(columns="timing_variant")
-    cols = ["model", "variant", "dataset", "profile", "epochs", "seeds", "acc", "acc_sd", "final_acc", "paper_acc",
+    cols = ["model", "variant", "dataset", "train_images", "test_images", "profile", "epochs", "seeds", "acc", "acc_sd",
+            "final_acc", "paper_acc",
             "re_acc", "acc_minus_paper", "params", "paper_params", "paper_gflops", "gflops_full_size",
             "train_img_s_full_size", "train_minutes"]
     return table[[c for c in cols if c in table.columns]]

@@ -55,6 +55,16 @@ def _keep_failed(tmp: Path, out: Path) -> Path | None:
     return None
 
 
+def without_machine_paths(executed: Path, final: Path) -> None:
+    """The executed notebook at `executed` as it is kept at `final`: papermill's record of its own file names the
+    final one, and every path inside the repository is written relative to it (results/quick/metrics/..., not
+    /home/you/attention-conv/results/...), in its parameters, its outputs and its metadata alike, so that a committed
+    notebook names no machine's folders. Paths outside the repository stay as they are."""
+    text = executed.read_text(encoding="utf-8")
+    text = text.replace(str(executed), str(final)).replace(f"{REPO_ROOT}/", "").replace(f'"{REPO_ROOT}"', '"."')
+    executed.write_text(text, encoding="utf-8")
+
+
 def quiet_papermill():
     """Everything a notebook prints (papermill's log of its cells, the kernel's warnings) goes to its log
     file; the console gets a line when it starts, one when it ends and the progress bars of its runs."""
@@ -74,6 +84,7 @@ def execute(nb: Path, values: dict, out: Path, log: Path, profile_dir: Path) -> 
             os.environ[PROGRESS_ENV] = str(view.path)
             pm.execute_notebook(str(nb), str(tmp), parameters=values, cwd=str(REPO_ROOT / "notebooks"),
                                 progress_bar=False, log_output=True, kernel_name="python3")
+        without_machine_paths(tmp, out)
         os.replace(tmp, out)
     except pm.PapermillExecutionError as err:
         failed = _keep_failed(tmp, out)

@@ -162,9 +162,14 @@ def fields_of(nb: Path) -> set[str]:
 
 
 def for_notebook(path: Path) -> str:
-    """A path as the notebooks, which run in notebooks/, are given it: absolute (the library resolves a relative
-    one against the repository, not against notebooks/)."""
-    return os.path.abspath(path)
+    """A path as the notebooks are given it, and as their executed copies keep it: relative to the repository where
+    it lies inside it ("results"), so that a committed notebook names no machine's folders; absolute elsewhere. The
+    library takes a relative folder against the repository (params.for_notebook), wherever the notebook runs."""
+    absolute = Path(os.path.abspath(path))
+    try:
+        return absolute.relative_to(ROOT).as_posix() or "."
+    except ValueError:
+        return str(absolute)
 
 
 def checked_plans(pairs: list[tuple[Path, Path]], profile: str, args: argparse.Namespace) -> list[tuple[Path, dict]]:

@@ -16,12 +16,12 @@ from attnlib.viz.construction import plot_cases, plot_error_vs_alpha, plot_head_
 from attnlib.viz.taps import plot_taps
 from attnlib.viz.maps import (HeadPanel, image_for_display, plot_conv_likeness, plot_offset_average,
                               plot_query_attention, zoom_limits)
-from attnlib.viz.saving import DPI, save
+from attnlib.viz.saving import DPI, PAGE_WIDTH, SMALLEST_TEXT, save
 from attnlib.viz.timing import plot_timing
 from attnlib.viz.training import (gaussian_contour, plot_attention_development, plot_center_trajectories, plot_centers,
                                   plot_curves)
 
-__all__ = ["DPI", "HeadPanel", "gaussian_contour", "image_for_display", "plot_attention_development", "plot_cases",
-           "plot_center_trajectories", "plot_centers", "plot_conv_likeness", "plot_curves", "plot_error_vs_alpha",
+__all__ = ["DPI", "PAGE_WIDTH", "SMALLEST_TEXT", "HeadPanel", "gaussian_contour", "image_for_display",
+           "plot_attention_development", "plot_cases", "plot_center_trajectories", "plot_centers", "plot_conv_likeness", "plot_curves", "plot_error_vs_alpha",
            "plot_taps", "plot_head_maps", "plot_offset_average", "plot_query_attention", "plot_timing", "save",
            "show_channels", "zoom_limits"]

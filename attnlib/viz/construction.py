@@ -10,7 +10,7 @@ import torch
 from matplotlib.patches import Rectangle
 
 from attnlib.conv_as_attention import DEFAULT_ALPHA, ConvAsAttention
-from attnlib.viz.saving import save
+from attnlib.viz.saving import PAGE_WIDTH, SMALLEST_TEXT, save
 
 
 def show_channels(t: torch.Tensor):
@@ -26,7 +26,7 @@ def plot_cases(image: torch.Tensor, cases: list[tuple[str, torch.Tensor, torch.T
                title: str = ""):
     """One row per case: input image, conv(x), attention(x), |difference|. cases: (name, conv_out, attn_out), each
     (C, H, W)."""
-    fig, axes = plt.subplots(len(cases), 4, figsize=(10, 2.6 * len(cases)), squeeze=False)
+    fig, axes = plt.subplots(len(cases), 4, figsize=(PAGE_WIDTH, 2.0 * len(cases) + 0.3), squeeze=False)
     for r, (name, ref, out) in enumerate(cases):
         diff = (out - ref).abs()
         top = diff.max().item()
@@ -42,7 +42,7 @@ def plot_cases(image: torch.Tensor, cases: list[tuple[str, torch.Tensor, torch.T
             ax.set_xticks([])
             ax.set_yticks([])
             if c == 3:
-                fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04).ax.tick_params(labelsize=6)
+                fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04).ax.tick_params(labelsize=SMALLEST_TEXT)
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
@@ -67,7 +67,8 @@ def plot_head_maps(layer: ConvAsAttention, query: tuple[int, int], x: torch.Tens
     full = torch.full((k * k, hp + 2 * window, wp + 2 * window), float("nan"), dtype=torch.float64)
     full[:, window:window + hp, window:window + wp] = maps  # NaN outside the padded grid
     crop = full[:, qr:qr + 2 * window + 1, qc:qc + 2 * window + 1]  # centred on the query
-    fig, axes = plt.subplots(k, k, figsize=(1.3 * k + 0.6, 1.3 * k + 0.6), squeeze=False)
+    side = min(1.3 * k + 0.6, PAGE_WIDTH)
+    fig, axes = plt.subplots(k, k, figsize=(side, side), squeeze=False)
     for h in range(k * k):
         i, j = divmod(h, k)
         ax = axes[i][j]
@@ -79,7 +80,7 @@ def plot_head_maps(layer: ConvAsAttention, query: tuple[int, int], x: torch.Tens
         ax.plot(0, 0, "r+", ms=5)
         ax.set_xlim(-window - 0.5, window + 0.5)  # the frame must not widen the view
         ax.set_ylim(window + 0.5, -window - 0.5)
-        ax.set_title(f"({i - p:+d},{j - p:+d})", fontsize=6)
+        ax.set_title(f"({i - p:+d},{j - p:+d})", fontsize=SMALLEST_TEXT)
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(f"attention of each head for query pixel {tuple(query)}\n(head = kernel tap, title: its shift)",
@@ -98,7 +99,7 @@ def plot_error_vs_alpha(df: pd.DataFrame, path: str | Path | None = None, title:
     alphas = torch.tensor(sorted(df["alpha"].unique()), dtype=torch.float64)
     ax.plot(alphas.numpy(), (4 * torch.exp(-alphas)).numpy(), color="grey", lw=0.8, ls=":", label="4 exp(-alpha)")
     ax.axvline(DEFAULT_ALPHA, color="black", lw=0.8, ls="--")
-    ax.annotate(f"default alpha = {DEFAULT_ALPHA:g}", (DEFAULT_ALPHA, 1e-2), fontsize=7, xytext=(3, 0),
+    ax.annotate(f"default alpha = {DEFAULT_ALPHA:g}", (DEFAULT_ALPHA, 1e-2), fontsize=SMALLEST_TEXT, xytext=(3, 0),
                 textcoords="offset points")
     ax.set_yscale("log")
     ax.set_ylim(1e-18, 10)
@@ -106,6 +107,6 @@ def plot_error_vs_alpha(df: pd.DataFrame, path: str | Path | None = None, title:
     ax.set_ylabel("max |attention - conv| / max |conv|\n(exactly 0 drawn at 1e-18)")
     ax.set_title(title or "error of the attention layer against the convolution", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=SMALLEST_TEXT)
     fig.tight_layout()
     return save(fig, path)

@@ -10,7 +10,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.patches import Rectangle
 
-from attnlib.viz.saving import save
+from attnlib.viz.saving import PAGE_WIDTH, SMALLEST_TEXT, save
 
 
 def image_for_display(image) -> np.ndarray:
@@ -73,7 +73,8 @@ def plot_query_attention(layers, image, pixel: tuple[int, int], image_index: int
     (SAN has many weight groups)."""
     shown = min(max(layer.heads for layer in layers), max_heads)
     img = image_for_display(image)
-    fig, axes = plt.subplots(len(layers), shown + 1, figsize=(1.45 * (shown + 1), 1.55 * len(layers) + 0.6),
+    panel = min(1.45, (PAGE_WIDTH - 0.3) / (shown + 1))  # every head in a row, the row no wider than a page
+    fig, axes = plt.subplots(len(layers), shown + 1, figsize=(panel * (shown + 1) + 0.3, (panel + 0.15) * len(layers) + 0.6),
                              squeeze=False)
     for row, layer in enumerate(layers):
         token = layer.pixel_to_token(*pixel)
@@ -84,7 +85,7 @@ def plot_query_attention(layers, image, pixel: tuple[int, int], image_index: int
                                   layer.scale, fill=False, ec="cyan", lw=1.2))
         first.set_xticks([])
         first.set_yticks([])
-        first.set_ylabel(layer.name, fontsize=7)
+        first.set_ylabel(layer.name, fontsize=SMALLEST_TEXT)
         for head in range(shown):
             ax = axes[row][head + 1]
             if head >= layer.heads:
@@ -92,11 +93,12 @@ def plot_query_attention(layers, image, pixel: tuple[int, int], image_index: int
                 continue
             HeadPanel(ax, img).update(layer, token, maps[head], zoom)
             if row == 0:
-                ax.set_title(f"head {head + 1}", fontsize=7)
+                ax.set_title(str(head + 1) if panel < 0.75 else f"head {head + 1}", fontsize=SMALLEST_TEXT)
     what = what or (f"image {image_index} of the batch" if image_index is not None
                     else f"mean over {layers[0].weights.shape[0]} images")
     more = f"; first {shown} of {max(l.heads for l in layers)} heads" if shown < max(l.heads for l in layers) else ""
-    fig.suptitle(f"{title}\nquery pixel {tuple(pixel)}, {what}{', 7x7 zoom' if zoom else ''}{more}", fontsize=8)
+    heads = "heads, left to right; " if panel < 0.75 else ""
+    fig.suptitle(f"{title}\n{heads}query pixel {tuple(pixel)}, {what}{', 7x7 zoom' if zoom else ''}{more}", fontsize=8)
     fig.tight_layout()
     return save(fig, path)
 
@@ -106,7 +108,9 @@ def plot_offset_average(layers, max_heads: int = 16, extent: int = 3, title: str
     (rows) and head (columns); the cross marks offset (0, 0). Global attention is shown within +-`extent`
     tokens, SAN's windows whole."""
     shown = min(max(layer.heads for layer in layers), max_heads)
-    fig, axes = plt.subplots(len(layers), shown, figsize=(1.3 * shown + 0.4, 1.35 * len(layers) + 0.6), squeeze=False)
+    panel = min(1.3, (PAGE_WIDTH - 0.4) / shown)
+    fig, axes = plt.subplots(len(layers), shown, figsize=(panel * shown + 0.4, (panel + 0.05) * len(layers) + 0.6),
+                             squeeze=False)
     for row, layer in enumerate(layers):
         avg = layer.offset_average()
         c0, c1 = (avg.shape[1] - 1) // 2, (avg.shape[2] - 1) // 2
@@ -122,38 +126,38 @@ def plot_offset_average(layers, max_heads: int = 16, extent: int = 3, title: str
                       extent=(-r - .5, r + .5, r + .5, -r - .5))
             ax.plot(0, 0, "c+", ms=5)
             if row == 0:
-                ax.set_title(f"head {head + 1}", fontsize=7)
+                ax.set_title(str(head + 1) if panel < 0.75 else f"head {head + 1}", fontsize=SMALLEST_TEXT)
             if head == 0:
-                ax.set_ylabel(layer.name, fontsize=7)
-    fig.suptitle(f"{title}\nattention by offset from the query, mean over all query pixels", fontsize=8)
+                ax.set_ylabel(layer.name, fontsize=SMALLEST_TEXT)
+    fig.suptitle(f"{title}\nattention by offset from the query, mean over all query pixels"
+                 + ("; heads left to right" if panel < 0.75 else ""), fontsize=8)
     fig.tight_layout()
     return save(fig, path)
 
 
-def plot_conv_likeness(df: pd.DataFrame, path: str | Path | None = None, subtitle: str = "", columns: int = 3):
+def plot_conv_likeness(df: pd.DataFrame, path: str | Path | None = None, subtitle: str = ""):
     """attention_maps.conv_likeness rows of several runs (a `run` column): per run, the share of each head's
     attention on its top offset (colour, per layer and head) and, per layer, how many distinct offsets
-    its heads cover (right of each row)."""
+    its heads cover (beside the layer's name). As many runs side by side as fit a page's width."""
     runs = list(dict.fromkeys(df["run"]))
     heads, layers = int(df["heads"].max()), int(df.groupby("run")["layer"].nunique().max())
-    cols = min(columns, len(runs))
+    width = 0.3 * heads + 1.5  # a cell per head, wide enough for its value, and the layer names
+    cols = max(1, min(len(runs), int(PAGE_WIDTH // width)))
     rows = -(-len(runs) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * (0.32 * heads + 2.6), rows * (0.3 * layers + 1.0) + 0.6),
-                             squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(PAGE_WIDTH, rows * (0.28 * layers + 0.95) + 0.5), squeeze=False)
     for ax, run in zip(axes.ravel(), runs):
         d = df[df["run"] == run]
         grid = d.pivot(index="layer_name", columns="head", values="top_mass").reindex(
             list(dict.fromkeys(d.sort_values("layer")["layer_name"])))
-        sns.heatmap(grid, vmin=0, vmax=1, cmap="viridis", annot=heads <= 16, fmt=".2f", annot_kws={"fontsize": 5},
-                    cbar=False, ax=ax)
         distinct = d.groupby("layer_name")["distinct_offsets"].first().reindex(grid.index)
-        for i, n in enumerate(distinct):
-            ax.text(grid.shape[1] + 0.2, i + 0.5, f"{n} offsets", va="center", fontsize=6)
-        ax.set_xticklabels([str(int(h) + 1) for h in grid.columns], fontsize=5)
-        ax.tick_params(axis="y", labelsize=6, rotation=0)
-        ax.set_xlabel("head", fontsize=6)
+        grid.index = [f"{name} ({n} offsets)" for name, n in zip(grid.index, distinct)]
+        sns.heatmap(grid, vmin=0, vmax=1, cmap="viridis", annot=heads <= 16, fmt=".2f",
+                    annot_kws={"fontsize": SMALLEST_TEXT}, cbar=False, ax=ax)
+        ax.set_xticklabels([str(int(h) + 1) for h in grid.columns], fontsize=SMALLEST_TEXT)
+        ax.tick_params(axis="y", labelsize=SMALLEST_TEXT, rotation=0)
+        ax.set_xlabel("head", fontsize=SMALLEST_TEXT)
         ax.set_ylabel("")
-        ax.set_title(run, fontsize=7)
+        ax.set_title(run, fontsize=8)
     for ax in axes.ravel()[len(runs):]:
         ax.axis("off")
     fig.suptitle("share of attention on each head's top offset (1: one kernel tap; uniform: 1 / number of keys)"

@@ -15,7 +15,7 @@ import pandas as pd
 
 from attnlib import results
 from attnlib.evidence.taps import grid_distances, grid_offsets, matched_grid_distance, matched_offsets
-from attnlib.viz.saving import save
+from attnlib.viz.saving import PAGE_WIDTH, SMALLEST_TEXT, save
 
 
 def plot_taps(centers: pd.DataFrame, path: str | Path | None = None, within: float | None = None, layer: int = 1,
@@ -27,16 +27,21 @@ def plot_taps(centers: pd.DataFrame, path: str | Path | None = None, within: flo
     control = results.is_control(part["variant"])
     runs = [(part[control == c], seed, c) for c in (False, True)
             for seed in sorted(part[control == c]["seed"].unique())]
-    fig, axes = plt.subplots(1, len(runs) + 1, figsize=(3.0 * (len(runs) + 1), 3.2), squeeze=False)
-    for ax, (rows, seed, c) in zip(axes[0], runs):
-        _seed_panel(ax, rows[rows["seed"] == seed], f"seed {seed}{', shuffled labels' if c else ''}")
-    handles, labels = axes[0][0].get_legend_handles_labels()
+    cols = min(len(runs) + 1, 3)  # a panel per seed and control, then the distances: in rows a page wide
+    rows = -(-(len(runs) + 1) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(PAGE_WIDTH, 2.75 * rows + 0.7), squeeze=False)
+    panels = list(axes.ravel())
+    for ax in panels[len(runs) + 1:]:
+        ax.axis("off")
+    for ax, (rows_, seed, c) in zip(panels, runs):
+        _seed_panel(ax, rows_[rows_["seed"] == seed], f"seed {seed}{', shuffled labels' if c else ''}")
+    handles, labels = panels[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
     distances = grid_distances(part, layer)
-    _distance_panel(axes[0][-1], distances[~results.is_control(distances["variant"])],
+    _distance_panel(panels[len(runs)], distances[~results.is_control(distances["variant"])],
                     distances[results.is_control(distances["variant"])], within)
     fig.suptitle(f"layer {layer}: heads against the grid of taps" + (f"\n{subtitle}" if subtitle else ""), fontsize=9)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))  # room for the legend below
+    fig.tight_layout(rect=(0, 0.5 / (2.75 * rows + 0.7), 1, 1))  # room for the legend below
     return save(fig, path)
 
 
@@ -57,7 +62,7 @@ def _seed_panel(ax, runs: pd.DataFrame, name: str):
     ax.grid(alpha=0.3)
     ax.tick_params(labelsize=8)
     d0, d1 = (matched_grid_distance(x) for x in (start, end))
-    ax.set_title(f"{name}: {d0:.2f} -> {d1:.2f} tokens", fontsize=9)
+    ax.set_title(f"{name}:\n{d0:.2f} -> {d1:.2f} tokens", fontsize=8)
     ax.set_xlabel("column offset (tokens)", fontsize=8)
     ax.set_ylabel("row offset (tokens)", fontsize=8)
 
@@ -78,6 +83,6 @@ def _distance_panel(ax, table: pd.DataFrame, controls: pd.DataFrame, within: flo
     ax.set_ylim(0, max(2.0, float(pd.concat([table, controls])["grid_distance"].max()) + 0.2))
     ax.set_xlabel("epoch (0: initialisation)", fontsize=8)
     ax.set_ylabel("distance from the grid (tokens)", fontsize=8)
-    ax.set_title("matched grid distance per epoch", fontsize=9)
+    ax.set_title("matched grid distance\nper epoch", fontsize=8)
     ax.tick_params(labelsize=8)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=SMALLEST_TEXT)

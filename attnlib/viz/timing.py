@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from attnlib.viz.saving import save
+from attnlib.viz.saving import PAGE_WIDTH, SMALLEST_TEXT, save
 
 
 def plot_timing(df: pd.DataFrame, path: str | Path | None = None, subtitle: str = ""):
@@ -24,14 +24,17 @@ def plot_timing(df: pd.DataFrame, path: str | Path | None = None, subtitle: str 
         batch = part["batch"].max()
         panels.append((part[part["batch"] == batch], value,
                        f"{label}" + ("" if mode == "latency" else f", batch {batch}")))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 0.35 * d["name"].nunique() + 1.8), sharey=True,
+    fig, axes = plt.subplots(1, len(panels), figsize=(PAGE_WIDTH, 0.3 * d["name"].nunique() + 1.6), sharey=True,
                              squeeze=False)
     order = sorted(d["name"].unique())
-    for ax, (part, value, label) in zip(axes[0], panels):
-        sns.barplot(data=part, y="name", x=value, hue="precision", order=order, ax=ax, orient="h")
-        ax.set_xlabel(label)
+    for i, (ax, (part, value, label)) in enumerate(zip(axes[0], panels)):
+        sns.barplot(data=part, y="name", x=value, hue="precision", order=order, ax=ax, orient="h", legend=i == 0)
+        ax.set_xlabel(label.replace(", batch", "\nbatch").replace(" at batch 1", "\nat batch 1"), fontsize=8)
         ax.set_ylabel("")
+        ax.tick_params(labelsize=SMALLEST_TEXT)
         ax.grid(axis="x", alpha=0.3)
-    fig.suptitle("Throughput and latency" + (f" ({subtitle})" if subtitle else ""))
+    if panels:
+        axes[0][0].legend(title="precision", fontsize=SMALLEST_TEXT, title_fontsize=SMALLEST_TEXT, frameon=False)
+    fig.suptitle("Throughput and latency" + (f"\n{subtitle}" if subtitle else ""), fontsize=9)
     fig.tight_layout()
     return save(fig, path)
