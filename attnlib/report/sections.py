@@ -210,7 +210,8 @@ def show_accuracy(data: ReportData):
         print("no training results yet: run notebooks 01-05 of this profile")
         return
     formats = {k: v for k, v in ACCURACY_FORMATS.items() if k in data.table.columns}
-    display(styled(data.table, formats))
+    shown = data.table.drop(columns=["profile"])  # every row is this report's profile, named in its header
+    display(styled(shown, formats))
     write_csv(data, "accuracy", data.table)
 
 

@@ -45,8 +45,9 @@ def plot_curves(df: pd.DataFrame, title: str, path: str | Path | None = None, pu
         for controls in (False, True):
             part = d[d["run"].str.contains("shuffled labels") == controls]
             if not part.empty:
-                sns.lineplot(data=part, x="epoch", y="test_acc", hue="run", hue_order=[r for r in runs if r in set(part["run"])],
-                             palette=colours, marker="o", ms=4, ax=ax, errorbar=spread, ls="--" if controls else "-")
+                order = [r for r in runs if r in set(part["run"])]
+                sns.lineplot(data=part, x="epoch", y="test_acc", hue="run", hue_order=order, palette=colours,
+                             marker="o", ms=4, ax=ax, errorbar=spread, ls="--" if controls else "-")
         ax.legend(title="run", fontsize=SMALLEST_TEXT, title_fontsize=SMALLEST_TEXT + 1, loc="upper left",
                   bbox_to_anchor=(1.01, 1.0), frameon=False)
         datasets = ", ".join(sorted(d["dataset"].unique()))
@@ -140,9 +141,9 @@ def plot_center_trajectories(centers: pd.DataFrame, layer: int = 1, path: str | 
     last (filled, numbered), with the 50% contour of the last epoch."""
     d = centers[centers["layer"] == layer]
     runs = list(dict.fromkeys(zip(d["model"], d["variant"], d["seed"], d["run_id"])))
-    cols = min(max(len(runs), 1), 3)
-    rows = -(-max(len(runs), 1) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(PAGE_WIDTH, 2.75 * rows + 0.5), squeeze=False)
+    n_cols = min(max(len(runs), 1), 3)  # in rows a page wide
+    n_rows = -(-max(len(runs), 1) // n_cols)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(PAGE_WIDTH, 2.75 * n_rows + 0.5), squeeze=False)
     for ax in axes.ravel()[len(runs):]:
         ax.axis("off")
     extent = max(4.5, float(d[["row", "col"]].abs().max().max()) + 0.5) if not d.empty else 4.5
