@@ -139,16 +139,15 @@ def test_every_figure_fits_the_page_with_text_that_can_be_read(tmp_path):
         width, height = fig.get_size_inches()
         assert width <= viz.PAGE_WIDTH + 1e-6, f"{name}: {width:.1f} in wide"
         fig.canvas.draw()
-        renderer, box = fig.canvas.get_renderer(), fig.bbox
         for text in fig.findobj(matplotlib.text.Text):
             if not text.get_visible() or not text.get_text().strip():
                 continue
             if text.axes is not None and not text.axes.get_visible():
                 continue
             assert text.get_fontsize() >= viz.SMALLEST_TEXT, f"{name}: {text.get_text()!r} at {text.get_fontsize()} pt"
-            extent = text.get_window_extent(renderer)
-            assert extent.x0 >= box.x0 - 1 and extent.x1 <= box.x1 + 1 and extent.y1 <= box.y1 + 1, \
-                f"{name}: {text.get_text()!r} is cut off at the figure's edge"
+        drawn = fig.get_tightbbox(fig.canvas.get_renderer())  # everything drawn, in inches
+        assert drawn.x0 >= -0.02 and drawn.y0 >= -0.02 and drawn.x1 <= width + 0.02 and drawn.y1 <= height + 0.02, \
+            f"{name}: something is cut off at the figure's edge ({drawn} in a {width:.2f} x {height:.2f} in figure)"
     viz.plt.close("all")
 
 

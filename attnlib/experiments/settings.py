@@ -300,6 +300,7 @@ class ReportParams:
     profile: str = "paper"
     dataset: str = ""  # unused: the report states each result's own data set; kept so --dataset applies to all
     results_dir: str = "results"
+    params_dir: str = "params"  # the training notebooks' <profile>/<notebook>.yaml: how many images their runs used
 
     def validate(self, where: str = "parameters") -> "ReportParams":
         if self.profile not in PROFILES:

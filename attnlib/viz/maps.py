@@ -109,7 +109,7 @@ def plot_offset_average(layers, max_heads: int = 16, extent: int = 3, title: str
     tokens, SAN's windows whole."""
     shown = min(max(layer.heads for layer in layers), max_heads)
     panel = min(1.3, (PAGE_WIDTH - 0.4) / shown)
-    fig, axes = plt.subplots(len(layers), shown, figsize=(panel * shown + 0.4, (panel + 0.05) * len(layers) + 0.6),
+    fig, axes = plt.subplots(len(layers), shown, figsize=(panel * shown + 0.4, (panel + 0.1) * len(layers) + 0.7),
                              squeeze=False)
     for row, layer in enumerate(layers):
         avg = layer.offset_average()
@@ -135,32 +135,48 @@ def plot_offset_average(layers, max_heads: int = 16, extent: int = 3, title: str
     return save(fig, path)
 
 
+def _slots(widths: list[float]) -> list[tuple[int, slice]]:
+    """(row, columns) of a two-column grid for panels of these widths (inches): two side by side where both fit half
+    a page, a wider one across the whole row; in the order given."""
+    slots, row, col = [], 0, 0
+    for w in widths:
+        if w > PAGE_WIDTH / 2:
+            row, col = (row + 1, 0) if col else (row, 0)
+            slots.append((row, slice(0, 2)))
+            row += 1
+        else:
+            slots.append((row, slice(col, col + 1)))
+            row, col = (row + 1, 0) if col else (row, 1)
+    return slots
+
+
 def plot_conv_likeness(df: pd.DataFrame, path: str | Path | None = None, subtitle: str = ""):
     """attention_maps.conv_likeness rows of several runs (a `run` column): per run, the share of each head's
     attention on its top offset (colour, per layer and head) and, per layer, how many distinct offsets
-    its heads cover (beside the layer's name). As many runs side by side as fit a page's width."""
+    its heads cover (beside the layer's name). Two runs side by side where their heads fit half a page."""
     runs = list(dict.fromkeys(df["run"]))
-    heads, layers = int(df["heads"].max()), int(df.groupby("run")["layer"].nunique().max())
-    width = 0.3 * heads + 1.5  # a cell per head, wide enough for its value, and the layer names
-    cols = max(1, min(len(runs), int(PAGE_WIDTH // width)))
-    rows = -(-len(runs) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(PAGE_WIDTH, rows * (0.28 * layers + 0.95) + 0.5), squeeze=False)
-    for ax, run in zip(axes.ravel(), runs):
+    heads = {run: int(df.loc[df["run"] == run, "heads"].max()) for run in runs}
+    layers = int(df.groupby("run")["layer"].nunique().max())
+    slots = _slots([0.24 * heads[run] + 1.4 for run in runs])  # a cell per head, and the layers' names
+    rows = max(r for r, _ in slots) + 1
+    height = rows * (0.28 * layers + 0.95) + 0.6
+    fig = plt.figure(figsize=(PAGE_WIDTH, height))
+    grid_spec = fig.add_gridspec(rows, 2)
+    for run, (row, cols) in zip(runs, slots):
+        ax = fig.add_subplot(grid_spec[row, cols])
         d = df[df["run"] == run]
         grid = d.pivot(index="layer_name", columns="head", values="top_mass").reindex(
             list(dict.fromkeys(d.sort_values("layer")["layer_name"])))
         distinct = d.groupby("layer_name")["distinct_offsets"].first().reindex(grid.index)
         grid.index = [f"{name} ({n} offsets)" for name, n in zip(grid.index, distinct)]
-        sns.heatmap(grid, vmin=0, vmax=1, cmap="viridis", annot=heads <= 16, fmt=".2f",
+        sns.heatmap(grid, vmin=0, vmax=1, cmap="viridis", annot=heads[run] <= 16, fmt=".2f",
                     annot_kws={"fontsize": SMALLEST_TEXT}, cbar=False, ax=ax)
         ax.set_xticklabels([str(int(h) + 1) for h in grid.columns], fontsize=SMALLEST_TEXT)
         ax.tick_params(axis="y", labelsize=SMALLEST_TEXT, rotation=0)
         ax.set_xlabel("head", fontsize=SMALLEST_TEXT)
         ax.set_ylabel("")
         ax.set_title(run, fontsize=8)
-    for ax in axes.ravel()[len(runs):]:
-        ax.axis("off")
     fig.suptitle("share of attention on each head's top offset (1: one kernel tap; uniform: 1 / number of keys)"
                  + (f"\n{subtitle}" if subtitle else ""), fontsize=8)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / height))  # the title's two lines above the panels
     return save(fig, path)

@@ -205,8 +205,8 @@ def plot_attention_development(attention: pd.DataFrame, path: str | Path | None 
             sns.lineplot(data=d, x="epoch", y=measure, hue="layer", palette="viridis", marker="o", ms=4, ax=ax,
                          errorbar="sd" if several else None, legend=(i == 0 and n == 0))
             if i == 0 and n == 0:
-                ax.legend(title="layer", fontsize=SMALLEST_TEXT, title_fontsize=SMALLEST_TEXT, ncol=3, frameon=False,
-                          loc="upper left")
+                handles, labels = ax.get_legend_handles_labels()
+                ax.get_legend().remove()
             ax.axhline(d[uniform].iloc[0], ls=":", color="grey", lw=1)
             ax.set_ylim(0, tops[measure])
             ax.set_ylabel(label if j == 0 else "", fontsize=8)
@@ -215,6 +215,13 @@ def plot_attention_development(attention: pd.DataFrame, path: str | Path | None 
             ax.set_title(_wrapped(run) if i == 0 else "", fontsize=8)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(alpha=0.3)
+    # the legend in the first free panel, else in the first one's lower right, where its lines are not
+    free = axes[2 * (groups - 1), len(models) % cols] if len(models) % cols else None
+    if free is not None:
+        free.set_visible(True)
+        free.axis("off")
+    (free or axes[0, 0]).legend(handles, labels, title="layer", fontsize=SMALLEST_TEXT, title_fontsize=SMALLEST_TEXT,
+                                frameon=False, loc="center" if free is not None else "lower right")
     fig.suptitle("Attention from initialisation (epoch 0) to the end of training"
                  + (f"\n{subtitle}" if subtitle else ""), fontsize=10)
     fig.tight_layout()
