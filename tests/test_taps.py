@@ -65,7 +65,7 @@ def test_the_figure_draws_every_seed_and_the_distance_per_epoch(tmp_path):
     fig = plot_taps(pd.DataFrame(rows), tmp_path / "taps.png", within=1.0)
     assert (tmp_path / "taps.png").stat().st_size > 0
     assert len(fig.axes) == 3  # two seeds and the distance per epoch
-    assert [ax.get_title() for ax in fig.axes[:2]] == ["seed 0: 0.60 -> 0.00 tokens", "seed 1: 0.60 -> 0.00 tokens"]
+    assert [ax.get_title() for ax in fig.axes[:2]] == ["seed 0:\n0.60 -> 0.00 tokens", "seed 1:\n0.60 -> 0.00 tokens"]
 
 
 def test_a_diverged_run_and_too_many_heads_read_nan_not_a_crash():

@@ -25,7 +25,8 @@ NOTEBOOK = "08_report"
 EXPLORER = "explorer.html"  # notebook 07 writes it beside the report
 
 # How the accuracy table and the effects table print their numbers (the CSVs keep them unrounded).
-ACCURACY_FORMATS = {"train_images": "{:,.0f}", "test_images": "{:,.0f}", "acc": "{:.3f}", "acc_sd": "{:.3f}", "final_acc": "{:.3f}", "paper_acc": "{:.3f}",
+ACCURACY_FORMATS = {"train_images": "{:,.0f}", "test_images": "{:,.0f}", "acc": "{:.3f}", "acc_sd": "{:.3f}",
+                    "final_acc": "{:.3f}", "paper_acc": "{:.3f}",
                     "re_acc": "{:.4f}", "acc_minus_paper": "{:+.3f}", "params": "{:,}", "paper_params": "{:,}",
                     "paper_gflops": "{:.1f}", "gflops_full_size": "{:.2f}", "train_img_s_full_size": "{:.1f}",
                     "train_minutes": "{:.1f}"}

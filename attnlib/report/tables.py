@@ -9,7 +9,6 @@ import io
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from attnlib import messages, results
 from attnlib.evidence import accuracy_order
@@ -17,6 +16,7 @@ from attnlib.evidence import claims as learning
 from attnlib.evidence.claims import verdict_row
 from attnlib.experiments.runs import summarize
 from attnlib.models import count_parameters, create_model
+from attnlib.schema import ParamsError, read_yaml
 from attnlib.training import dry_run
 
 # (model, heads, hierarchical) -> published figures. Paper: Table 1 (accuracy), parameter counts computed
@@ -178,9 +178,9 @@ def split_sizes(metrics: pd.DataFrame, params_dir: str | Path | None) -> pd.Data
     rows = []
     for (experiment, profile, dataset), _ in metrics.groupby(["experiment", "profile", "dataset"]):
         full = FULL_SPLITS.get(dataset, (float("nan"), float("nan")))
-        try:
-            values = yaml.safe_load((Path(params_dir) / profile / f"{experiment}.yaml").read_text()) if params_dir else {}
-        except (OSError, yaml.YAMLError):
+        try:  # the guarded reader of parameter files: no alias bombs, no endless nesting
+            values = read_yaml(Path(params_dir) / profile / f"{experiment}.yaml") if params_dir else {}
+        except ParamsError:
             values = {}
         values = values if isinstance(values, dict) else {}
         subset = [values.get("train_subset") or 0, values.get("test_subset") or 0]

@@ -22,6 +22,7 @@ from attnlib.viz.training import (gaussian_contour, plot_attention_development, 
                                   plot_curves)
 
 __all__ = ["DPI", "PAGE_WIDTH", "SMALLEST_TEXT", "HeadPanel", "gaussian_contour", "image_for_display",
-           "plot_attention_development", "plot_cases", "plot_center_trajectories", "plot_centers", "plot_conv_likeness", "plot_curves", "plot_error_vs_alpha",
+           "plot_attention_development", "plot_cases", "plot_center_trajectories", "plot_centers",
+           "plot_conv_likeness", "plot_curves", "plot_error_vs_alpha",
            "plot_taps", "plot_head_maps", "plot_offset_average", "plot_query_attention", "plot_timing", "save",
            "show_channels", "zoom_limits"]

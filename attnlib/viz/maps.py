@@ -74,8 +74,8 @@ def plot_query_attention(layers, image, pixel: tuple[int, int], image_index: int
     shown = min(max(layer.heads for layer in layers), max_heads)
     img = image_for_display(image)
     panel = min(1.45, (PAGE_WIDTH - 0.3) / (shown + 1))  # every head in a row, the row no wider than a page
-    fig, axes = plt.subplots(len(layers), shown + 1, figsize=(panel * (shown + 1) + 0.3, (panel + 0.15) * len(layers) + 0.6),
-                             squeeze=False)
+    size = (panel * (shown + 1) + 0.3, (panel + 0.15) * len(layers) + 0.6)
+    fig, axes = plt.subplots(len(layers), shown + 1, figsize=size, squeeze=False)
     for row, layer in enumerate(layers):
         token = layer.pixel_to_token(*pixel)
         maps = layer.query_map(token, image_index)

@@ -100,8 +100,8 @@ def plot_centers(centers: pd.DataFrame, path: str | Path | None = None, extent: 
     runs = list(dict.fromkeys(zip(centers["model"], centers["variant"])))
     layers = sorted(centers["layer"].unique())
     panel = min(2.2, (PAGE_WIDTH - 0.6) / len(layers))
-    fig, axes = plt.subplots(len(runs), len(layers), figsize=(panel * len(layers) + 0.6, (panel + 0.1) * len(runs) + 0.5),
-                             squeeze=False)
+    size = (panel * len(layers) + 0.6, (panel + 0.1) * len(runs) + 0.5)
+    fig, axes = plt.subplots(len(runs), len(layers), figsize=size, squeeze=False)
     for i, (model, variant) in enumerate(runs):
         for j, layer in enumerate(layers):
             ax = axes[i][j]
