@@ -289,6 +289,14 @@ def move_query_far(page) -> tuple[int, int]:
     return row, col
 
 
+def trained_page(trained, tmp_path) -> tuple[Path, list]:
+    """The page of the trained runs on test images 0 and 1 (means over 4), for Chromium (skips without it)."""
+    chromium()
+    _, _, runs = trained
+    page_path, _, _ = explore.write_page(tmp_path / "explorer.html", runs, [0, 1], average_images=4)
+    return page_path, runs
+
+
 def test_the_page_in_chromium_redraws_for_another_query_offline(trained, tmp_path):
     chromium()
     _, _, runs = trained
@@ -336,9 +344,7 @@ def test_the_page_in_chromium_redraws_for_another_query_offline(trained, tmp_pat
 
 
 def test_the_page_shows_training_epoch_by_epoch_on_one_colour_scale_and_keeps_the_picture_still(trained, tmp_path):
-    chromium()
-    _, _, runs = trained
-    page_path, _, _ = explore.write_page(tmp_path / "explorer.html", runs, [0, 1], average_images=4)
+    page_path, runs = trained_page(trained, tmp_path)
 
     def check(page):
         status, picture = page.locator("#status"), page.locator("#query-canvas")
@@ -382,9 +388,7 @@ def test_the_page_shows_training_epoch_by_epoch_on_one_colour_scale_and_keeps_th
 
 
 def test_the_page_fits_a_phone_and_follows_a_finger(trained, tmp_path):
-    chromium()
-    _, _, runs = trained
-    page_path, _, _ = explore.write_page(tmp_path / "explorer.html", runs, [0, 1], average_images=4)
+    page_path, runs = trained_page(trained, tmp_path)
 
     def check(page):
         for run in ("1", "0", "2"):

@@ -339,9 +339,9 @@
     });
     panels.forEach((p, i) => {
       const L = run.layers[p.layer], token = pixelToToken(L, state.row, state.col);
-      if (p.head < 0) {
-        const tops = [];
-        for (let h = 0; h < L.heads; h++) tops.push(keyToken(L, token, topKey(queryValues(L, layers[p.layer], h, token))));
+      if (p.head < 0) {  // the layer's head panels follow it, in head order: their values are already decoded
+        const tops = panels.map((q, j) => (q.layer === p.layer && q.head >= 0 ? keyToken(L, token, topKey(values[j])) : null))
+          .filter((t) => t !== null);
         drawTaps(p.canvas, L, tops, token, pic);
         const [lo, hi] = range.get(p.layer) || [0, 0];
         p.scale.textContent = state.ownScale ? "own scale per head" : `colour ${lo.toPrecision(2)} to ${hi.toPrecision(2)}`;
