@@ -74,7 +74,8 @@ def run_grid(p: TrainParams, experiment: str, data: Dataset | None = None, progr
     if not mode.steps:  # the notebook's CSVs hold the runs it plans now: none of older code or settings stays
         for key, (_, columns) in results.RECORDS.items():
             results.keep_runs(results.record_path(p.results_dir, p.profile, experiment, key), planned, columns)
-    df = results.read_metrics(results.metrics_path(p.results_dir, p.profile, experiment))
+    df = results.read_metrics(results.metrics_path(p.results_dir, p.profile, experiment),
+                              planned={r.run_id: r.train.epochs for r in runs})
     df = df[df["run_id"].isin(planned)]
     if len(devices) > 1:  # the rows in the plan's order, as one device writes them
         order = {r.run_id: i for i, r in enumerate(runs)}

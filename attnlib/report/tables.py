@@ -125,6 +125,8 @@ def _read_csv(path) -> pd.DataFrame:
     if not (path.exists() or path.is_symlink()):
         return pd.DataFrame()
     try:
+        if (kind := messages.not_a_file(path)):  # a named pipe would be read forever
+            raise ValueError(f"it is {kind}, not a file")
         text = path.read_text(encoding="utf-8")
         if text.strip() and not text.endswith("\n"):
             raise ValueError("cut off in its last line")
@@ -138,6 +140,14 @@ def _read_csv(path) -> pd.DataFrame:
         return pd.DataFrame()
 
 
+def _planned_epochs(summary: pd.DataFrame) -> dict[str, int]:
+    """Run id -> the epochs its notebook planned, as its latest summary names them ({} without one)."""
+    if not {"run_id", "epochs"} <= set(summary.columns):
+        return {}
+    epochs = pd.to_numeric(summary["epochs"], errors="coerce")
+    return {r: int(e) for r, e in zip(summary["run_id"], epochs) if pd.notna(e) and e >= 1}
+
+
 def load_results(results_dir, profile: str) -> dict:
     """What notebooks 00-07 wrote under results/<profile>/ in their latest runs (empty frames for what is
     missing). The metric and center CSVs keep the rows of runs with earlier settings; only the runs in
@@ -146,15 +156,18 @@ def load_results(results_dir, profile: str) -> dict:
     summaries = {name: _read_csv(results.summary_path(results_dir, profile, name)) for name in TRAINING}  # read once
     metrics, attention, dry = [], [], []
     for name in TRAINING:
-        m = results.read_metrics(results.metrics_path(results_dir, profile, name))
-        a = results.read_metrics(results.attention_path(results_dir, profile, name), results.ATTENTION_COLUMNS)
         current = summaries[name]
+        planned = _planned_epochs(current)  # rows beyond the plan: damaged, as a rerun finds them
+        m = results.read_metrics(results.metrics_path(results_dir, profile, name), planned=planned)
+        a = results.read_metrics(results.attention_path(results_dir, profile, name), results.ATTENTION_COLUMNS,
+                                 planned)
         if "run_id" in current:
             metrics += [m[m["run_id"].isin(current["run_id"])]] if not m.empty else []
             attention += [a[a["run_id"].isin(current["run_id"])]] if not a.empty else []
             dry += [_current_dry_run(_read_csv(dry_run.path(results_dir, profile, name)), current)]
-    centers = results.read_metrics(results.centers_path(results_dir, profile, "02_quadratic"), results.CENTER_COLUMNS)
     quadratic = summaries["02_quadratic"]
+    centers = results.read_metrics(results.centers_path(results_dir, profile, "02_quadratic"), results.CENTER_COLUMNS,
+                                   _planned_epochs(quadratic))
     stamps = results.stamps_path(base)
     return dict(
         metrics=pd.concat(metrics, ignore_index=True) if metrics else pd.DataFrame(),

@@ -26,10 +26,26 @@ def _first(df: pd.DataFrame, bad: pd.Series, why: str) -> str:
     return f"{int(bad.sum())} row(s) no training writes, the first of run {row['run_id']} epoch {row['epoch']}: {why}"
 
 
-def implausible(df: pd.DataFrame, columns: list[str]) -> str | None:
+def _beyond_plan(df: pd.DataFrame, planned: dict[str, int]) -> str | None:
+    """Why rows of a run in `planned` (run id -> planned epochs) go beyond its plan; None if none does."""
+    plan = df["run_id"].map(planned)
+    known = plan.notna()
+    bad = known & (df["epoch"].astype(float) > plan)
+    if bad.any():
+        return _first(df, bad, f"epoch {df.loc[bad, 'epoch'].iloc[0]} is beyond the {int(plan[bad].iloc[0])} "
+                               "its run plans")
+    if "epochs" in df and (bad := known & (df["epochs"].astype(float) != plan)).any():
+        return _first(df, bad, f"it names {df.loc[bad, 'epochs'].iloc[0]} epochs where its run plans "
+                               f"{int(plan[bad].iloc[0])}")
+    return None
+
+
+def implausible(df: pd.DataFrame, columns: list[str], planned: dict[str, int] | None = None) -> str | None:
     """Why the rows `df` of a record with `columns` (results.RECORDS) cannot be what training wrote; None if they can.
     Accuracies and shares in [0, 1], losses and times finite and not negative, epochs whole numbers from 0 (1 for
-    metric rows) up to the run's planned `epochs`, and no (run, epoch[, layer, head]) twice."""
+    metric rows) up to the run's `epochs`, one `epochs` per run, and no (run, epoch[, layer, head]) twice.
+    `planned` (run id -> the epochs its plan trains), where the reader knows the plan: a planned run's rows name
+    those epochs and go no further, whatever their own `epochs` column says."""
     if df.empty:
         return None
     for column, (low, high) in RANGES.items():
@@ -45,8 +61,12 @@ def implausible(df: pd.DataFrame, columns: list[str]) -> str | None:
     if "epochs" in df:
         bad |= epoch > df["epochs"].astype(float)
     if bad.any():
-        planned = f" of {df.loc[bad, 'epochs'].iloc[0]} planned" if "epochs" in df else ""
-        return _first(df, bad, f"epoch {df.loc[bad, 'epoch'].iloc[0]} is not an epoch{planned}")
+        of = f" of {df.loc[bad, 'epochs'].iloc[0]} planned" if "epochs" in df else ""
+        return _first(df, bad, f"epoch {df.loc[bad, 'epoch'].iloc[0]} is not an epoch{of}")
+    if "epochs" in df and (mixed := df.groupby("run_id")["epochs"].transform("nunique") > 1).any():
+        return _first(df, mixed, "its run's rows name different numbers of epochs")
+    if planned and (why := _beyond_plan(df, planned)):
+        return why
     twice = df.duplicated(_keys(columns), keep="first")
     if twice.any():
         return _first(df, twice, "the same run and epoch twice")

@@ -8,7 +8,7 @@ from typing import Callable
 
 import pandas as pd
 
-from attnlib.messages import error_line
+from attnlib.messages import error_line, not_a_file
 from attnlib.results.checkpoints import DamagedCheckpoint, load_checkpoint
 from attnlib.results.files import atomic_write_text, locked, move_aside
 from attnlib.results.layout import METRIC_COLUMNS, RECORDS, TEXT_COLUMNS
@@ -19,10 +19,12 @@ class DamagedCSV(ValueError):
     pass
 
 
-def _read_checked(path: Path, columns: list[str]) -> pd.DataFrame:
+def _read_checked(path: Path, columns: list[str], planned: dict[str, int] | None = None) -> pd.DataFrame:
     """The CSV at `path` if it is whole: ends with a newline, parses, has exactly `columns` as header, no
     missing fields, numbers where numbers belong, and rows that training can write (plausible.implausible).
     Raises DamagedCSV saying what is wrong."""
+    if (kind := not_a_file(path)):  # a named pipe would be read forever
+        raise DamagedCSV(f"it is {kind}, not a file")
     try:
         raw = path.read_bytes()
     except OSError as err:
@@ -42,7 +44,7 @@ def _read_checked(path: Path, columns: list[str]) -> pd.DataFrame:
     numeric = [c for c in columns if c not in TEXT_COLUMNS]
     if not all(pd.api.types.is_numeric_dtype(df[c]) for c in numeric):
         raise DamagedCSV("text where numbers belong")
-    if (why := implausible(df, columns)):
+    if (why := implausible(df, columns, planned)):
         raise DamagedCSV(why)
     return df
 
@@ -88,14 +90,16 @@ def rebuild_from_checkpoints(path: str | Path, columns: list[str], reason: str) 
     return pd.DataFrame(columns=columns)
 
 
-def read_metrics(path: str | Path, columns: list[str] = METRIC_COLUMNS) -> pd.DataFrame:
+def read_metrics(path: str | Path, columns: list[str] = METRIC_COLUMNS,
+                 planned: dict[str, int] | None = None) -> pd.DataFrame:
     """The rows of a metrics CSV (with RECORDS' other columns: a centers or attention CSV); empty when there is none.
-    A damaged one is rebuilt from the checkpoints (`rebuild_from_checkpoints`) instead of stopping every later run."""
+    A damaged one is rebuilt from the checkpoints (`rebuild_from_checkpoints`) instead of stopping every later run.
+    `planned` (run id -> planned epochs), where the reader knows the plan: rows beyond it make the file damaged."""
     path = Path(path)
     if not (path.exists() or path.is_symlink()):
         return pd.DataFrame(columns=columns)
     try:
-        return _read_checked(path, columns)
+        return _read_checked(path, columns, planned)
     except DamagedCSV as err:
         return rebuild_from_checkpoints(path, columns, str(err))
 
