@@ -16,13 +16,14 @@ import dataclasses
 import difflib
 import functools
 import math
+import re
 import reprlib
 import typing
 from pathlib import Path
 
 import yaml
 
-from attnlib.messages import one_line
+from attnlib.messages import not_a_file, one_line
 
 # What a parameter file may hold: far beyond any of the project's, far below what can hurt the process.
 MAX_YAML_CHARS, MAX_ALIASES, MAX_DEPTH, MAX_VALUES = 1_000_000, 100, 50, 100_000
@@ -116,7 +117,9 @@ def checked(cls: type, key: str, value, where: str, label: str | None = None):
     expected); a wrong type or a non-finite number raises ParamsError naming `label` (default: the key)."""
     hint, label = hints(cls)[key], label or key
     if not check_type(value, hint):
-        raise ParamsError(f"{where}: {label} must be {type_name(hint)}, got {quoted(value)}")
+        boolean = isinstance(value, bool) and hint in (int, float)
+        raise ParamsError(f"{where}: {label} must be {type_name(hint)}, got {quoted(value)}"
+                          + (" (YAML reads yes, no, on, off, true and false as a boolean)" if boolean else ""))
     if not finite(value) and hint is not dict:  # a mapping's entries are checked where they are used
         raise ParamsError(f"{where}: {label} must be "
                           f"{'finite numbers' if isinstance(value, list) else 'a finite number'}, got {quoted(value)}")
@@ -214,6 +217,10 @@ def _construct_unique_mapping(loader, node, deep=False):
 
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+# 1e-3 is a number, as YAML 1.2 and Python read it (PyYAML's YAML 1.1 reads it as text without a dot: 1.0e-3)
+_UniqueKeyLoader.add_implicit_resolver("tag:yaml.org,2002:float",
+                                       re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+                                       list("-+0123456789"))
 
 
 def read_yaml(path: str | Path):
@@ -223,6 +230,8 @@ def read_yaml(path: str | Path):
         raise ParamsError(f"{path}: is a folder, not a parameter file (name a .yaml file)")
     if not path.exists():
         raise ParamsError(f"{path}: no such parameter file")
+    if (kind := not_a_file(path)):
+        raise ParamsError(f"{path}: is {kind}, not a parameter file (name a .yaml file)")
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as err:

@@ -105,6 +105,10 @@ class TrainParams(TrainSettings):
         for key in ("heads", "hierarchical", "seeds"):
             if not getattr(self, key):
                 bad(key, "is empty")
+        for key in ("models", "heads", "hierarchical", "seeds", "control_seeds", "control_models"):
+            values = getattr(self, key)
+            if (twice := next((v for i, v in enumerate(values) if v in values[:i]), None)) is not None:
+                bad(key, f"lists {twice!r} twice, which would train the same runs twice; keep one")
         for key in ("layers", "hidden", "ff", "downsample", "synthetic_image_size"):
             if getattr(self, key) < 1:
                 bad(key, f"must be at least 1, got {getattr(self, key)}")

@@ -88,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--experiments", default=",".join(EXPERIMENTS), help="the training notebooks whose runs to look in")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
+    if (kind := messages.not_a_file(args.out)):
+        print(f"error: --out {args.out} is {kind}; name the HTML file to write", file=sys.stderr)
+        return 2
     try:
         pictures = [(Path(p).name, open_image(p)) for p in args.images]
     except NotAnImage as err:

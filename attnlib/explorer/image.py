@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from attnlib.messages import one_line
+from attnlib.messages import not_a_file, one_line
 
 
 class NotAnImage(ValueError):
@@ -31,7 +31,8 @@ def open_image(source, name: str | None = None):
     elif isinstance(source, (str, Path)):
         name, handle = name or str(source), Path(source)
         if not handle.is_file():
-            raise NotAnImage(f"{name} is not an image (no such file)")
+            kind = not_a_file(handle)
+            raise NotAnImage(f"{name} is not an image ({f'it is {kind}' if kind else 'no such file'})")
     else:
         name, handle = name or getattr(source, "name", "the file"), source
     try:

@@ -35,6 +35,8 @@ def _read_rows(path) -> list[dict]:
     if not (path.exists() or path.is_symlink()):
         return []
     try:
+        if (kind := messages.not_a_file(path)):  # a named pipe would be read forever
+            raise ValueError(f"it is {kind}, not a file")
         text = path.read_text(encoding="utf-8")
         if not text.endswith("\n"):
             raise ValueError("cut off in its last line" if text.strip() else "empty")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from attnlib.messages import error_line
+from attnlib.messages import error_line, not_a_file
 from attnlib.results.layout import METRIC_COLUMNS, RECORDS
 from attnlib.results.plausible import implausible
 
@@ -33,6 +33,8 @@ def load_checkpoint(path: str | Path, run_id: str | None = None, mmap: bool = Fa
     """A checkpoint written by train.fit, checked: readable with weights_only=True, holding the model, optimizer,
     RNG state and one history row per finished epoch (of `run_id`, when given). Raises DamagedCheckpoint."""
     path = Path(path)
+    if (kind := not_a_file(path)):  # a named pipe would be read forever
+        raise DamagedCheckpoint(path, f"it is {kind}, not a file")
     try:
         with warnings.catch_warnings():  # torch's remarks on a foreign pickle: the reason below says enough
             warnings.simplefilter("ignore")

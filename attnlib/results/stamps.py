@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from attnlib.messages import error_line
+from attnlib.messages import error_line, not_a_file
 from attnlib.results.files import atomic_write_text
 
 
@@ -17,8 +17,10 @@ def read_stamps(path: str | Path, verbose: bool = True) -> dict:
     if not (path.exists() or path.is_symlink()):
         return {}
     try:
+        if (kind := not_a_file(path)):  # a named pipe would be read forever
+            raise ValueError(f"it is {kind}, not a file")
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:  # truncated, not UTF-8, a folder, ...
+    except (OSError, ValueError, RecursionError) as err:  # truncated, not UTF-8, a folder, nested past the stack, ...
         problem, data = error_line(err), {}
     else:
         if isinstance(data, dict):
