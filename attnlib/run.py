@@ -4,14 +4,20 @@ import signal
 import sys
 
 
+STOPS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, kill, the terminal closed
+
+
 def _interrupted_while_starting(signum, frame):
     print("interrupted before any notebook started: run the same command again", file=sys.stderr, flush=True)
-    os._exit(130)  # nothing has started: no traceback from the half-finished imports
+    os._exit(128 + signum)  # nothing has started: no traceback from the half-finished imports
 
 
-if __name__ == "__main__":  # Ctrl-C while torch and papermill load (seconds): one line, not an import traceback
-    signal.signal(signal.SIGINT, _interrupted_while_starting)
+if __name__ == "__main__":  # a stop while torch and papermill load (seconds): one line, not an import traceback
+    for stop in STOPS:
+        signal.signal(stop, _interrupted_while_starting)
     from attnlib.runner.run import command_line
 
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # loaded: main() turns Ctrl-C into one line
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # loaded: main() turns each stop into one line
+    for stop in STOPS[1:]:
+        signal.signal(stop, signal.SIG_DFL)
     command_line()

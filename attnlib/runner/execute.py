@@ -18,6 +18,40 @@ from attnlib.training.progress import ENV as PROGRESS_ENV
 from attnlib.training.progress import ProgressView
 
 
+class SurvivingStream:
+    """A console stream that outlives its reader: once `make reproduce | head` has read enough, or the terminal is
+    gone, the run goes on and writes the rest to nothing (the notebooks' logs keep everything) instead of stopping."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def _reader_gone(self) -> None:
+        """From now on the stream's file descriptor leads to /dev/null, so what it still buffers, flushed here or when
+        the process ends, goes nowhere instead of raising BrokenPipeError once more."""
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self.stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):  # closed: a stream of its own to nothing
+            self.stream = open(os.devnull, "w")
+
+    def write(self, text: str) -> int:
+        try:
+            return self.stream.write(text)
+        except (BrokenPipeError, ValueError):  # the reader is gone, or the stream was closed for it
+            self._reader_gone()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except (BrokenPipeError, ValueError):
+            self._reader_gone()
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
 @contextlib.contextmanager
 def output_to(log: Path, append: bool = False):
     """Send this process's stdout and stderr, and those of the processes it starts (the notebook's kernel),
@@ -26,7 +60,7 @@ def output_to(log: Path, append: bool = False):
     sys.stderr.flush()
     log_file = open(log, "a" if append else "w")  # first: if it cannot be opened, nothing is redirected yet
     saved = os.dup(1), os.dup(2)
-    console = os.fdopen(os.dup(saved[0]), "w", buffering=1)
+    console = SurvivingStream(os.fdopen(os.dup(saved[0]), "w", buffering=1))
     with log_file:
         os.dup2(log_file.fileno(), 1)
         os.dup2(log_file.fileno(), 2)
@@ -39,7 +73,8 @@ def output_to(log: Path, append: bool = False):
         os.dup2(saved[1], 2)
         for fd in saved:
             os.close(fd)
-        console.close()
+        with contextlib.suppress(OSError):  # its reader gone: what it still held goes nowhere
+            console.close()
 
 
 def _keep_failed(tmp: Path, out: Path) -> Path | None:
@@ -91,11 +126,12 @@ def execute(nb: Path, values: dict, out: Path, log: Path, profile_dir: Path) -> 
         print(f"error: {nb.name} failed in cell {err.exec_count}: {err.ename}: {one_line(err.evalue)} "
               f"(log: {log}; executed notebook: {failed or out})", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM / SIGHUP (attnlib.runner.run.Stopped)
         tmp.unlink(missing_ok=True)
-        print(f"interrupted in {nb.name}: run the same command again to go on from there (training resumes "
+        by = f" by {err}" if str(err) else ""
+        print(f"interrupted{by} in {nb.name}: run the same command again to go on from there (training resumes "
               "from its last checkpoint)", file=sys.stderr)
-        return 130
+        return getattr(err, "code", 130)
     except Exception as err:  # kernel missing, notebook unreadable, ...: still one line
         failed = _keep_failed(tmp, out)
         where = f"; executed notebook: {failed}" if failed else ""

@@ -36,7 +36,7 @@ from attnlib.experiments.settings import PROFILES, REPO_ROOT, numbered_notebooks
 from attnlib.results import remove_stale_temp_files, stamps_path
 from attnlib.runner.digest import TIMING, Stamps, environment, library_digest, notebook_digest
 from attnlib.runner import folder
-from attnlib.runner.execute import execute, export, quiet_papermill
+from attnlib.runner.execute import SurvivingStream, execute, export, quiet_papermill
 from attnlib.training import schedule
 from attnlib.training.dry_run import RESULTS_DIR as DRY_RUN_RESULTS
 from attnlib.training.train import TrainingError
@@ -93,24 +93,41 @@ def unmatched(only: list[str]) -> str | None:
     return None
 
 
-def _interrupt_once(signum, frame):
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    raise KeyboardInterrupt
+STOPS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, kill, the terminal closed
 
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, met as Ctrl-C is: the notebook's kernel shut down, its half-executed copy removed, one line.
+    `code`: the exit status a shell gives for the signal (128 + its number)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.code = 128 + signum
+
+
+def _interrupt_once(signum, frame):
+    for stop in STOPS:
+        signal.signal(stop, signal.SIG_IGN)
+    raise KeyboardInterrupt if signum == signal.SIGINT else Stopped(signum)
 
 
 def main(argv: list[str] | None = None) -> int:
-    # Ctrl-C raises KeyboardInterrupt once; a second one while the kernel shuts down is ignored (no traceback)
-    previous = signal.getsignal(signal.SIGINT)
-    if previous is not signal.SIG_IGN:
-        signal.signal(signal.SIGINT, _interrupt_once)
+    # Ctrl-C, SIGTERM or SIGHUP raise once; a second one while the kernel shuts down is ignored (no traceback)
+    previous = {stop: signal.getsignal(stop) for stop in STOPS}
+    for stop, handler in previous.items():
+        if handler is not signal.SIG_IGN:
+            signal.signal(stop, _interrupt_once)
+    stdout, sys.stdout = sys.stdout, SurvivingStream(sys.stdout)
     try:
         return _main(argv)
-    except KeyboardInterrupt:  # between notebooks, or while checking: nothing half-done to speak of
+    except KeyboardInterrupt as err:  # between notebooks, or while checking: nothing half-done to speak of
         print("interrupted: run the same command again to go on from there", file=sys.stderr)
-        return 130
+        return getattr(err, "code", 130)
     finally:
-        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+        sys.stdout = stdout
+        for stop, handler in previous.items():
+            default = signal.default_int_handler if stop == signal.SIGINT else signal.SIG_DFL
+            signal.signal(stop, handler if handler is not None else default)
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -133,7 +150,8 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
                          "(every GPU)")
     args = ap.parse_args(argv)
     if args.dry_run is not None and args.dry_run < 1:  # 0 would quietly start the real training
-        ap.error(f"--dry-run must be a number of steps, at least 1, got {args.dry_run}")
+        print(f"error: --dry-run must be a number of steps, at least 1, got {args.dry_run}", file=sys.stderr)
+        raise SystemExit(2)
     args.dry_run = args.dry_run or 0  # not a dry run
     # resolved once, against the folder the command runs in: every file of the series goes under it
     args.results_dir = str(folder.resolved(args.results_dir or ROOT / (DRY_RUN_RESULTS if args.dry_run else "results")))
@@ -274,7 +292,7 @@ def command_line() -> None:
     """`python -m attnlib.run`: main(), then the exit; after an interrupt's one line, nothing more from the
     kernel's shutdown or asyncio's leftovers."""
     code = main()
-    if code == 130:
+    if code in {128 + stop for stop in STOPS}:
         sys.stdout.flush()
         sys.stderr.flush()
         logging.disable(logging.CRITICAL)
