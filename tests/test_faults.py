@@ -536,7 +536,7 @@ def test_heal_report_a_run_forged_to_7_epochs_is_read_against_its_plan(trained, 
     assert len(results.read_metrics(c.metrics)) == len(trained.metrics) + 1  # alone, the rows are plausible
     res = report.load_results(c.results_dir, "smoke")
     line = one_line(capsys.readouterr().out)
-    assert line.startswith(f"{c.metrics} was damaged (") and "epoch 7 is beyond the 2 its run plans" in line
+    assert line.startswith(f"{c.metrics} was damaged (") and "epoch 7 is beyond the 2 epochs its run plans" in line
     assert "rebuilt from the 2 run(s)" in line and (c.metrics.parent / "02_quadratic.csv.damaged").exists()
     same_rows(res["metrics"], trained.metrics, ["run_id", "epoch"], ignore=[])
     _forged_epochs(one_row=False)(c.metrics)

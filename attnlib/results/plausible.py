@@ -32,7 +32,7 @@ def _beyond_plan(df: pd.DataFrame, planned: dict[str, int]) -> str | None:
     known = plan.notna()
     bad = known & (df["epoch"].astype(float) > plan)
     if bad.any():
-        return _first(df, bad, f"epoch {df.loc[bad, 'epoch'].iloc[0]} is beyond the {int(plan[bad].iloc[0])} "
+        return _first(df, bad, f"epoch {df.loc[bad, 'epoch'].iloc[0]} is beyond the {int(plan[bad].iloc[0])} epochs "
                                "its run plans")
     if "epochs" in df and (bad := known & (df["epochs"].astype(float) != plan)).any():
         return _first(df, bad, f"it names {df.loc[bad, 'epochs'].iloc[0]} epochs where its run plans "
