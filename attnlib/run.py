@@ -13,11 +13,12 @@ def _interrupted_while_starting(signum, frame):
 
 
 if __name__ == "__main__":  # a stop while torch and papermill load (seconds): one line, not an import traceback
-    for stop in STOPS:
-        signal.signal(stop, _interrupted_while_starting)
+    inherited = {stop: signal.getsignal(stop) for stop in STOPS}
+    for stop, handler in inherited.items():
+        if handler is not signal.SIG_IGN:  # ignored stays ignored: nohup's SIGHUP, a background job's SIGINT
+            signal.signal(stop, _interrupted_while_starting)
     from attnlib.runner.run import command_line
 
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # loaded: main() turns each stop into one line
-    for stop in STOPS[1:]:
-        signal.signal(stop, signal.SIG_DFL)
+    for stop, handler in inherited.items():  # loaded: main() turns each stop that is not ignored into one line
+        signal.signal(stop, handler if handler is not None else signal.SIG_DFL)
     command_line()

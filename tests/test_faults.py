@@ -8,7 +8,7 @@ are the controls, showing that the checks leave whole files alone. Most cases ca
 of one trained smoke folder; the runner's own faults (Ctrl-C, SIGTERM, kill -9, a failing rerun, a damaged
 checkpoint under `make reproduce`) run it for real.
 
-What is damaged, in 189 cases (196 tests with the controls; 69 of them from issue 29, each saying what it did at
+What is damaged, in 191 cases (198 tests with the controls; 71 of them from issue 29, each saying what it did at
 commit ffb255a where that differs): parameter files (and the runner and `python -m attnlib.params` on them),
 notebook 07's parameters beyond what was trained, checkpoints, the metrics, centers, attention, summary and timing
 CSVs (with and without checkpoints to rebuild them from, and against the plan as the report reads them), the runner's
@@ -1191,6 +1191,38 @@ def test_heal_runner_whose_reader_went_away_runs_to_the_end(tmp_path):
         os.close(write)
     assert out.returncode == 0 and out.stderr == "", out.stderr
     assert (tmp_path / "results" / "smoke" / "metrics" / "00_conv_as_attention.csv").exists()
+
+
+@pytest.mark.notebook
+def test_heal_runner_started_with_nohup_keeps_sighup_ignored(tmp_path):
+    """`nohup make reproduce`: the hang-up of the terminal it was started from must not stop it. (A first version of
+    the SIGTERM handling put a handler on SIGHUP whatever the runner inherited; a review caught it.)"""
+    proc = subprocess.Popen([sys.executable, "-m", "attnlib.run", "--profile", "smoke", "--only", "00",
+                             "--results-dir", str(tmp_path / "results")], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    log = tmp_path / "results" / "smoke" / "logs" / "00_conv_as_attention.log"
+    _wait_for(lambda: log.exists() and log.stat().st_size > 0, proc)  # the notebook is running
+    os.killpg(proc.pid, signal.SIGHUP)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0 and err == "", err
+    assert (tmp_path / "results" / "smoke" / "metrics" / "00_conv_as_attention.csv").exists()
+
+
+def test_a_console_stream_hides_only_a_reader_that_went_away():
+    """The runner's console survives EPIPE, but an encoding error is raised, not swallowed with every later line."""
+    from attnlib.runner.execute import SurvivingStream
+
+    read, write = os.pipe()
+    os.close(read)
+    gone = SurvivingStream(os.fdopen(write, "w", buffering=1))
+    assert gone.write("a line\n") == len("a line\n")  # EPIPE: the stream now leads to /dev/null
+    gone.write("more\n")
+    gone.flush()
+    gone.close()
+    ascii_only = SurvivingStream(io.TextIOWrapper(io.BytesIO(), encoding="ascii"))
+    with pytest.raises(UnicodeEncodeError):
+        ascii_only.write("café\n")
 
 
 @pytest.mark.notebook

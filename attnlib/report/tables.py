@@ -141,7 +141,8 @@ def _read_csv(path) -> pd.DataFrame:
 
 
 def _planned_epochs(summary: pd.DataFrame) -> dict[str, int]:
-    """Run id -> the epochs its notebook planned, as its latest summary names them ({} without one)."""
+    """Run id -> the epochs its notebook planned, as its latest summary names them ({} without one). A summary is
+    written once every run of the notebook has finished, so its `epochs` (the last epoch recorded) is the plan's."""
     if not {"run_id", "epochs"} <= set(summary.columns):
         return {}
     epochs = pd.to_numeric(summary["epochs"], errors="coerce")

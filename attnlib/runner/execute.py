@@ -3,6 +3,7 @@ in one line; and the report exported (report.html, report.pdf) after notebook 08
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import sys
@@ -35,17 +36,28 @@ class SurvivingStream:
         except (OSError, ValueError):  # closed: a stream of its own to nothing
             self.stream = open(os.devnull, "w")
 
+    def _gone(self, err: Exception) -> bool:
+        """Whether `err` says the reader is gone (a closed pipe, a hung-up terminal, a stream closed for it); any other
+        error, an encoding one above all, is raised as it is."""
+        if isinstance(err, OSError):
+            return err.errno in (errno.EPIPE, errno.EIO)
+        return isinstance(err, ValueError) and not isinstance(err, UnicodeError) and self.stream.closed
+
     def write(self, text: str) -> int:
         try:
             return self.stream.write(text)
-        except (BrokenPipeError, ValueError):  # the reader is gone, or the stream was closed for it
+        except (OSError, ValueError) as err:
+            if not self._gone(err):
+                raise
             self._reader_gone()
             return len(text)
 
     def flush(self) -> None:
         try:
             self.stream.flush()
-        except (BrokenPipeError, ValueError):
+        except (OSError, ValueError) as err:
+            if not self._gone(err):
+                raise
             self._reader_gone()
 
     def __getattr__(self, name):
@@ -129,8 +141,9 @@ def execute(nb: Path, values: dict, out: Path, log: Path, profile_dir: Path) -> 
     except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM / SIGHUP (attnlib.runner.run.Stopped)
         tmp.unlink(missing_ok=True)
         by = f" by {err}" if str(err) else ""
-        print(f"interrupted{by} in {nb.name}: run the same command again to go on from there (training resumes "
-              "from its last checkpoint)", file=sys.stderr)
+        with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
+            print(f"interrupted{by} in {nb.name}: run the same command again to go on from there (training resumes "
+                  "from its last checkpoint)", file=sys.stderr)
         return getattr(err, "code", 130)
     except Exception as err:  # kernel missing, notebook unreadable, ...: still one line
         failed = _keep_failed(tmp, out)

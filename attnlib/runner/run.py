@@ -19,6 +19,7 @@ killed run left behind are removed at the start.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import difflib
 import logging
@@ -121,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
     except KeyboardInterrupt as err:  # between notebooks, or while checking: nothing half-done to speak of
-        print("interrupted: run the same command again to go on from there", file=sys.stderr)
+        with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
+            print("interrupted: run the same command again to go on from there", file=sys.stderr)
         return getattr(err, "code", 130)
     finally:
         sys.stdout = stdout

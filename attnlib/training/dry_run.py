@@ -152,7 +152,9 @@ def measured(results_dir, profile: str, experiment: str, run_id: str) -> bool:
 def outcomes(results_dir, profile: str, experiment: str) -> dict[str, str]:
     """{run id: outcome} of the runs the notebook's dry run recorded (none when its CSV is absent or damaged)."""
     try:
-        rows = pd.read_csv(path(results_dir, profile, experiment))
+        if messages.not_a_file(csv := path(results_dir, profile, experiment)):  # a named pipe would be read forever
+            return {}
+        rows = pd.read_csv(csv)
         return dict(zip(rows["run_id"], _outcome(rows)))
     except (OSError, ValueError, KeyError, pd.errors.ParserError, UnicodeDecodeError):
         return {}
@@ -175,6 +177,8 @@ def _read_or_set_aside(csv: Path, columns: list[str]) -> pd.DataFrame:
     if not csv.exists():
         return pd.DataFrame(columns=columns)
     try:
+        if (kind := messages.not_a_file(csv)):  # a named pipe would be read forever
+            raise ValueError(f"it is {kind}, not a file")
         rows = pd.read_csv(csv)
         if list(rows.columns) == columns[:-1]:  # written before runs that did not fit were recorded
             rows["outcome"] = MEASURED
