@@ -1076,13 +1076,15 @@ FOLDER_FAULTS = {"a-file": (_a_file, "is a file, not a folder"),
 
 
 @pytest.mark.parametrize("name", list(FOLDER_FAULTS), ids=[f"stop-results-folder-{n}" for n in FOLDER_FAULTS])
-def test_a_results_folder_that_cannot_be_one_stops_with_one_line(tmp_path, name):
+def test_a_results_folder_that_cannot_be_one_stops_with_one_line(tmp_path, capsys, name):
+    """In the runner's own process (`make reproduce` runs the same main()): the check comes before any notebook."""
     make, words = FOLDER_FAULTS[name]
     target = make(tmp_path)
-    out = run_runner("--only", "00", "--results-dir", str(target))
-    assert out.returncode == 2, out.stdout + out.stderr
-    line = one_line(out.stderr)
-    assert line.startswith("error: results folder ") and words in line and "Traceback" not in out.stderr, line
+    code = run.main(["--profile", "smoke", "--only", "00", "--results-dir", str(target)])
+    out = capsys.readouterr()
+    assert code == 2, out.out + out.err
+    line = one_line(out.err)
+    assert line.startswith("error: results folder ") and words in line and "Traceback" not in out.err, line
 
 
 @pytest.mark.parametrize("code, words", [(28, "no space is left"), (30, "read-only")],
