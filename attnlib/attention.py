@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from attnlib import content_algebra
 from attnlib.dropout import Dropout
 
 POSITIONAL = ("quadratic", "quadratic_aniso", "learned", "none")
@@ -49,6 +50,16 @@ def flush_denormals(probs: torch.Tensor) -> torch.Tensor:
     times the inputs' size (tests/test_attention.py checks the layer against the formula).
     """
     return probs.masked_fill(probs < torch.finfo(probs.dtype).tiny, 0.0)
+
+
+def broadcast_terms(row_term: torch.Tensor, col_term: torch.Tensor) -> torch.Tensor:
+    """A score that is a row term (h, H query rows, H key rows) plus a column term (h, W, W), as (h, T, T).
+
+    Token (i, j) is i * W + j, for queries and keys alike; one broadcast add, no (T, T) index (whose backward,
+    an index_put on (T, T), took a tenth of the learned network's training step)."""
+    heads, height, width = row_term.shape[0], row_term.shape[1], col_term.shape[1]
+    t = height * width
+    return (row_term[:, :, None, :, None] + col_term[:, None, :, None, :]).reshape(heads, t, t)
 
 
 def sdpa_pays(x: torch.Tensor) -> bool:
@@ -102,9 +113,7 @@ class QuadraticScore(nn.Module):
     def _isotropic(self, height: int, width: int) -> torch.Tensor:
         """The same score, separated: a row term plus a column term (separated_terms), broadcast to (h, T, T)
         by one add."""
-        row_term, col_term = self.separated_terms(height, width)
-        t = height * width  # token (i, j) is i * width + j, for queries and keys alike
-        return (row_term[:, :, None, :, None] + col_term[:, None, :, None, :]).reshape(self.heads, t, t)
+        return broadcast_terms(*self.separated_terms(height, width))
 
     def separated_terms(self, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The isotropic score's two parts: -s^2/2 ((d_row - mu_row)^2 + (d_col - mu_col)^2) is a row term
@@ -139,18 +148,35 @@ class LearnedRelativeScore(nn.Module):
         self.head_keys_row = nn.Linear(dim, heads, bias=False)
         self.head_keys_col = nn.Linear(dim, heads, bias=False)
 
-    def _shift_index(self, height: int, width: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    def _check_grid(self, height: int, width: int):
         if height > self.height or width > self.width:
             raise ValueError(f"grid {height}x{width} is larger than the {self.height}x{self.width} the embeddings were "
                              "built for")
+
+    def _shift_index(self, height: int, width: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check_grid(height, width)
         delta = relative_offsets(height, width, device)  # (T, T, 2)
         return delta[..., 0] + self.height - 1, delta[..., 1] + self.width - 1  # (T, T) each, >= 0
 
-    def forward(self, height: int, width: int) -> torch.Tensor:
-        row_idx, col_idx = self._shift_index(height, width, self.row_embeddings.weight.device)
+    def _axis_shifts(self, size: int, built: int, device) -> torch.Tensor:
+        """(size, size) index of key minus query along one axis, shifted to the embeddings' rows (>= 0)."""
+        pos = torch.arange(size, device=device)
+        return pos[None, :] - pos[:, None] + built - 1
+
+    def separated_terms(self, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The score's two parts: w_row . e_row[delta_row], a row term (h, H query rows, H key rows), plus the
+        column term (h, W, W)."""
+        self._check_grid(height, width)
+        device = self.row_embeddings.weight.device
         row = self.head_keys_row(self.row_embeddings.weight)  # (2H-1, h)
         col = self.head_keys_col(self.col_embeddings.weight)  # (2W-1, h)
-        return (row[row_idx] + col[col_idx]).permute(2, 0, 1)  # (h, T, T)
+        row_term = row[self._axis_shifts(height, self.height, device)].permute(2, 0, 1)  # (h, H, H)
+        col_term = col[self._axis_shifts(width, self.width, device)].permute(2, 0, 1)  # (h, W, W)
+        return row_term, col_term
+
+    def forward(self, height: int, width: int) -> torch.Tensor:
+        """(h, T, T): score^h(delta) for every query and key, a row term plus a column term broadcast."""
+        return broadcast_terms(*self.separated_terms(height, width))
 
     def query_term(self, q: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """q: (B, h, T, d) with d = embedding dim -> (B, h, T, T) scores q . (e_row + e_col) / sqrt(d)."""
@@ -181,10 +207,11 @@ class MultiHeadSelfAttention(nn.Module):
         fused: fused path (default) or the plain, readable one; they compute the same thing.
 
     Fused path: with a content term, torch's scaled_dot_product_attention with the positional scores as an
-    additive bias, where it pays (sdpa_pays: off the CPU). Positional-only attention does not depend on the
-    image, so both paths compute its probabilities once per forward, shape (h, T, T), and apply them to the
-    whole batch with one matmul (SDPA would redo the same softmax for every image). Attention dropout on
-    positional-only probabilities is likewise one mask shared by the batch.
+    additive bias, where it pays (sdpa_pays: off the CPU); on the CPU, the scores as x M_h x^T with
+    M_h = W_q^h^T W_k^h where that does fewer FLOPs (content_algebra; not with keys given). Positional-only
+    attention does not depend on the image, so both paths compute its probabilities once per forward, shape
+    (h, T, T), and apply them to the whole batch with one matmul (SDPA would redo the same softmax for every
+    image). Attention dropout on positional-only probabilities is likewise one mask shared by the batch.
     """
 
     def __init__(self, dim: int, heads: int, grid: tuple[int, int], positional: str = "quadratic",
@@ -276,6 +303,8 @@ class MultiHeadSelfAttention(nn.Module):
             ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=bias,
                                                  dropout_p=self.attn_dropout.p if self.training else 0.0)
             ctx = ctx.transpose(1, 2)  # (B, T, h, D)
+        elif self.fused and keys is None and content_algebra.pays(self, b):
+            ctx = content_algebra.context(self, x)  # (B, T, h, D): x M x'^T, the same attention with less work
         else:
             probs = self.attn_dropout(torch.softmax(self.scores(x, keys), dim=-1))  # (B, h, T, T)
             ctx = torch.einsum("bhqk,bkd->bqhd", probs, x)  # (B, T, h, D)

@@ -11,7 +11,7 @@ benchmarks/peer.py times it against [Re]'s own modules (fetched outside this rep
 - its GEMM peak per precision (attnlib.report.timing.gemm_peak: the best median rate of n x n products);
 - per network and precision: ours and the reference in images/s, their ratio, and ours as a share of that
   precision's peak (training FLOPs per image of the work our path does, counted by torch.utils.flop_counter on our
-  network's plain path, attention products included);
+  network's own path at the timed batch, attention products included: work a faster path skips is not counted);
 - the fastest precision of each network, measured here, and the targets: at least 70% of the peak there, and
   ours / reference at least 1.0x at every precision (1.2x for the content network at its fastest), each met or not;
 - what dominates our step at that precision (torch.profiler, self CPU time by operator).
@@ -51,8 +51,7 @@ def time_network(name: str, batch: int, reps: int, device: torch.device) -> tupl
     if name in SAME_AS_OURS:
         ref.load_state_dict(ours.state_dict())
     ref.to(device)
-    plain = create_model(name, fused=False)  # the same work as ours, in products the counter sees
-    flops = timing.flops_per_image(plain, "train", image_shape=(3, 32, 32))
+    flops = timing.flops_per_image(ours, "train", image_shape=(3, 32, 32), batch=batch)  # the work our path does
     g = torch.Generator().manual_seed(batch)
     x = torch.randn(batch, 3, 32, 32, generator=g).to(device)
     y = torch.randint(0, 10, (batch,), generator=g).to(device)

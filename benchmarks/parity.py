@@ -4,7 +4,12 @@ The exact path is float32 with torch's own dropout (attnlib.dropout.torch_masks)
 - "fp32": float32 with attnlib's dropout masks, what the profiles train with (the same arithmetic, another
   random draw of the masks);
 - "bf16": bf16 autocast with attnlib's masks (other arithmetic; the masks are those of "fp32" for the same seed,
-  so the same-seed difference between the two is the arithmetic's alone).
+  so the same-seed difference between the two is the arithmetic's alone);
+- "plain": float32 with attnlib's masks on the layers' plain, readable path (`fused=False`), against "fp32",
+  whose fused path computes content attention as x M x'^T (attnlib.content_algebra) where that pays. Exact in
+  exact arithmetic; the attention's dropout masks fall on other elements (the scores are laid out queries first),
+  so for a content network this is another draw of the masks, as "fp32" is of "exact". For positional-only
+  attention the two paths run the same operations.
 Each is trained from the same initial weights and batches for every seed: the quick profile's networks
 (params/quick), on its data, for `--epochs` epochs. Printed per network: each path's test accuracy per seed,
 their mean, and the differences: same-seed against "fp32" (bf16), and of the means against the exact path,
@@ -15,10 +20,12 @@ it, against the noise of the seeds:
 - bf16 against fp32: the same masks and batches, so a difference is the arithmetic's. A short run amplifies any
   difference in rounding (another order of summation would do it too) into another trajectory, so the seeds'
   paired differences are set against their own standard error.
+- fused ("fp32") against "plain": the difference of the means, as for "fp32" against the exact path.
 Within twice the standard error, a path agrees within the seeds' noise: those seeds cannot resolve TOLERANCE, and
 the verdict says so; beyond it, it differs.
 
     .venv/bin/python benchmarks/parity.py [--seeds 0 1 2] [--epochs 2] [--networks sa_quadratic sa_learned_content]
+                                          [--paths exact fp32 bf16 plain]
 """
 from __future__ import annotations
 
@@ -43,8 +50,9 @@ from attnlib.training.train import fit
 TOLERANCE = 0.01  # test accuracy, absolute: one percentage point
 NOTEBOOK = {"sa_quadratic": "02_quadratic", "sa_learned_content": "01_learned_2d", "sa_learned": "01_learned_2d",
             "vit": "04_vit"}
-PATHS = {"exact": ("fp32", dropout.torch_masks), "fp32": ("fp32", contextlib.nullcontext),
-         "bf16": ("bf16", contextlib.nullcontext)}
+PATHS = {"exact": ("fp32", dropout.torch_masks, True), "fp32": ("fp32", contextlib.nullcontext, True),
+         "bf16": ("bf16", contextlib.nullcontext, True), "plain": ("fp32", contextlib.nullcontext, False)}
+AGAINST = {"fp32": "exact", "bf16": "fp32", "plain": "fp32"}  # what each path's verdict compares it with
 
 
 def quick_setup(name: str):
@@ -57,10 +65,10 @@ def quick_setup(name: str):
 
 def test_accuracy(name: str, setup, path: str, seed: int, epochs: int) -> float:
     p, data, overrides = setup
-    precision, masks = PATHS[path]
+    precision, masks, fused = PATHS[path]
     cfg = replace(grid.train_config(p, seed, name), epochs=epochs, precision=precision)
     torch.manual_seed(seed)
-    model = create_model(name, **overrides)
+    model = create_model(name, **overrides, fused=fused)
     with tempfile.TemporaryDirectory() as d, masks():
         rows = fit(model, data, cfg, RunInfo(f"{name}-{path}-s{seed}", "parity", name, path, data.name, "parity"),
                    results_dir=d, progress=False)
@@ -68,25 +76,46 @@ def test_accuracy(name: str, setup, path: str, seed: int, epochs: int) -> float:
 
 
 def verdict(acc: dict[str, list[float]], path: str) -> str:
-    """Whether `path` agrees: "fp32" with the exact path (the means), "bf16" with "fp32" (seed by seed), from each
-    path's test accuracy per seed (the same seeds, in the same order, under every path); one line, saying what
-    decided it (module doc)."""
+    """Whether `path` agrees with AGAINST[path]: "bf16" with "fp32" seed by seed, the others by their means, from
+    each path's test accuracy per seed (the same seeds, in the same order, under every path); one line, saying
+    what decided it (module doc)."""
+    base, n = AGAINST[path], len(acc[path])
     if path == "bf16":
-        diffs = [b - f for b, f in zip(acc["bf16"], acc["fp32"])]
-        diff, what = statistics.mean(diffs), "same seed, bf16 - fp32, mean"
-        error = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else math.nan
+        diffs = [b - f for b, f in zip(acc[path], acc[base])]
+        diff, what = statistics.mean(diffs), f"same seed, {path} - {base}, mean"
+        error = statistics.stdev(diffs) / math.sqrt(n) if n > 1 else math.nan
     else:
-        diff, what = statistics.mean(acc[path]) - statistics.mean(acc["exact"]), f"mean {path} - exact"
-        n = len(acc["exact"])
-        error = math.sqrt((statistics.variance(acc[path]) + statistics.variance(acc["exact"])) / n) if n > 1 else math.nan
+        diff, what = statistics.mean(acc[path]) - statistics.mean(acc[base]), f"mean {path} - {base}"
+        error = math.sqrt((statistics.variance(acc[path]) + statistics.variance(acc[base])) / n) if n > 1 else math.nan
     if abs(diff) <= TOLERANCE:
         return f"agrees: {what} {diff:+.4f} (tolerance {TOLERANCE:.2f})"
     if math.isnan(error):
         return f"DIFFERS: {what} {diff:+.4f} (tolerance {TOLERANCE:.2f}; one seed gives no noise to set it against)"
     if abs(diff) <= 2 * error:
         return (f"agrees within the seeds' noise: {what} {diff:+.4f}, within twice its standard error {error:.4f} "
-                f"over {len(acc['exact'])} seeds, which cannot resolve the tolerance {TOLERANCE:.2f}")
-    return f"DIFFERS: {what} {diff:+.4f}, beyond twice its standard error {error:.4f} over {len(acc['exact'])} seeds"
+                f"over {n} seeds, which cannot resolve the tolerance {TOLERANCE:.2f}")
+    return f"DIFFERS: {what} {diff:+.4f}, beyond twice its standard error {error:.4f} over {n} seeds"
+
+
+def with_baselines(paths: list[str]) -> list[str]:
+    """`paths` and what their verdicts compare them with, in PATHS' order."""
+    wanted = set(paths) | {AGAINST[p] for p in paths if p in AGAINST}
+    return [p for p in PATHS if p in wanted]
+
+
+def summary(name: str, acc: dict[str, list[float]], seeds: list[int], epochs: int) -> list[str]:
+    """Printed lines per network: each path's mean and its difference from what its verdict compares it with."""
+    first = next(iter(acc))
+    spread = statistics.stdev(acc[first]) if len(seeds) > 1 else float("nan")
+    lines = [f"\n{name}, {epochs} epochs, seeds {seeds}: the {first} path's spread over seeds {spread:.4f}"]
+    for path, values in acc.items():
+        line = f"  {path:<5} mean {statistics.mean(values):.4f}"
+        if AGAINST.get(path) in acc:
+            base = AGAINST[path]
+            line += f"  mean - {base} {statistics.mean(values) - statistics.mean(acc[base]):+.4f}"
+            line += f"  same seed, {path} - {base}: " + ", ".join(f"{a - b:+.4f}" for a, b in zip(values, acc[base]))
+        lines.append(line)
+    return lines
 
 
 def main(argv=None) -> int:
@@ -94,27 +123,20 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--networks", nargs="+", default=["sa_quadratic", "sa_learned_content"], choices=list(NOTEBOOK))
+    ap.add_argument("--paths", nargs="+", default=list(PATHS), choices=list(PATHS),
+                    help="the paths to train (with what their verdicts compare them with)")
     args = ap.parse_args(argv)
     start = time.perf_counter()
     verdicts = []
     for name in args.networks:
-        acc = {path: [] for path in PATHS}
+        acc = {path: [] for path in with_baselines(args.paths)}
         setup = quick_setup(name)
         for seed in args.seeds:
-            for path in PATHS:
+            for path in acc:
                 acc[path].append(test_accuracy(name, setup, path, seed, args.epochs))
                 print(f"{name} seed {seed} {path}: test acc {acc[path][-1]:.4f}", flush=True)
-        spread = statistics.stdev(acc["exact"]) if len(args.seeds) > 1 else float("nan")
-        print(f"\n{name}, {args.epochs} epochs, seeds {args.seeds}: the exact path's spread over seeds {spread:.4f}")
-        for path in PATHS:
-            diff = statistics.mean(acc[path]) - statistics.mean(acc["exact"])
-            line = f"  {path:<5} mean {statistics.mean(acc[path]):.4f}  mean - exact {diff:+.4f}"
-            if path == "bf16":
-                line += "  same seed, bf16 - fp32: " + ", ".join(f"{b - f:+.4f}" for b, f in zip(acc["bf16"], acc["fp32"]))
-            print(line)
-            if path != "exact":
-                verdicts.append(f"{name} {path}: {verdict(acc, path)}")
-        print()
+        print("\n".join(summary(name, acc, args.seeds, args.epochs)) + "\n")
+        verdicts += [f"{name} {path}: {verdict(acc, path)}" for path in args.paths if path in AGAINST]
     print("\n".join(verdicts))
     print(f"{time.perf_counter() - start:.0f} s on {results.device_name(torch.device('cpu'))}")
     return 0

@@ -15,7 +15,7 @@ import math
 import pytest
 import torch
 
-from attnlib import attention
+from attnlib import attention, content_algebra
 from attnlib.attention import LearnedRelativeScore, MultiHeadSelfAttention, QuadraticScore, relative_offsets
 
 
@@ -130,6 +130,13 @@ def test_learned_scores_match_formula_depend_only_on_offset_and_are_separable():
     def at(dr, dc):
         return by_offset[(dr, dc)]
     assert torch.allclose(at(1, 2) + at(-2, -1), at(1, -1) + at(-2, 2))
+    # A grid smaller than the one the embeddings were built for reads the same embedding per offset.
+    small = score(3, 2)
+    for q, k in itertools.product(range(6), repeat=2):
+        dr, dc = k // 2 - q // 2, k % 2 - q % 2
+        assert torch.allclose(small[:, q, k], at(dr, dc))
+    with pytest.raises(ValueError, match="larger than the 4x5"):
+        score(5, 5)
 
 
 def _explicit_attention(layer, x):
@@ -168,12 +175,13 @@ VARIANTS = [
 
 
 @pytest.mark.parametrize("kw", VARIANTS, ids=lambda kw: "-".join(f"{k}={v}" for k, v in kw.items()))
-@pytest.mark.parametrize("fused", [True, False])
-def test_layer_computes_the_mhsa_formula(kw, fused, monkeypatch):
-    monkeypatch.setattr(attention, "sdpa_pays", lambda x: fused)  # fused: SDPA, as on a GPU
+@pytest.mark.parametrize("path", ["sdpa", "algebra", "plain"])
+def test_layer_computes_the_mhsa_formula(kw, path, monkeypatch):
+    monkeypatch.setattr(attention, "sdpa_pays", lambda x: path == "sdpa")  # SDPA, as on a GPU
+    monkeypatch.setattr(content_algebra, "pays", lambda layer, batch: path == "algebra")  # x M x'^T, as on CPUs
     torch.manual_seed(4)
     grid = (3, 4)
-    layer = MultiHeadSelfAttention(6, heads=5, grid=grid, head_dim=7, fused=fused, **kw).eval()
+    layer = MultiHeadSelfAttention(6, heads=5, grid=grid, head_dim=7, fused=path != "plain", **kw).eval()
     if kw["positional"] == "learned":  # make positional scores large enough to matter
         torch.nn.init.normal_(layer.positional.row_embeddings.weight)
         torch.nn.init.normal_(layer.positional.col_embeddings.weight)
@@ -182,8 +190,10 @@ def test_layer_computes_the_mhsa_formula(kw, fused, monkeypatch):
 
 
 @pytest.mark.parametrize("kw", VARIANTS, ids=lambda kw: "-".join(f"{k}={v}" for k, v in kw.items()))
-def test_fused_and_plain_paths_agree_in_float32_forward_and_backward(kw, monkeypatch):
-    monkeypatch.setattr(attention, "sdpa_pays", lambda x: True)  # the path GPUs take, here on the CPU
+@pytest.mark.parametrize("fused_path", ["sdpa", "algebra"])
+def test_fused_and_plain_paths_agree_in_float32_forward_and_backward(kw, fused_path, monkeypatch):
+    monkeypatch.setattr(attention, "sdpa_pays", lambda x: fused_path == "sdpa")  # the path GPUs take
+    monkeypatch.setattr(content_algebra, "pays", lambda layer, batch: True)
     torch.manual_seed(5)
     fused = MultiHeadSelfAttention(16, heads=3, grid=(4, 4), fused=True, **kw).float().eval()
     plain = MultiHeadSelfAttention(16, heads=3, grid=(4, 4), fused=False, **kw).float().eval()
@@ -197,23 +207,59 @@ def test_fused_and_plain_paths_agree_in_float32_forward_and_backward(kw, monkeyp
         assert torch.allclose(a, b, atol=1e-4, rtol=1e-3)
 
 
-def test_on_the_cpu_the_fused_layer_takes_the_plain_path_elsewhere_sdpa(monkeypatch):
+def test_on_the_cpu_the_fused_layer_takes_the_algebra_where_it_pays_elsewhere_sdpa(monkeypatch):
     torch.manual_seed(7)
-    fused = MultiHeadSelfAttention(16, heads=3, grid=(4, 4), positional="learned", content=True, fused=True).eval()
-    plain = MultiHeadSelfAttention(16, heads=3, grid=(4, 4), positional="learned", content=True, fused=False).eval()
+    kw = dict(positional="learned", content=True, relative_query=True)
+    fused = MultiHeadSelfAttention(16, heads=3, grid=(4, 4), fused=True, **kw).eval()
+    plain = MultiHeadSelfAttention(16, heads=3, grid=(4, 4), fused=False, **kw).eval()
     plain.load_state_dict(fused.state_dict())
-    x = torch.randn(2, 16, 16)
-    calls = []
-    real = torch.nn.functional.scaled_dot_product_attention
+    x = torch.randn(32, 16, 16)
+    calls, algebra = [], []
+    real_sdpa, real_context = torch.nn.functional.scaled_dot_product_attention, content_algebra.context
     monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention",
-                        lambda *a, **k: calls.append(1) or real(*a, **k))
-    assert torch.equal(fused(x), plain(x)) and not calls  # the same operations
+                        lambda *a, **k: calls.append(1) or real_sdpa(*a, **k))
+    monkeypatch.setattr(content_algebra, "context", lambda *a: algebra.append(1) or real_context(*a))
+    assert content_algebra.pays(fused, 32) and not content_algebra.pays(fused, 1)  # by FLOPs: not for one image
+    assert torch.allclose(fused(x), plain(x), atol=1e-6) and algebra == [1] and not calls
+    assert torch.equal(fused(x[:1]), plain(x[:1])) and algebra == [1]  # one image: the plain path's operations
+    keys = fused.keys(x)  # keys given (hierarchical models): the plain path
+    assert torch.equal(fused(x, keys), plain(x, keys)) and algebra == [1]
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert torch.equal(fused(x), plain(x)) and not calls
+        assert torch.allclose(fused(x), plain(x), atol=0.05) and algebra == [1, 1] and not calls
     assert not attention.sdpa_pays(x) and attention.sdpa_pays(torch.empty(1, device="meta"))
     monkeypatch.setattr(attention, "sdpa_pays", lambda x: True)
     fused(x)
-    assert calls == [1]  # where it pays, the fused path
+    assert calls == [1]  # where it pays, SDPA
+
+
+@pytest.mark.parametrize("kw", [v for v in VARIANTS if v["content"]], ids=lambda kw: "-".join(map(str, kw.values())))
+@pytest.mark.parametrize("head_dim", [6, 11])
+def test_content_algebra_is_the_plain_attention_in_float64_outputs_and_gradients(kw, head_dim):
+    """x M x'^T with the per-key, per-query and positional terms: the plain layer's outputs and the gradients to
+    the input and every parameter, in float64, for heads narrower and wider than the model, on a grid that is not
+    square and with every parameter drawn large enough to matter (b_k's gradient is 0 up to rounding on both)."""
+    torch.manual_seed(11)
+    layer = MultiHeadSelfAttention(8, heads=3, grid=(3, 5), head_dim=head_dim, fused=False, **kw)
+    for p in layer.parameters():
+        torch.nn.init.normal_(p, std=0.4)
+    x = torch.randn(2, 15, 8, requires_grad=True)
+    grads = []
+    for use_algebra in (False, True):
+        y = content_algebra.context(layer, x).reshape(2, 15, -1) if use_algebra else layer(x, None)
+        if use_algebra:
+            y = layer.value(y)
+        grads.append([y, *torch.autograd.grad(y.sin().sum(), [x, *layer.parameters()])])
+    scale = max(g.abs().max() for g in grads[0])
+    for plain, algebra in zip(*grads):
+        assert (plain - algebra).abs().max() <= 1e-13 * scale
+
+
+def test_content_algebra_pays_at_the_papers_size_and_not_for_narrow_heads():
+    kw = dict(positional="learned", content=True, relative_query=True)
+    paper = MultiHeadSelfAttention(400, heads=9, grid=(16, 16), **kw)
+    assert content_algebra.pays(paper, 8) and not content_algebra.pays(paper, 1)
+    narrow = MultiHeadSelfAttention(400, heads=8, grid=(16, 16), head_dim=50, **kw)  # ViT-like heads of width 50
+    assert not content_algebra.pays(narrow, 100)
 
 
 @pytest.mark.parametrize("positional", ["quadratic", "quadratic_aniso", "learned"])

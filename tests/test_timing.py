@@ -68,6 +68,16 @@ def test_flops_are_counted_for_forward_and_training():
     assert timing.flops_per_image(model, "train", image_shape=(3, 2, 2)) == forward + forward + 2 * 6 * 10
 
 
+def test_flops_are_counted_on_the_path_the_model_runs():
+    """The content network's fused path (x M x'^T) does less work than its plain one, and is counted as it runs; a
+    ViT's fused attention (torch's kernel, which the counter cannot see on the CPU) counts as its plain products."""
+    small = dict(layers=1, hidden=32, heads=2, image_size=8)
+    fused, plain = (create_model("sa_learned_content_re", **small, fused=f) for f in (True, False))
+    assert timing.flops_per_image(fused, "infer", batch=8) < timing.flops_per_image(plain, "infer", batch=8)
+    vit, vit_plain = (create_model("vit", image_size=8, fused=f) for f in (True, False))
+    assert timing.flops_per_image(vit, "infer") == timing.flops_per_image(vit_plain, "infer") > 0
+
+
 @pytest.mark.parametrize("name", SAME_AS_OURS)  # the content reference is [Re]'s own network, not ours
 def test_the_benchmark_references_are_the_same_networks_as_ours(name):
     torch.manual_seed(0)
@@ -79,12 +89,13 @@ def test_the_benchmark_references_are_the_same_networks_as_ours(name):
     assert torch.allclose(ours(x), ref(x), atol=1e-5)
 
 
-def test_the_content_algebra_gives_the_plain_probabilities_and_gradients_in_float64():
-    """x M_h x^T with the mapped embeddings (benchmarks/content_product.py) against the layer's own scores: the same
-    probabilities and the same gradients to x and every parameter, to float64 rounding. A wrong sign or a dropped
+def test_the_content_product_benchmark_compares_the_same_outputs_and_gradients_in_float64():
+    """What benchmarks/content_product.py times, the layer's plain path against attnlib.content_algebra, gives the
+    same outputs and the same gradients to x and every parameter, to float64 rounding. A wrong sign or a dropped
     per-key term would differ by far more."""
     torch.manual_seed(0)
-    layer = create_model("sa_learned_content_re", layers=1, hidden=24, heads=3, image_size=8).blocks[0].attn
+    layer = create_model("sa_learned_content_re", layers=1, hidden=24, heads=3, image_size=8,
+                         attn_dropout=0.0).blocks[0].attn
     assert content_product.check(layer, torch.randn(2, 16, 24)) < 1e-12
     with torch.no_grad():
         layer.key.bias.normal_()  # b_k only shifts every key of a query alike: still the same probabilities
@@ -462,3 +473,7 @@ def test_parity_verdicts_set_a_difference_beyond_the_tolerance_against_the_seeds
     steady = {"exact": [0.60, 0.61, 0.62], "fp32": [0.70, 0.71, 0.72]}
     assert parity.verdict(steady, "fp32").startswith("DIFFERS: mean fp32 - exact +0.1000, beyond twice")
     assert "one seed gives no noise" in parity.verdict({"exact": [0.6], "fp32": [0.7]}, "fp32")
+    plain = dict(acc, plain=[0.6200, 0.6100, 0.6300])  # the plain path against the fused one, by the means
+    assert parity.verdict(plain, "plain") == "agrees: mean plain - fp32 +0.0010 (tolerance 0.01)"
+    assert parity.with_baselines(["plain"]) == ["fp32", "plain"]  # what its verdict needs is trained too
+    assert parity.with_baselines(["bf16", "exact"]) == ["exact", "fp32", "bf16"]

@@ -20,6 +20,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from attnlib.loaders import loaders
@@ -232,27 +233,32 @@ def _native_stderr_silenced():
         os.close(saved)
 
 
-def flops_per_image(model: nn.Module, mode: str = "infer", image_shape=None, batch: int = 2) -> float:
+def flops_per_image(model: nn.Module, mode: str = "infer", image_shape=None, batch: int = 2,
+                    plain: bool = False) -> float:
     """FLOPs per image counted by torch.utils.flop_counter (matrix products, convolutions, attention;
-    a multiply-add counts 2). mode "train" counts forward + backward."""
+    a multiply-add counts 2). mode "train" counts forward + backward.
+
+    By default on the path the model runs at this batch: the work it does (content attention as x M x'^T where
+    that pays, attnlib.content_algebra), with torch's fused attention run by its math backend, whose products
+    the counter sees (it does not see the fused CPU kernel's). `plain=True` counts the layers' plain paths: the
+    network's FLOPs as the paper counts them, whatever a faster path skips."""
     device = next(model.parameters()).device
     x, y = _inputs(model, batch, device, image_shape)
     counter = FlopCounterMode(display=False)
-    # The plain attention paths (same arithmetic, explicit matmuls): the counter misses torch's fused
-    # CPU attention kernel, so fused models would be counted without their attention products.
-    fused = [(m, m.fused) for m in model.modules() if isinstance(getattr(m, "fused", None), bool)]
+    fused = [(m, m.fused) for m in model.modules() if plain and isinstance(getattr(m, "fused", None), bool)]
     for m, _ in fused:
         m.fused = False
     try:
-        if mode == "train":
-            model.train()
-            with counter:
-                F.cross_entropy(model(x), y).backward()
-            model.zero_grad(set_to_none=True)
-        else:
-            model.eval()
-            with counter, torch.no_grad():
-                model(x)
+        with sdpa_kernel(SDPBackend.MATH):
+            if mode == "train":
+                model.train()
+                with counter:
+                    F.cross_entropy(model(x), y).backward()
+                model.zero_grad(set_to_none=True)
+            else:
+                model.eval()
+                with counter, torch.no_grad():
+                    model(x)
     finally:
         for m, flag in fused:
             m.fused = flag

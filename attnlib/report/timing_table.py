@@ -22,9 +22,9 @@ from attnlib.training.train import PRECISIONS, resolve_device
 
 # -- notebook 06: every model ------------------------------------------------------------------------
 TIMING_COLUMNS = ["profile", "model", "variant", "config", "mode", "batch", "precision", "device", "image_size",
-                  "in_channels", "params", "gflops_per_image", "images_per_s", "latency_ms", "mean_ms", "std_ms",
-                  "min_ms", "warmup", "reps", "achieved_gflops", "peak_gflops", "fraction_of_peak", "peak_source",
-                  "what", "torch", "git"]
+                  "in_channels", "params", "gflops_per_image", "work_gflops_per_image", "images_per_s", "latency_ms",
+                  "mean_ms", "std_ms", "min_ms", "warmup", "reps", "achieved_gflops", "peak_gflops", "fraction_of_peak",
+                  "peak_source", "what", "torch", "git"]
 KEY = ["model", "variant", "config", "mode", "batch", "precision", "device", "image_size", "in_channels"]
 
 
@@ -53,7 +53,9 @@ def _read_rows(path) -> list[dict]:
 
 def time_models(p, path, progress: bool = True):
     """Time every model of TimingParams `p` (and the hierarchical variants it names): parameters,
-    FLOPs per image, training and inference throughput, batch-1 latency. Rows are written to the
+    FLOPs per image (gflops_per_image: the network's, as the paper counts them; work_gflops_per_image: what its
+    path runs at the row's batch, which achieved_gflops and the share of the peak count), training and inference
+    throughput, batch-1 latency. Rows are written to the
     CSV at `path` after each model, atomically; rows already there for the same settings are kept
     and not timed again unless p.remeasure, so an interrupted notebook continues where it stopped.
 
@@ -161,7 +163,7 @@ def _time_model(p, name: str, shared: bool, todo: list[tuple], device: torch.dev
     torch.manual_seed(0)
     model = create_model(name, **p.model_overrides(name, shared)).to(device)
     shape = (p.in_channels, p.image_size, p.image_size)
-    gflops = {mode: flops_per_image(model, mode, shape) / 1e9 for mode in ("infer", "train")}
+    gflops = {mode: flops_per_image(model, mode, shape, plain=True) / 1e9 for mode in ("infer", "train")}  # paper's
     gflops["latency"] = gflops["infer"]
     n_params = count_parameters(model)
     variant = "hierarchical" if shared else "standard"
@@ -172,10 +174,12 @@ def _time_model(p, name: str, shared: bool, todo: list[tuple], device: torch.dev
         else:
             reps = p.latency_reps if mode == "latency" else p.reps
             t = timing.infer_throughput(model, batch, prec, device, p.warmup, reps, name, shape)
-        rate = t.images_per_s * gflops[mode]
+        work = flops_per_image(model, "train" if mode == "train" else "infer", shape, batch=batch) / 1e9
+        rate = t.images_per_s * work  # the work this path does at this batch: a faster path's skipped work not counted
         yield dict(profile=p.profile, model=name, mode=mode, batch=batch, precision=prec,
                    image_size=p.image_size, in_channels=p.in_channels, params=n_params,
-                   gflops_per_image=gflops[mode], images_per_s=t.images_per_s, latency_ms=t.latency_ms,
+                   gflops_per_image=gflops[mode], work_gflops_per_image=work, images_per_s=t.images_per_s,
+                   latency_ms=t.latency_ms,
                    mean_ms=1000 * t.mean_s, std_ms=1000 * t.std_s, min_ms=1000 * t.min_s,
                    warmup=t.warmup, reps=t.reps, achieved_gflops=rate, peak_gflops=peak[prec],
                    fraction_of_peak=rate / peak[prec], peak_source="GEMM", what=t.what, torch=torch.__version__)
