@@ -12,6 +12,7 @@ import torch
 
 from attnlib import messages, results
 from attnlib.data import make_synthetic
+from attnlib.experiments.code_digest import training_code
 from attnlib.models import count_parameters, create_model, model_config
 from attnlib.report import timing
 from attnlib.report.tables import published_table
@@ -40,7 +41,7 @@ def _read_rows(path) -> list[dict]:
         text = path.read_text(encoding="utf-8")
         if not text.endswith("\n"):
             raise ValueError("cut off in its last line" if text.strip() else "empty")
-        df = pd.read_csv(io.StringIO(text))
+        df = pd.read_csv(io.StringIO(text), dtype={"config": str})  # a hex digest such as 01234567 or 1e234567
         if set(KEY) - set(df.columns) or df[list(KEY)].isna().any().any():
             raise ValueError("its rows lack the columns that say what was measured")
     except (OSError, ValueError) as err:
@@ -112,8 +113,10 @@ def _plan(p, precisions: list[str], dev_name: str, done: set):
     for name in p.timed_models():
         for shared in ([False, True] if name in p.hierarchical_models else [False]):
             variant = "hierarchical" if shared else "standard"
-            # a fingerprint of the model's configuration: changed options mean new measurements
-            config = results.digest(asdict(model_config(name, **p.model_overrides(name, shared))))
+            # a fingerprint of the model's configuration and of the code that computes it (a faster attention path
+            # is another speed): changed options or code mean new measurements
+            config = results.digest({**asdict(model_config(name, **p.model_overrides(name, shared))),
+                                     "code": training_code()})
             todo = []
             for prec in precisions:
                 for mode, batches in (("train", p.train_batches), ("infer", p.infer_batches), ("latency", [1])):
@@ -165,6 +168,7 @@ def _time_model(p, name: str, shared: bool, todo: list[tuple], device: torch.dev
     shape = (p.in_channels, p.image_size, p.image_size)
     gflops = {mode: flops_per_image(model, mode, shape, plain=True) / 1e9 for mode in ("infer", "train")}  # paper's
     gflops["latency"] = gflops["infer"]
+    work_gflops: dict[tuple[str, int], float] = {}  # what the model's path runs, per (mode, batch)
     n_params = count_parameters(model)
     variant = "hierarchical" if shared else "standard"
     for i, (mode, batch, prec) in enumerate(todo):
@@ -174,7 +178,10 @@ def _time_model(p, name: str, shared: bool, todo: list[tuple], device: torch.dev
         else:
             reps = p.latency_reps if mode == "latency" else p.reps
             t = timing.infer_throughput(model, batch, prec, device, p.warmup, reps, name, shape)
-        work = flops_per_image(model, "train" if mode == "train" else "infer", shape, batch=batch) / 1e9
+        counted = ("train" if mode == "train" else "infer", batch)
+        if counted not in work_gflops:  # the same for every precision
+            work_gflops[counted] = flops_per_image(model, counted[0], shape, batch=batch) / 1e9
+        work = work_gflops[counted]
         rate = t.images_per_s * work  # the work this path does at this batch: a faster path's skipped work not counted
         yield dict(profile=p.profile, model=name, mode=mode, batch=batch, precision=prec,
                    image_size=p.image_size, in_channels=p.in_channels, params=n_params,
