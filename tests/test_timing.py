@@ -278,7 +278,7 @@ def test_rows_read_back_from_the_csv_get_this_runs_peak(tmp_path, monkeypatch):
     fake_gemm(monkeypatch, lambda: 1000.0)
     timing_table.time_models(p, path, progress=False)
     old = pd.read_csv(path, dtype={"config": str})  # as committed: measured against a peak that came out slow,
-    old["peak_gflops"], old["fraction_of_peak"] = old["achieved_gflops"] / 1.19, 1.19
+    old["peak_gflops"], old["fraction_of_peak"] = old["achieved_gflops"] / 1.19, 1.19  # and another machine's row
     other = old.iloc[[0]].assign(device="cpu: another", peak_gflops=1.0, fraction_of_peak=1.5)
     results.atomic_write_text(path, pd.concat([old, other]).drop(columns="peak_source").to_csv(index=False))
     events = []
