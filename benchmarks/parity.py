@@ -21,8 +21,10 @@ it, against the noise of the seeds:
   difference in rounding (another order of summation would do it too) into another trajectory, so the seeds'
   paired differences are set against their own standard error.
 - fused ("fp32") against "plain": the difference of the means, as for "fp32" against the exact path.
-Within twice the standard error, a path agrees within the seeds' noise: those seeds cannot resolve TOLERANCE, and
-the verdict says so; beyond it, it differs.
+Within the two-sided 95% interval of Student's t (`t_quantile`: at 3 seeds, 4.3 standard errors for the paired
+differences, 2.8-4.3 for two means by Welch's degrees of freedom, where twice the standard error would call a
+difference in one run in five to nine when there is none), a path agrees within the seeds' noise: those seeds cannot
+resolve TOLERANCE, and the verdict says so; beyond it, it differs.
 
     .venv/bin/python benchmarks/parity.py [--seeds 0 1 2] [--epochs 2] [--networks sa_quadratic sa_learned_content]
                                           [--paths exact fp32 bf16 plain]
@@ -83,18 +85,51 @@ def verdict(acc: dict[str, list[float]], path: str) -> str:
     if path == "bf16":
         diffs = [b - f for b, f in zip(acc[path], acc[base])]
         diff, what = statistics.mean(diffs), f"same seed, {path} - {base}, mean"
-        error = statistics.stdev(diffs) / math.sqrt(n) if n > 1 else math.nan
     else:
         diff, what = statistics.mean(acc[path]) - statistics.mean(acc[base]), f"mean {path} - {base}"
-        error = math.sqrt((statistics.variance(acc[path]) + statistics.variance(acc[base])) / n) if n > 1 else math.nan
     if abs(diff) <= TOLERANCE:
         return f"agrees: {what} {diff:+.4f} (tolerance {TOLERANCE:.2f})"
-    if math.isnan(error):
+    if n < 2:
         return f"DIFFERS: {what} {diff:+.4f} (tolerance {TOLERANCE:.2f}; one seed gives no noise to set it against)"
-    if abs(diff) <= 2 * error:
-        return (f"agrees within the seeds' noise: {what} {diff:+.4f}, within twice its standard error {error:.4f} "
-                f"over {n} seeds, which cannot resolve the tolerance {TOLERANCE:.2f}")
-    return f"DIFFERS: {what} {diff:+.4f}, beyond twice its standard error {error:.4f} over {n} seeds"
+    if path == "bf16":
+        error, df = statistics.stdev(diffs) / math.sqrt(n), n - 1
+    else:
+        error, df = welch(acc[path], acc[base])
+    bound = t_quantile(0.975, df) * error
+    noise = f"{bound:.4f} ({t_quantile(0.975, df):.2f} standard errors of {error:.4f}, Student's t at {df:.1f} " \
+            f"degrees of freedom, 95%) over {n} seeds"
+    if abs(diff) <= bound:
+        return (f"agrees within the seeds' noise: {what} {diff:+.4f}, within {noise}, which cannot resolve the "
+                f"tolerance {TOLERANCE:.2f}")
+    return f"DIFFERS: {what} {diff:+.4f}, beyond {noise}"
+
+
+def welch(a: list[float], b: list[float]) -> tuple[float, float]:
+    """The standard error of mean(a) - mean(b) and its Welch-Satterthwaite degrees of freedom (n - 1 for each
+    sample where both spreads are zero)."""
+    ea, eb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    if ea + eb == 0:
+        return 0.0, len(a) - 1
+    return math.sqrt(ea + eb), (ea + eb) ** 2 / (ea ** 2 / (len(a) - 1) + eb ** 2 / (len(b) - 1))
+
+
+def t_quantile(p: float, df: float) -> float:
+    """The p-quantile (p > 0.5) of Student's t with df degrees of freedom (any positive real): its distribution
+    function, 1/2 plus the density integrated from 0 (Simpson's rule), inverted by bisection."""
+    scale = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
+
+    def cdf(x: float, steps: int = 2000) -> float:
+        h = x / steps
+        f = [scale * (1 + (i * h) ** 2 / df) ** (-(df + 1) / 2) for i in range(steps + 1)]
+        return 0.5 + h / 3 * (f[0] + f[-1] + 4 * sum(f[1:-1:2]) + 2 * sum(f[2:-1:2]))
+
+    low, high = 0.0, 1.0
+    while cdf(high) < p:
+        low, high = high, 2 * high
+    for _ in range(40):
+        middle = (low + high) / 2
+        low, high = (middle, high) if cdf(middle) < p else (low, middle)
+    return (low + high) / 2
 
 
 def with_baselines(paths: list[str]) -> list[str]:

@@ -468,10 +468,16 @@ def test_parity_verdicts_set_a_difference_beyond_the_tolerance_against_the_seeds
     assert parity.verdict(dict(acc, bf16=[0.6430, 0.6150, 0.6340]), "bf16").startswith(
         "agrees within the seeds' noise: same seed, bf16 - fp32, mean +0.0117")  # +0.030, -0.005, +0.010
     assert parity.verdict(dict(acc, bf16=[a + 0.02 for a in fp32]), "bf16").startswith(
-        "DIFFERS: same seed, bf16 - fp32, mean +0.0200, beyond twice")  # the same shift in every seed
+        "DIFFERS: same seed, bf16 - fp32, mean +0.0200, beyond 0.0000")  # the same shift in every seed
     assert parity.verdict(dict(acc, fp32=exact), "fp32") == "agrees: mean fp32 - exact +0.0000 (tolerance 0.01)"
     steady = {"exact": [0.60, 0.61, 0.62], "fp32": [0.70, 0.71, 0.72]}
-    assert parity.verdict(steady, "fp32").startswith("DIFFERS: mean fp32 - exact +0.1000, beyond twice")
+    assert parity.verdict(steady, "fp32").startswith("DIFFERS: mean fp32 - exact +0.1000, beyond 0.0227 (2.78 standard "
+                                                     "errors of 0.0082, Student's t at 4.0 degrees of freedom, 95%)")
+    # 0.6, 0.61 and 0.62 against 0.6+d, 0.61+d, 0.62+d: twice the standard error (0.0163) would call d = 0.02 a
+    # difference; Student's t at 3 seeds does not
+    shifted = {"exact": [0.60, 0.61, 0.62], "fp32": [0.62, 0.63, 0.64]}
+    assert parity.verdict(shifted, "fp32").startswith("agrees within the seeds' noise: mean fp32 - exact +0.0200")
+    assert [round(parity.t_quantile(0.975, df), 3) for df in (1, 2, 4, 30)] == [12.706, 4.303, 2.776, 2.042]
     assert "one seed gives no noise" in parity.verdict({"exact": [0.6], "fp32": [0.7]}, "fp32")
     plain = dict(acc, plain=[0.6200, 0.6100, 0.6300])  # the plain path against the fused one, by the means
     assert parity.verdict(plain, "plain") == "agrees: mean plain - fp32 +0.0010 (tolerance 0.01)"
