@@ -9,6 +9,9 @@ DATASET ?=
 DRY_RUN ?=
 DEVICES ?=
 PYTHON ?= python3
+# make test's pytest workers (pytest-xdist): one per core, at most 4 (each runs notebooks of a few hundred MB);
+# TEST_WORKERS=0 runs the suite in one process
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n < 4 ? n : 4 )))
 VENV := .venv
 LOCK := requirements.lock
 
@@ -104,7 +107,7 @@ reproduce: setup
 	  $(if $(DRY_RUN),--dry-run $(DRY_RUN)) $(if $(DEVICES),--devices $(DEVICES))
 
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 bench: setup
 	$(PY) benchmarks/bench.py
