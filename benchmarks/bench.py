@@ -16,7 +16,7 @@ benchmarks/peer.py times it against [Re]'s own modules (fetched outside this rep
   ours / reference at least 1.0x at every precision (1.2x for the content network at its fastest), each met or not;
 - what dominates our step at that precision (torch.profiler, self CPU time by operator).
 
-    .venv/bin/python benchmarks/bench.py [--batch 8] [--reps 3] [--networks sa_quadratic ...] [--csv FILE]
+    .venv/bin/python benchmarks/bench.py [--batch 8] [--reps 5] [--networks sa_quadratic ...] [--csv FILE]
 """
 from __future__ import annotations
 
@@ -114,7 +114,7 @@ def verdicts(rows: pd.DataFrame, peak: dict[str, float], profiles: dict[str, lis
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--networks", nargs="+", default=list(REFERENCES), choices=list(REFERENCES))
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--csv", default="", help="also write the rows to this CSV file")
