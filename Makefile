@@ -9,8 +9,9 @@ DATASET ?=
 DRY_RUN ?=
 DEVICES ?=
 PYTHON ?= python3
-# make test's pytest workers (pytest-xdist): one per core, at most 4 (each runs notebooks of a few hundred MB);
-# TEST_WORKERS=0 runs the suite in one process
+# make test's pytest workers (pytest-xdist): one per core, at most 4 (each runs notebooks of a few hundred MB),
+# each taking whole test files, so that a file's module fixtures are built once; TEST_WORKERS=0 (or empty) runs
+# the suite in one process
 TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n < 4 ? n : 4 )))
 VENV := .venv
 LOCK := requirements.lock
@@ -107,7 +108,7 @@ reproduce: setup
 	  $(if $(DRY_RUN),--dry-run $(DRY_RUN)) $(if $(DEVICES),--devices $(DEVICES))
 
 test: setup
-	$(PY) -m pytest -q -n $(TEST_WORKERS)
+	$(PY) -m pytest -q -n $(or $(TEST_WORKERS),0) --dist loadfile
 
 bench: setup
 	$(PY) benchmarks/bench.py

@@ -95,8 +95,9 @@ def verdict(acc: dict[str, list[float]], path: str) -> str:
         error, df = statistics.stdev(diffs) / math.sqrt(n), n - 1
     else:
         error, df = welch(acc[path], acc[base])
-    bound = t_quantile(0.975, df) * error
-    noise = f"{bound:.4f} ({t_quantile(0.975, df):.2f} standard errors of {error:.4f}, Student's t at {df:.1f} " \
+    t = t_quantile(0.975, df)
+    bound = t * error
+    noise = f"{bound:.4f} ({t:.2f} standard errors of {error:.4f}, Student's t at {df:.1f} " \
             f"degrees of freedom, 95%) over {n} seeds"
     if abs(diff) <= bound:
         return (f"agrees within the seeds' noise: {what} {diff:+.4f}, within {noise}, which cannot resolve the "
@@ -105,17 +106,20 @@ def verdict(acc: dict[str, list[float]], path: str) -> str:
 
 
 def welch(a: list[float], b: list[float]) -> tuple[float, float]:
-    """The standard error of mean(a) - mean(b) and its Welch-Satterthwaite degrees of freedom (n - 1 for each
-    sample where both spreads are zero)."""
+    """The standard error of mean(a) - mean(b) and its Welch-Satterthwaite degrees of freedom (where both spreads
+    are zero, those of equal spreads: len(a) + len(b) - 2)."""
     ea, eb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
     if ea + eb == 0:
-        return 0.0, len(a) - 1
+        return 0.0, len(a) + len(b) - 2
     return math.sqrt(ea + eb), (ea + eb) ** 2 / (ea ** 2 / (len(a) - 1) + eb ** 2 / (len(b) - 1))
 
 
 def t_quantile(p: float, df: float) -> float:
-    """The p-quantile (p > 0.5) of Student's t with df degrees of freedom (any positive real): its distribution
-    function, 1/2 plus the density integrated from 0 (Simpson's rule), inverted by bisection."""
+    """The p-quantile (0.5 < p <= 0.99) of Student's t with df >= 1 degrees of freedom (any real: Welch's are at
+    least 1 from 2 seeds on): its distribution function, 1/2 plus the density integrated from 0 (Simpson's rule,
+    accurate to about 1e-10 there; heavier tails, df < 1, would need more steps), inverted by bisection."""
+    if not (0.5 < p <= 0.99 and df >= 1):
+        raise ValueError(f"t_quantile needs 0.5 < p <= 0.99 and df >= 1, not p={p}, df={df}")
     scale = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
 
     def cdf(x: float, steps: int = 2000) -> float:
