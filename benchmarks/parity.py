@@ -43,6 +43,7 @@ from dataclasses import replace
 import torch
 
 from attnlib import dropout, results
+from attnlib.evidence.accuracy_order import t_sf
 from attnlib.experiments import grid, params
 from attnlib.experiments import runs as experiment
 from attnlib.models import create_model
@@ -115,24 +116,16 @@ def welch(a: list[float], b: list[float]) -> tuple[float, float]:
 
 
 def t_quantile(p: float, df: float) -> float:
-    """The p-quantile (0.5 < p <= 0.99) of Student's t with df >= 1 degrees of freedom (any real: Welch's are at
-    least 1 from 2 seeds on): its distribution function, 1/2 plus the density integrated from 0 (Simpson's rule,
-    accurate to about 1e-10 there; heavier tails, df < 1, would need more steps), inverted by bisection."""
-    if not (0.5 < p <= 0.99 and df >= 1):
-        raise ValueError(f"t_quantile needs 0.5 < p <= 0.99 and df >= 1, not p={p}, df={df}")
-    scale = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
-
-    def cdf(x: float, steps: int = 2000) -> float:
-        h = x / steps
-        f = [scale * (1 + (i * h) ** 2 / df) ** (-(df + 1) / 2) for i in range(steps + 1)]
-        return 0.5 + h / 3 * (f[0] + f[-1] + 4 * sum(f[1:-1:2]) + 2 * sum(f[2:-1:2]))
-
+    """The p-quantile (0.5 < p < 1) of Student's t with df > 0 degrees of freedom (any real): the library's t_sf
+    (the accuracy order's test) inverted by bisection."""
+    if not (0.5 < p < 1 and df > 0):
+        raise ValueError(f"t_quantile needs 0.5 < p < 1 and df > 0, not p={p}, df={df}")
     low, high = 0.0, 1.0
-    while cdf(high) < p:
+    while float(t_sf(high, df)) > 1 - p:
         low, high = high, 2 * high
-    for _ in range(40):
+    for _ in range(50):
         middle = (low + high) / 2
-        low, high = (middle, high) if cdf(middle) < p else (low, middle)
+        low, high = (middle, high) if float(t_sf(middle, df)) > 1 - p else (low, middle)
     return (low + high) / 2
 
 
