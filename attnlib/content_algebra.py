@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import torch
 
+from attnlib.dropout import product_dtype, scaled
+
 
 def _shift_columns(layer) -> tuple[int, int]:
     """Columns per head of the query-dependent positional term: 2H-1 row shifts and 2W-1 column shifts."""
@@ -46,21 +48,27 @@ def query_maps(layer) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Te
     """Two (weight, bias) pairs, scaled by 1/sqrt(D_h): x @ weight + bias gives per head x M + u, (D, h*D) and
     (h*D,); and the per-query constant, with the query-dependent term x . (W_q^T e) + b_q . e for each row shift
     and each column shift after it, (D, h*K) and (h*K,). Two products, not one cut in two: the backward of a cut
-    fills and copies the whole product's gradient."""
+    fills and copies the whole product's gradient.
+
+    W_q and b_q are scaled before any product, in the parameters' precision, and the maps cast to the products'
+    dtype once (under bf16 autocast M is rounded once, not again by the scale). M is formed as (h, D, D) blocks of
+    M_h^T, whose transpose is the (D, h*D) weight: a view, where a (D, h, D) einsum output was a permuted copy."""
     h, dh, d = layer.heads, layer.head_dim, layer.dim
-    wq, wk = layer.query.weight.view(h, dh, d), layer.key.weight.view(h, dh, d)
-    bq, bk = layer.query.bias.view(h, dh), layer.key.bias.view(h, dh)
     scale = dh ** -0.5
-    products = (torch.einsum("hkd,hke->dhe", wq, wk) * scale).reshape(d, h * d), \
-        (torch.einsum("hkd,hk->hd", wk, bq) * scale).reshape(h * d)
-    maps = [torch.einsum("hkd,hk->dh", wq, bk)[..., None]]  # (D, h, 1)
-    biases = [(bq * bk).sum(-1, keepdim=True)]  # (h, 1)
+    dtype = product_dtype(layer.query.weight)
+    wq = (layer.query.weight * scale).view(h, dh, d).to(dtype)  # (h, D_h, D), scaled
+    wk = layer.key.weight.view(h, dh, d).to(dtype)
+    bq, bk = layer.query.bias.view(h, dh) * scale, layer.key.bias.view(h, dh)
+    weight = torch.bmm(wk.transpose(1, 2), wq).reshape(h * d, d).t()  # (D, h*D): M_h[d, e] at column (h, e)
+    bias = torch.einsum("hke,hk->he", wk, bq).reshape(-1)  # (h*D,): u
+    keys = [bk[..., None]]  # (h, D_h, K): what each query meets beyond x'; b_k, then the shifts' embeddings
     if layer.relative_query:
         for emb in (layer.positional.row_embeddings.weight, layer.positional.col_embeddings.weight):  # (2H-1, D_h)
-            maps.append(torch.einsum("hkd,rk->dhr", wq, emb))  # (D, h, 2H-1)
-            biases.append(bq @ emb.t())  # (h, 2H-1)
-    extra = (torch.cat(maps, dim=2) * scale).reshape(d, -1), (torch.cat(biases, dim=1) * scale).reshape(-1)
-    return products, extra
+            keys.append(emb.t().expand(h, dh, -1))
+    keys = torch.cat(keys, dim=2)
+    extra_weight = torch.einsum("hkd,hkr->dhr", wq, keys.to(dtype)).reshape(d, -1)  # (D, h*K)
+    extra_bias = torch.einsum("hk,hkr->hr", bq, keys).reshape(-1)  # (h*K,)
+    return (weight, bias), (extra_weight, extra_bias)
 
 
 def _axis_terms(layer, extra: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -106,5 +114,6 @@ def context(layer, x: torch.Tensor) -> torch.Tensor:
         scores.add_(cols[..., None, :])
     if getattr(layer.positional, "anisotropic", False):
         scores.add_(layer.position_scores().transpose(0, 1).reshape(t, h, height, width))  # no row, column terms
-    probs = layer.attn_dropout(torch.softmax(scores.view(b, t, h, t), dim=-1)).to(x.dtype)  # (B, T, h, T)
-    return torch.bmm(probs.view(b, t * h, t), x).view(b, t, h, d)  # (B, T, h, D)
+    probs = torch.softmax(scores.view(b, t, h, t), dim=-1).to(product_dtype(x))  # (B, T, h, T)
+    probs, scale = layer.attn_dropout.drop(probs)  # dropped in the product's dtype; the scale goes on x
+    return torch.bmm(probs.view(b, t * h, t), scaled(x, scale)).view(b, t, h, d)  # (B, T, h, D)

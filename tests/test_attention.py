@@ -16,8 +16,9 @@ import math
 import pytest
 import torch
 
-from attnlib import attention, content_algebra
+from attnlib import attention, content_algebra, dropout
 from attnlib.attention import LearnedRelativeScore, MultiHeadSelfAttention, QuadraticScore, relative_offsets
+from attnlib.shared_product import SharedProduct
 
 
 @pytest.fixture(autouse=True)
@@ -140,8 +141,9 @@ def test_learned_scores_match_formula_depend_only_on_offset_and_are_separable():
         score(5, 5)
 
 
-def _explicit_attention(layer, x):
-    """softmax(q.k/sqrt(d) + positional + [q.r]) X, concat heads, W_out: written out with loops over heads."""
+def _explicit_attention(layer, x, keep=None, p=0.0):
+    """softmax(q.k/sqrt(d) + positional + [q.r]) X, concat heads, W_out: written out with loops over heads.
+    With `keep` (head -> (B, T, T) bools), attention dropout: probabilities kept there, scaled by 1 / (1 - p)."""
     b, t, d = x.shape
     hs = layer.head_dim
     outs = []
@@ -160,7 +162,10 @@ def _explicit_attention(layer, x):
                 logits = logits + torch.einsum("bqd,qkd->bqk", q, r) / math.sqrt(hs)
         if pos is not None:
             logits = logits + pos[head]
-        outs.append(torch.softmax(logits, -1) @ x)
+        probs = torch.softmax(logits, -1)
+        if keep is not None:
+            probs = probs * keep(head) / (1 - p)
+        outs.append(probs @ x)
     return layer.value(torch.cat(outs, dim=-1))
 
 
@@ -207,6 +212,48 @@ def test_fused_and_plain_paths_agree_in_float32_forward_and_backward(kw, fused_p
     g2 = torch.autograd.grad(y2.square().sum(), [x, *plain.parameters()])
     for a, b in zip(g1, g2):
         assert torch.allclose(a, b, atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.parametrize("kw", [VARIANTS[0], VARIANTS[4], VARIANTS[6]], ids=["positional", "relative-query", "aniso"])
+@pytest.mark.parametrize("path", ["algebra", "plain"])
+def test_attention_dropout_keeps_the_drawn_probabilities_scaled_by_one_over_one_minus_p(kw, path, monkeypatch):
+    """In training, each path draws one mask (its own layout: (h, T, T) shared by the batch without content,
+    (B, T, h, T) on the algebra, (B, h, T, T) plain) and computes the formula with the probabilities kept there
+    scaled by 1 / (1 - p): the fused paths put the scale on the values instead, the same in exact arithmetic."""
+    monkeypatch.setattr(content_algebra, "pays", lambda layer, batch: path == "algebra")
+    drawn = []
+    real_keep_mask = dropout.keep_mask
+
+    def recording_keep_mask(shape, p, dtype=torch.bool):
+        drawn.append(real_keep_mask(shape, p, dtype))
+        return drawn[-1]
+
+    monkeypatch.setattr(dropout, "keep_mask", recording_keep_mask)
+    torch.manual_seed(12)
+    layer = MultiHeadSelfAttention(6, heads=3, grid=(3, 4), attn_dropout=0.25, fused=path != "plain", **kw)
+    x = torch.randn(2, 12, 6, requires_grad=True)
+    y = layer.train()(x)
+    (mask,) = drawn
+    mask = mask.bool()
+    if not kw["content"]:
+        keep = lambda head: (mask[:, head] if path == "algebra" else mask[head]).expand(2, 12, 12)  # noqa: E731
+    elif path == "algebra":
+        keep = lambda head: mask[:, :, head]  # noqa: E731
+    else:
+        keep = lambda head: mask[:, head]  # noqa: E731
+    expected = _explicit_attention(layer, x, keep, p=0.25)
+    assert 0 < (~mask).sum() < mask.numel() and torch.allclose(y, expected, atol=1e-12)
+    g, g_expected = (torch.autograd.grad(out.sin().sum(), x)[0] for out in (y, expected))
+    assert torch.allclose(g, g_expected, atol=1e-12)
+
+
+def test_the_shared_product_is_bmm_of_the_expanded_probabilities_forward_and_backward():
+    torch.manual_seed(13)
+    probs, x = torch.randn(6, 5, requires_grad=True), torch.randn(3, 5, 4, requires_grad=True)
+    assert torch.autograd.gradcheck(SharedProduct.apply, (probs, x))
+    assert torch.equal(SharedProduct.apply(probs, x), torch.bmm(probs.expand(3, 6, 5), x))
+    x_only = SharedProduct.apply(probs.detach(), x)
+    assert torch.autograd.grad(x_only.sum(), x)[0].shape == x.shape  # one input needing no gradient
 
 
 def test_on_the_cpu_the_fused_layer_takes_the_algebra_where_it_pays_elsewhere_sdpa(monkeypatch):

@@ -86,7 +86,11 @@ def test_bf16_trains_like_fp32(tmp_path):
     fp32 = small_run(tmp_path / "fp32", epochs=3, lr=0.1, data=data)
     bf16 = small_run(tmp_path / "bf16", epochs=3, lr=0.1, data=data, precision="bf16")
     assert bf16[-1]["precision"] == "bf16"
-    assert abs(bf16[-1]["test_acc"] - fp32[-1]["test_acc"]) <= 0.05
+    # Two runs that differ only in rounding take other paths: this pair landed 0.719 / 0.707 and, with other
+    # dropout masks, 0.625 / 0.688 (fp32 / bf16). On 256 test images a difference of two accuracies near 0.65 has
+    # a standard error of 0.042 from the sampling alone, so 0.1 is 2.4 of them: a bf16 run that does not learn
+    # (chance is 0.1) is far outside it, and the loss is held to 10% below.
+    assert abs(bf16[-1]["test_acc"] - fp32[-1]["test_acc"]) <= 0.1
     assert abs(bf16[-1]["train_loss"] - fp32[-1]["train_loss"]) <= 0.1 * fp32[-1]["train_loss"]
 
 

@@ -19,8 +19,8 @@ PACKAGE = Path(__file__).resolve().parents[1]  # attnlib/
 # Relative to attnlib/: the models, attention and dropout, the data and its loading, the training loop, and what a
 # run records at every epoch (the centers and the attention measures). Not the speed options (TF32, compile,
 # channels-last), which change numbers by float rounding only and are not part of a run's id either.
-TRAINING_CODE = ("attention.py", "content_algebra.py", "dropout.py", "models", "data.py", "loaders.py",
-                 "training/train.py", "training/records.py", "evidence/attention_maps.py")
+TRAINING_CODE = ("attention.py", "content_algebra.py", "shared_product.py", "dropout.py", "models", "data.py",
+                 "loaders.py", "training/train.py", "training/records.py", "evidence/attention_maps.py")
 
 
 def _without_docstrings(tree: ast.AST) -> ast.AST:
