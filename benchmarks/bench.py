@@ -14,7 +14,9 @@ benchmarks/peer.py times it against [Re]'s own modules (fetched outside this rep
   network's own path at the timed batch, attention products included: work a faster path skips is not counted);
 - the fastest precision of each network, measured here, and the targets: at least 70% of the peak there, and
   ours / reference at least 1.0x at every precision (1.2x for the content network at its fastest), each met or not;
-- what dominates our step at that precision (torch.profiler, self CPU time by operator).
+- what dominates our step at that precision (torch.profiler, self CPU time by operator), and for a share short of
+  its target, the rate the matrix products reach while they run (the share over their part of the step): below the
+  target, no cut outside them can meet it; above it, how much of the step may stay outside them.
 
     .venv/bin/python benchmarks/bench.py [--batch 8] [--reps 5] [--networks sa_quadratic ...] [--csv FILE]
 """
@@ -78,6 +80,24 @@ def fastest(rows: pd.DataFrame) -> pd.DataFrame:
     return rows.loc[rows.groupby("network", sort=False)["ours_img_s"].idxmax()].set_index("network")
 
 
+def _what_would_meet(share: float, ops: list[tuple[str, float]]) -> str:
+    """Why a share of the peak falls short, from the step's profile: the part of the step outside matrix products,
+    and the rate the products reach while they run (the share over their part of the step), which bounds the
+    share: at that rate, the target needs at most 1 - target / rate of the step outside them."""
+    outside = [(op, sh) for op, sh in ops if op not in GEMM_OPS]
+    outside_share = sum(sh for _, sh in outside)
+    text = (f"{outside_share:.0%} of the step's CPU time is outside matrix products ("
+            + ", ".join(f"{op} {sh:.0%}" for op, sh in outside[:3]) + ")")
+    if outside_share >= 1:
+        return text
+    while_running = share / (1 - outside_share)
+    if while_running < SHARE_TARGET:
+        return (text + f"; the products themselves run at {while_running:.0%} of the peak at this step's shapes, "
+                "below the target with nothing outside them: only products nearer their peak would meet it")
+    return (text + f"; the products run at {while_running:.0%} of the peak at this step's shapes, so the target "
+            f"needs at most {1 - SHARE_TARGET / while_running:.0%} of the step outside them")
+
+
 def verdicts(rows: pd.DataFrame, peak: dict[str, float], profiles: dict[str, list] | None = None) -> list[str]:
     """Per network, at its fastest precision here: each target, met or not, with the measured figure, and for a
     target not met the measured reason and what would meet it (`profiles`: step_profile of our step there)."""
@@ -92,10 +112,7 @@ def verdicts(rows: pd.DataFrame, peak: dict[str, float], profiles: dict[str, lis
                 + ("met" if share >= SHARE_TARGET else "NOT met"))
         ops = (profiles or {}).get(name)
         if share < SHARE_TARGET and ops:
-            outside = [(op, sh) for op, sh in ops if op not in GEMM_OPS]
-            line += (f"; {sum(sh for _, sh in outside):.0%} of the step's CPU time is outside matrix products ("
-                     + ", ".join(f"{op} {sh:.0%}" for op, sh in outside[:3])
-                     + "): what would meet it is less of that, and matrix products nearer their peak")
+            line += "; " + _what_would_meet(share, ops)
         lines.append(line)
         for r in rows[rows["network"] == name].itertuples():
             target = RATIO_TARGETS.get(name, PARITY) if r.precision == best["precision"] else PARITY

@@ -9,7 +9,8 @@ The exact path is float32 with torch's own dropout (attnlib.dropout.torch_masks)
   whose fused path computes content attention as x M x'^T (attnlib.content_algebra) where that pays. Exact in
   exact arithmetic; the attention's dropout masks fall on other elements (the scores are laid out queries first),
   so for a content network this is another draw of the masks, as "fp32" is of "exact". For positional-only
-  attention the two paths run the same operations.
+  attention the fused path lays the probabilities that every image shares out queries first, (T, h, T), and
+  applies them image by image (attnlib.shared_product): the same products, another draw of the masks again.
 Each is trained from the same initial weights and batches for every seed: the quick profile's networks
 (params/quick), on its data, for `--epochs` epochs. Printed per network: each path's test accuracy per seed,
 their mean, and the differences: same-seed against "fp32" (bf16), and of the means against the exact path,

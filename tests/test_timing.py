@@ -434,8 +434,15 @@ def test_the_bench_states_each_target_at_the_fastest_precision():
     profile = [("aten::mm", 0.5), ("aten::bernoulli_", 0.3), ("aten::copy_", 0.2)]
     lines = bench.verdicts(rows, {"fp32": 100.0, "bf16": 300.0}, {"sa_quadratic_re": profile})
     assert lines[1] == ("  share of the bf16 GEMM peak: 12% (target 70%): NOT met; 50% of the step's CPU time is "
-                        "outside matrix products (aten::bernoulli_ 30%, aten::copy_ 20%): what would meet it is less "
-                        "of that, and matrix products nearer their peak")
+                        "outside matrix products (aten::bernoulli_ 30%, aten::copy_ 20%); the products themselves run "
+                        "at 23% of the peak at this step's shapes, below the target with nothing outside them: only "
+                        "products nearer their peak would meet it")  # 12% of the peak in half the step
+    rows.loc[1, "ours_gflop_s"] = 150.0  # half the bf16 peak, products 60% of the step: 83% of the peak in them
+    profile = [("aten::mm", 0.6), ("aten::random_", 0.3), ("aten::copy_", 0.1)]
+    lines = bench.verdicts(rows, {"fp32": 100.0, "bf16": 300.0}, {"sa_quadratic_re": profile})
+    assert lines[1].endswith("(aten::random_ 30%, aten::copy_ 10%); the products run at 83% of the peak at this "
+                             "step's shapes, so the target needs at most 16% of the step outside them")
+    rows.loc[1, "ours_gflop_s"] = 35.0
     content = rows.assign(network="sa_learned_content_re", ratio=[1.1, 1.1], ours_gflop_s=[95.0, 35.0])
     lines = bench.verdicts(content, {"fp32": 100.0, "bf16": 300.0})
     assert lines[2] == ("  ours / reference in fp32: 1.10x (target 1.0x): met")
