@@ -8,7 +8,10 @@ medians reported. The reference, benchmarks/reference_sa.py, computes each netwo
 benchmarks/peer.py times it against [Re]'s own modules (fetched outside this repository). Printed, as one report:
 
 - the machine: CPU model, the flags that decide its speed (AVX512-BF16, AMX, ...), threads;
-- its GEMM peak per precision (attnlib.report.timing.gemm_peak: the best median rate of n x n products);
+- its GEMM peak per precision (attnlib.report.timing.gemm_peak: the best median rate of n x n products), and that
+  n x n product timed again in every round beside the steps, so that each share of the peak is taken against the
+  peak of the same minutes (on a shared machine with AMX the bf16 peak read 918 and 1,918 GFLOP/s three minutes
+  apart, and a share against the wrong one reads 77% or 19% for the same step);
 - per network and precision: ours and the reference in images/s, their ratio, and ours as a share of that
   precision's peak (training FLOPs per image of the work our path does, counted by torch.utils.flop_counter on our
   network's own path at the timed batch, attention products included: work a faster path skips is not counted);
@@ -44,9 +47,19 @@ PARITY = 1.0  # ours / reference at every precision, same run
 RATIO_TARGETS = {"sa_learned_content_re": 1.2}  # at the fastest precision, where more than parity is asked
 
 
-def time_network(name: str, batch: int, reps: int, device: torch.device) -> tuple[list[dict], dict]:
-    """One network: ours and the reference, in every precision, timed in alternating rounds.
-    Returns (a row per precision, the step functions by (implementation, precision))."""
+def peak_product(n: int, precision: str, device: torch.device):
+    """One n x n product at `precision`, as gemm_peak times it: the peak's stand-in within the rounds."""
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
+    g = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(n, n, generator=g).to(device, dtype) for _ in range(2))
+    return lambda: torch.mm(a, b)
+
+
+def time_network(name: str, batch: int, reps: int, device: torch.device,
+                 peak_sizes: dict[str, int]) -> tuple[list[dict], dict]:
+    """One network: ours and the reference, in every precision, timed in alternating rounds with the GEMM peak's
+    n x n product (`peak_sizes`: n per precision). Returns (a row per precision, the step functions by
+    (implementation, precision))."""
     torch.manual_seed(0)
     ours = create_model(name).to(device)
     ref = REFERENCES[name]()
@@ -59,16 +72,18 @@ def time_network(name: str, batch: int, reps: int, device: torch.device) -> tupl
     y = torch.randint(0, 10, (batch,), generator=g).to(device)
     fns = {(impl, p): timing.train_step_fn(model, x, y, p)
            for p in PRECISIONS for impl, model in (("ours", ours), ("reference", ref))}
+    fns.update({("peak", p): peak_product(n, p, device) for p, n in peak_sizes.items()})
     print(f"{name}: {flops / 1e9:.1f} GFLOP per training image; timing {len(fns)} steps in turn, "
-          f"1 warm-up round + {reps} rounds ...", flush=True)
+          f"and the peak's product, 1 warm-up round + {reps} rounds ...", flush=True)
     times = timing.alternating(fns, device, warmup=1, reps=reps)
     rows = []
     for p in PRECISIONS:
         ours_ips = batch / statistics.median(times[("ours", p)])
         ref_ips = batch / statistics.median(times[("reference", p)])
+        peak_in_rounds = 2 * peak_sizes[p] ** 3 / statistics.median(times[("peak", p)]) / 1e9
         rows.append(dict(network=name, precision=p, batch=batch, ours_img_s=ours_ips, reference_img_s=ref_ips,
                          ratio=ours_ips / ref_ips, gflop_per_image=flops / 1e9, ours_gflop_s=ours_ips * flops / 1e9,
-                         reps=reps))
+                         peak_gflop_s=peak_in_rounds, reps=reps))
     return rows, fns
 
 
@@ -98,6 +113,12 @@ def _what_would_meet(share: float, ops: list[tuple[str, float]]) -> str:
             f"needs at most {1 - SHARE_TARGET / while_running:.0%} of the step outside them")
 
 
+def _peak(row, peak: dict[str, float]) -> float:
+    """The GEMM peak a row's share is taken against: the one timed in its own rounds, where the row has it."""
+    in_rounds = row.get("peak_gflop_s")
+    return in_rounds if in_rounds is not None and in_rounds == in_rounds else peak[row["precision"]]
+
+
 def verdicts(rows: pd.DataFrame, peak: dict[str, float], profiles: dict[str, list] | None = None) -> list[str]:
     """Per network, at its fastest precision here: each target, met or not, with the measured figure, and for a
     target not met the measured reason and what would meet it (`profiles`: step_profile of our step there)."""
@@ -107,7 +128,7 @@ def verdicts(rows: pd.DataFrame, peak: dict[str, float], profiles: dict[str, lis
         why = (f" ({', '.join(f'{r.precision} {r.ours_img_s:.2f} img/s' for r in other.itertuples())})"
                if len(other) else "")
         lines.append(f"{name}: fastest here in {best['precision']}, {best['ours_img_s']:.2f} img/s{why}")
-        share = best["ours_gflop_s"] / peak[best["precision"]]
+        share = best["ours_gflop_s"] / _peak(best, peak)
         line = (f"  share of the {best['precision']} GEMM peak: {share:.0%} (target {SHARE_TARGET:.0%}): "
                 + ("met" if share >= SHARE_TARGET else "NOT met"))
         ops = (profiles or {}).get(name)
@@ -119,7 +140,7 @@ def verdicts(rows: pd.DataFrame, peak: dict[str, float], profiles: dict[str, lis
             line = (f"  ours / reference in {r.precision}: {r.ratio:.2f}x (target {target:.1f}x): "
                     + ("met" if r.ratio >= target else "NOT met"))
             if r.ratio < target:
-                theirs = r.ours_gflop_s / peak[r.precision] / r.ratio
+                theirs = r.ours_gflop_s / _peak(r._asdict(), peak) / r.ratio
                 need = target * theirs
                 line += (f"; the reference runs our work at {theirs:.0%} of the {r.precision} peak, so {target:.1f}x "
                          f"of it needs {need:.0%}" + (", beyond the peak: only less work can meet it" if need > 1
@@ -147,19 +168,20 @@ def main(argv=None) -> int:
 
     rows, steps = [], {}
     for name in args.networks:
-        network_rows, fns = time_network(name, args.batch, args.reps, device)
+        network_rows, fns = time_network(name, args.batch, args.reps, device, {p: n for p, (_, n) in peaks.items()})
         rows += network_rows
         steps[name] = fns
     df = pd.DataFrame(rows)
-    df["share_of_peak"] = df["ours_gflop_s"] / df["precision"].map(peak)
+    df["share_of_peak"] = df["ours_gflop_s"] / df["peak_gflop_s"]
 
     print(f"\nbatch {args.batch}, training step (forward, loss, backward, SGD), medians of {args.reps} rounds")
     print(f"{'network':<22} {'prec':<5} {'ours img/s':>10} {'reference':>10} {'ours/ref':>9} "
-          f"{'ours GFLOP/s':>12} {'of peak':>8}")
+          f"{'ours GFLOP/s':>12} {'peak':>6} {'of peak':>8}")
     for r in df.itertuples():
         print(f"{r.network:<22} {r.precision:<5} {r.ours_img_s:>10.2f} {r.reference_img_s:>10.2f} "
-              f"{r.ratio:>8.2f}x {r.ours_gflop_s:>12.0f} {r.share_of_peak:>8.0%}")
-    print("of peak: our achieved FLOP rate over this machine's GEMM peak at the same precision.\n")
+              f"{r.ratio:>8.2f}x {r.ours_gflop_s:>12.0f} {r.peak_gflop_s:>6.0f} {r.share_of_peak:>8.0%}")
+    print("peak: the GEMM peak's n x n product at the same precision, timed in the same rounds (GFLOP/s); "
+          "of peak: our achieved FLOP rate over it.\n")
 
     profiles = {}
     for name, best in fastest(df)["precision"].items():
