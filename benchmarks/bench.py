@@ -8,18 +8,22 @@ medians reported. The reference, benchmarks/reference_sa.py, computes each netwo
 benchmarks/peer.py times it against [Re]'s own modules (fetched outside this repository). Printed, as one report:
 
 - the machine: CPU model, the flags that decide its speed (AVX512-BF16, AMX, ...), threads;
-- its GEMM peak per precision (attnlib.report.timing.gemm_peak: the best median rate of n x n products), and that
-  n x n product timed again in every round beside the steps, so that each share of the peak is taken against the
-  peak of the same minutes (on a shared machine with AMX the bf16 peak read 918 and 1,918 GFLOP/s three minutes
-  apart, and a share against the wrong one reads 77% or 19% for the same step);
+- its GEMM peak per precision (attnlib.report.timing.gemm_peak: the best median rate of n x n products), read again
+  the same way in every round beside the steps, so that each share of the peak is taken against the peak of the
+  same minutes (on a shared machine with AMX the bf16 peak read 740 and 2,300 GFLOP/s minutes apart, and a share
+  against the wrong one is off by as much); not one product timed once, which after a step read a third of the
+  peak and put shares past 100%;
 - per network and precision: ours and the reference in images/s, their ratio, and ours as a share of that
   precision's peak (training FLOPs per image of the work our path does, counted by torch.utils.flop_counter on our
   network's own path at the timed batch, attention products included: work a faster path skips is not counted);
 - the fastest precision of each network, measured here, and the targets: at least 70% of the peak there, and
   ours / reference at least 1.0x at every precision (1.2x for the content network at its fastest), each met or not;
-- what dominates our step at that precision (torch.profiler, self CPU time by operator), and for a share short of
-  its target, the rate the matrix products reach while they run (the share over their part of the step): below the
-  target, no cut outside them can meet it; above it, how much of the step may stay outside them.
+- our step's matrix products alone (benchmarks/product_replay.py: recorded from one step, replayed with their
+  shapes, strides and dtypes, nothing between them), timed in the same rounds: their rate over the peak bounds the
+  step's share, with every operand made contiguous it says whether another layout would help, and their time over
+  the step's is the part of the step they take; for a share short of its target, what that leaves: below the
+  target, no cut outside them can meet it; above it, how much of the step may stay outside them;
+- what dominates our step at that precision (torch.profiler, self CPU time by operator).
 
     .venv/bin/python benchmarks/bench.py [--batch 8] [--reps 5] [--networks sa_quadratic ...] [--csv FILE]
 """
@@ -34,6 +38,7 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import product_replay  # noqa: E402
 from reference_sa import REFERENCES, SAME_AS_OURS  # noqa: E402
 
 from attnlib import results  # noqa: E402
@@ -47,19 +52,19 @@ PARITY = 1.0  # ours / reference at every precision, same run
 RATIO_TARGETS = {"sa_learned_content_re": 1.2}  # at the fastest precision, where more than parity is asked
 
 
-def peak_product(n: int, precision: str, device: torch.device):
-    """One n x n product at `precision`, as gemm_peak times it: the peak's stand-in within the rounds."""
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
-    g = torch.Generator().manual_seed(0)
-    a, b = (torch.randn(n, n, generator=g).to(device, dtype) for _ in range(2))
-    return lambda: torch.mm(a, b)
+def peak_reader(precision: str, device: torch.device, readings: list[float]):
+    """A call that reads the GEMM peak at `precision` as gemm_peak reads it (the best median rate over its square
+    sizes, each after its warm-up products) and appends it to `readings`: the peak, read again within the rounds.
+
+    Not one product timed once: on a shared machine with AMX, a lone 1024 x 1024 bf16 product after a training
+    step read 350-900 GFLOP/s where the same product repeated read 1,100, so a share against it passed 100%."""
+    return lambda: readings.append(timing.gemm_peak(precision, device)[0])
 
 
-def time_network(name: str, batch: int, reps: int, device: torch.device,
-                 peak_sizes: dict[str, int]) -> tuple[list[dict], dict]:
-    """One network: ours and the reference, in every precision, timed in alternating rounds with the GEMM peak's
-    n x n product (`peak_sizes`: n per precision). Returns (a row per precision, the step functions by
-    (implementation, precision))."""
+def time_network(name: str, batch: int, reps: int, device: torch.device) -> tuple[list[dict], dict]:
+    """One network: ours and the reference, in every precision, timed in alternating rounds with our step's matrix
+    products replayed alone (as laid out, and contiguous) and a reading of the GEMM peak per precision. Returns (a
+    row per precision, the step functions by (implementation, precision))."""
     torch.manual_seed(0)
     ours = create_model(name).to(device)
     ref = REFERENCES[name]()
@@ -72,22 +77,30 @@ def time_network(name: str, batch: int, reps: int, device: torch.device,
     y = torch.randint(0, 10, (batch,), generator=g).to(device)
     fns = {(impl, p): timing.train_step_fn(model, x, y, p)
            for p in PRECISIONS for impl, model in (("ours", ours), ("reference", ref))}
-    fns.update({("peak", p): peak_product(n, p, device) for p, n in peak_sizes.items()})
-    print(f"{name}: {flops / 1e9:.1f} GFLOP per training image; timing {len(fns)} steps in turn, "
-          f"and the peak's product, 1 warm-up round + {reps} rounds ...", flush=True)
+    steps = len(fns)
+    products = {p: product_replay.record(fns[("ours", p)]) for p in PRECISIONS}  # one step each, untimed
+    for p in PRECISIONS:
+        fns[("products", p)] = products[p].replay()
+        fns[("contiguous", p)] = products[p].replay(contiguous=True)
+    peaks: dict[str, list[float]] = {p: [] for p in PRECISIONS}
+    fns.update({("peak", p): peak_reader(p, device, peaks[p]) for p in PRECISIONS})
+    print(f"{name}: {flops / 1e9:.1f} GFLOP per training image; timing {steps} steps in turn, our step's "
+          f"{len(products['fp32'].calls)} matrix products alone, and the GEMM peak, 1 warm-up round + {reps} "
+          "rounds ...", flush=True)
     times = timing.alternating(fns, device, warmup=1, reps=reps)
     rows = []
     for p in PRECISIONS:
-        ours_ips = batch / statistics.median(times[("ours", p)])
-        ref_ips = batch / statistics.median(times[("reference", p)])
-        peak_in_rounds = 2 * peak_sizes[p] ** 3 / statistics.median(times[("peak", p)]) / 1e9
-        rows.append(dict(network=name, precision=p, batch=batch, ours_img_s=ours_ips, reference_img_s=ref_ips,
-                         ratio=ours_ips / ref_ips, gflop_per_image=flops / 1e9, ours_gflop_s=ours_ips * flops / 1e9,
-                         peak_gflop_s=peak_in_rounds, reps=reps))
+        ours_s = statistics.median(times[("ours", p)])
+        product_s = statistics.median(times[("products", p)])
+        rows.append(dict(network=name, precision=p, batch=batch, ours_img_s=batch / ours_s,
+                         reference_img_s=batch / statistics.median(times[("reference", p)]),
+                         gflop_per_image=flops / 1e9, ours_gflop_s=batch * flops / ours_s / 1e9,
+                         peak_gflop_s=statistics.median(peaks[p][1:]),  # the timed rounds' readings, not the warm-up's
+                         products=len(products[p].calls), products_gflop_s=products[p].flops / product_s / 1e9,
+                         contiguous_gflop_s=products[p].flops / statistics.median(times[("contiguous", p)]) / 1e9,
+                         products_part=min(1.0, product_s / ours_s), reps=reps))
+        rows[-1]["ratio"] = rows[-1]["ours_img_s"] / rows[-1]["reference_img_s"]
     return rows, fns
-
-
-GEMM_OPS = ("aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm", "aten::_scaled_dot_product_flash_attention_cpu")
 
 
 def fastest(rows: pd.DataFrame) -> pd.DataFrame:
@@ -95,22 +108,21 @@ def fastest(rows: pd.DataFrame) -> pd.DataFrame:
     return rows.loc[rows.groupby("network", sort=False)["ours_img_s"].idxmax()].set_index("network")
 
 
-def _what_would_meet(share: float, ops: list[tuple[str, float]]) -> str:
-    """Why a share of the peak falls short, from the step's profile: the part of the step outside matrix products,
-    and the rate the products reach while they run (the share over their part of the step), which bounds the
-    share: at that rate, the target needs at most 1 - target / rate of the step outside them."""
-    outside = [(op, sh) for op, sh in ops if op not in GEMM_OPS]
-    outside_share = sum(sh for _, sh in outside)
-    text = (f"{outside_share:.0%} of the step's CPU time is outside matrix products ("
-            + ", ".join(f"{op} {sh:.0%}" for op, sh in outside[:3]) + ")")
-    if outside_share >= 1:
-        return text
-    while_running = share / (1 - outside_share)
-    if while_running < SHARE_TARGET:
-        return (text + f"; the products themselves run at {while_running:.0%} of the peak at this step's shapes, "
-                "below the target with nothing outside them: only products nearer their peak would meet it")
-    return (text + f"; the products run at {while_running:.0%} of the peak at this step's shapes, so the target "
-            f"needs at most {1 - SHARE_TARGET / while_running:.0%} of the step outside them")
+def _what_would_meet(row, peak: float) -> str:
+    """Why a share of the peak falls short, measured: the step's matrix products alone, replayed with their shapes
+    and layouts (product_replay), run at some share of the peak, which bounds the step's; with every operand
+    contiguous, at another, which says whether a layout would help; and they take a part of the step's time, the
+    rest being outside them. At the products' rate, the target needs at most 1 - target / rate outside them."""
+    alone, contiguous = row["products_gflop_s"] / peak, row["contiguous_gflop_s"] / peak
+    text = (f"the step's {int(row['products'])} matrix products alone, replayed as the step lays them out, run at "
+            f"{alone:.0%} of the peak ({contiguous:.0%} with every operand contiguous) and take "
+            f"{row['products_part']:.0%} of the step's time")
+    if max(alone, contiguous) < SHARE_TARGET:
+        return text + ": below the target with nothing outside them, so no cut outside them can meet it"
+    if alone < SHARE_TARGET:
+        return text + ": only the products laid out otherwise could meet it"
+    return (text + f": at their rate the target needs at most {1 - SHARE_TARGET / alone:.0%} of the step outside "
+            f"them, and {1 - row['products_part']:.0%} is now")
 
 
 def _peak(row, peak: dict[str, float]) -> float:
@@ -119,9 +131,9 @@ def _peak(row, peak: dict[str, float]) -> float:
     return in_rounds if in_rounds is not None and in_rounds == in_rounds else peak[row["precision"]]
 
 
-def verdicts(rows: pd.DataFrame, peak: dict[str, float], profiles: dict[str, list] | None = None) -> list[str]:
+def verdicts(rows: pd.DataFrame, peak: dict[str, float]) -> list[str]:
     """Per network, at its fastest precision here: each target, met or not, with the measured figure, and for a
-    target not met the measured reason and what would meet it (`profiles`: step_profile of our step there)."""
+    share not met the measured reason and what would meet it (from the products' replay, where the rows have it)."""
     lines = []
     for name, best in fastest(rows).iterrows():
         other = rows[(rows["network"] == name) & (rows["precision"] != best["precision"])]
@@ -131,9 +143,8 @@ def verdicts(rows: pd.DataFrame, peak: dict[str, float], profiles: dict[str, lis
         share = best["ours_gflop_s"] / _peak(best, peak)
         line = (f"  share of the {best['precision']} GEMM peak: {share:.0%} (target {SHARE_TARGET:.0%}): "
                 + ("met" if share >= SHARE_TARGET else "NOT met"))
-        ops = (profiles or {}).get(name)
-        if share < SHARE_TARGET and ops:
-            line += "; " + _what_would_meet(share, ops)
+        if share < SHARE_TARGET and pd.notna(best.get("products_gflop_s")):
+            line += "; " + _what_would_meet(best, _peak(best, peak))
         lines.append(line)
         for r in rows[rows["network"] == name].itertuples():
             target = RATIO_TARGETS.get(name, PARITY) if r.precision == best["precision"] else PARITY
@@ -168,7 +179,7 @@ def main(argv=None) -> int:
 
     rows, steps = [], {}
     for name in args.networks:
-        network_rows, fns = time_network(name, args.batch, args.reps, device, {p: n for p, (_, n) in peaks.items()})
+        network_rows, fns = time_network(name, args.batch, args.reps, device)
         rows += network_rows
         steps[name] = fns
     df = pd.DataFrame(rows)
@@ -176,20 +187,23 @@ def main(argv=None) -> int:
 
     print(f"\nbatch {args.batch}, training step (forward, loss, backward, SGD), medians of {args.reps} rounds")
     print(f"{'network':<22} {'prec':<5} {'ours img/s':>10} {'reference':>10} {'ours/ref':>9} "
-          f"{'ours GFLOP/s':>12} {'peak':>6} {'of peak':>8}")
+          f"{'ours GFLOP/s':>12} {'peak':>6} {'of peak':>8} {'products':>9} {'contig.':>8} {'their part':>10}")
     for r in df.itertuples():
         print(f"{r.network:<22} {r.precision:<5} {r.ours_img_s:>10.2f} {r.reference_img_s:>10.2f} "
-              f"{r.ratio:>8.2f}x {r.ours_gflop_s:>12.0f} {r.peak_gflop_s:>6.0f} {r.share_of_peak:>8.0%}")
-    print("peak: the GEMM peak's n x n product at the same precision, timed in the same rounds (GFLOP/s); "
-          "of peak: our achieved FLOP rate over it.\n")
+              f"{r.ratio:>8.2f}x {r.ours_gflop_s:>12.0f} {r.peak_gflop_s:>6.0f} {r.share_of_peak:>8.0%} "
+              f"{r.products_gflop_s / r.peak_gflop_s:>9.0%} {r.contiguous_gflop_s / r.peak_gflop_s:>8.0%} "
+              f"{r.products_part:>10.0%}")
+    print("peak: the GEMM peak at the same precision, read again in every one of the same rounds (GFLOP/s); "
+          "of peak: our achieved FLOP rate over it;\nproducts: our step's matrix products alone, replayed as the step "
+          "lays them out, their rate over the peak (contig.: every operand contiguous); their part: their time alone "
+          "over the step's.\n")
 
-    profiles = {}
     for name, best in fastest(df)["precision"].items():
-        profiles[name] = timing.step_profile(steps[name][("ours", best)], top=None)
+        ops = timing.step_profile(steps[name][("ours", best)], top=6)
         print(f"what dominates our {name} step in {best} (self CPU time, 2 steps): "
-              + ", ".join(f"{op} {share:.0%}" for op, share in profiles[name][:6]))
+              + ", ".join(f"{op} {share:.0%}" for op, share in ops))
     print()
-    for line in verdicts(df, peak, profiles):
+    for line in verdicts(df, peak):
         print(line)
 
     ds = make_synthetic(4096, 16, image_size=32)

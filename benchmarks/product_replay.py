@@ -1,0 +1,125 @@
+"""A training step's matrix products, recorded once and replayed alone: what the step's share of the GEMM peak can
+reach at most, measured rather than read off a profile.
+
+`record(step)` runs the step once and notes every matrix product it calls (mm, bmm, addmm, baddbmm, forward and
+backward, after autocast has chosen their dtype): each operand's shape, strides and dtype, and the scalars.
+`Products.replay` then calls the same products, in the same order, on operands laid out the same way (a transposed
+view stays a transposed view, a broadcast batch keeps its stride 0), with nothing between them. Its rate is the
+products' own rate at this step's shapes; the step's rate can only fall below it. So a share of the peak that the
+products alone do not reach cannot be met by any cut outside them, and where they do reach it, the time they take
+in the replay against the step's time says how much of the step lies outside them.
+
+The operands are filled with random normal numbers (a product's speed does not depend on the values, except for
+subnormal floats, which randn does not draw), each in its own memory, as the step's are.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+aten = torch.ops.aten
+PRODUCTS = {aten.mm: (0, 1), aten.bmm: (0, 1), aten.addmm: (1, 2), aten.baddbmm: (1, 2)}  # op: its factors' places
+
+
+@dataclass(frozen=True)
+class Operand:
+    """A tensor argument as the step passed it: enough to make another like it."""
+    shape: tuple[int, ...]
+    stride: tuple[int, ...]
+    dtype: torch.dtype
+    device: torch.device
+
+    @classmethod
+    def of(cls, t: torch.Tensor) -> "Operand":
+        return cls(tuple(t.shape), tuple(t.stride()), t.dtype, t.device)
+
+    def contiguous(self) -> "Operand":
+        """The same operand laid out row-major (a stride-0 batch made whole)."""
+        return Operand(self.shape, torch.empty(self.shape, device="meta").stride(), self.dtype, self.device)
+
+    def make(self, generator: torch.Generator) -> torch.Tensor:
+        """A tensor of this shape, strides and dtype over its own random storage."""
+        extent = 1 + sum((n - 1) * s for n, s in zip(self.shape, self.stride) if n > 0)
+        base = torch.randn(extent, generator=generator).to(self.device, self.dtype)
+        return base.as_strided(self.shape, self.stride)
+
+
+@dataclass
+class Call:
+    op: object  # the overload called, e.g. aten.mm.default or aten.mm.out
+    args: tuple
+    kwargs: dict
+
+    @property
+    def flops(self) -> int:
+        """2 m k n per product (times the batch for bmm and baddbmm); the bias of addmm/baddbmm not counted."""
+        i, j = PRODUCTS[self.op.overloadpacket]
+        a, b = self.args[i].shape, self.args[j].shape
+        batch = a[0] if len(a) == 3 else 1
+        return 2 * batch * a[-2] * a[-1] * b[-1]
+
+
+@dataclass
+class Products:
+    """The matrix products of one step, ready to replay."""
+    calls: list[Call] = field(default_factory=list)
+
+    @property
+    def flops(self) -> int:
+        return sum(c.flops for c in self.calls)
+
+    def replay(self, contiguous: bool = False, seed: int = 0) -> Callable[[], None]:
+        """A function that calls every product once, in order, on operands made here once (outputs of .out
+        overloads included, so that they are written in place as in the step). `contiguous`: every operand laid
+        out row-major instead, which says whether another layout of the same products would run faster."""
+        g = torch.Generator().manual_seed(seed)
+        made = [(c.op, _materialise(c.args, g, contiguous), _materialise(c.kwargs, g, contiguous))
+                for c in self.calls]
+
+        def run():
+            for op, args, kwargs in made:
+                op(*args, **kwargs)
+        return run
+
+
+def _materialise(value, generator, contiguous):
+    if isinstance(value, Operand):
+        return (value.contiguous() if contiguous else value).make(generator)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_materialise(v, generator, contiguous) for v in value)
+    if isinstance(value, dict):
+        return {k: _materialise(v, generator, contiguous) for k, v in value.items()}
+    return value
+
+
+def _describe(value):
+    if isinstance(value, torch.Tensor):
+        return Operand.of(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_describe(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _describe(v) for k, v in value.items()}
+    return value
+
+
+class _Recorder(TorchDispatchMode):
+    def __init__(self, products: Products):
+        super().__init__()
+        self.products = products
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func.overloadpacket in PRODUCTS:
+            self.products.calls.append(Call(func, _describe(args), _describe(kwargs)))
+        return func(*args, **kwargs)
+
+
+def record(step: Callable[[], object]) -> Products:
+    """Run `step` once and return the matrix products it called (it runs: a training step updates its model)."""
+    products = Products()
+    with _Recorder(products):
+        step()
+    return products
