@@ -19,10 +19,11 @@ benchmarks/peer.py times it against [Re]'s own modules (fetched outside this rep
 - the fastest precision of each network, measured here, and the targets: at least 70% of the peak there, and
   ours / reference at least 1.0x at every precision (1.2x for the content network at its fastest), each met or not;
 - our step's matrix products alone (benchmarks/product_replay.py: recorded from one step, replayed with their
-  shapes, strides and dtypes, nothing between them), timed in the same rounds: their rate over the peak bounds the
-  step's share, with every operand made contiguous it says whether another layout would help, and their time over
-  the step's is the part of the step they take; for a share short of its target, what that leaves: below the
-  target, no cut outside them can meet it; above it, how much of the step may stay outside them;
+  shapes, strides and dtypes, nothing between them), timed in the same rounds: their rate over the peak is what the
+  step's share can reach with nothing else in it (where they run alone faster than in the step), with every operand
+  made contiguous it says whether another layout would help, and their time over the step's is the part of the step
+  they take; for a share short of its target, what that leaves: below the target, no cut outside them can meet it;
+  above it, how much of the step may stay outside them;
 - what dominates our step at that precision (torch.profiler, self CPU time by operator).
 
     .venv/bin/python benchmarks/bench.py [--batch 8] [--reps 5] [--networks sa_quadratic ...] [--csv FILE]
@@ -50,6 +51,7 @@ PRECISIONS = ("fp32", "bf16")
 SHARE_TARGET = 0.70  # of the machine's GEMM peak at the precision
 PARITY = 1.0  # ours / reference at every precision, same run
 RATIO_TARGETS = {"sa_learned_content_re": 1.2}  # at the fastest precision, where more than parity is asked
+WARMUP_ROUNDS = 1  # untimed rounds before the timed ones
 
 
 def peak_reader(precision: str, device: torch.device, readings: list[float]):
@@ -64,7 +66,7 @@ def peak_reader(precision: str, device: torch.device, readings: list[float]):
 def time_network(name: str, batch: int, reps: int, device: torch.device) -> tuple[list[dict], dict]:
     """One network: ours and the reference, in every precision, timed in alternating rounds with our step's matrix
     products replayed alone (as laid out, and contiguous) and a reading of the GEMM peak per precision. Returns (a
-    row per precision, the step functions by (implementation, precision))."""
+    row per precision, our step functions by precision)."""
     torch.manual_seed(0)
     ours = create_model(name).to(device)
     ref = REFERENCES[name]()
@@ -77,30 +79,38 @@ def time_network(name: str, batch: int, reps: int, device: torch.device) -> tupl
     y = torch.randint(0, 10, (batch,), generator=g).to(device)
     fns = {(impl, p): timing.train_step_fn(model, x, y, p)
            for p in PRECISIONS for impl, model in (("ours", ours), ("reference", ref))}
-    steps = len(fns)
-    products = {p: product_replay.record(fns[("ours", p)]) for p in PRECISIONS}  # one step each, untimed
+    ours_steps = {p: fns[("ours", p)] for p in PRECISIONS}
+    products = {p: product_replay.record(ours_steps[p]) for p in PRECISIONS}  # one step each, untimed
     for p in PRECISIONS:
         fns[("products", p)] = products[p].replay()
         fns[("contiguous", p)] = products[p].replay(contiguous=True)
     peaks: dict[str, list[float]] = {p: [] for p in PRECISIONS}
     fns.update({("peak", p): peak_reader(p, device, peaks[p]) for p in PRECISIONS})
-    print(f"{name}: {flops / 1e9:.1f} GFLOP per training image; timing {steps} steps in turn, our step's "
-          f"{len(products['fp32'].calls)} matrix products alone, and the GEMM peak, 1 warm-up round + {reps} "
-          "rounds ...", flush=True)
-    times = timing.alternating(fns, device, warmup=1, reps=reps)
+    print(f"{name}: {flops / 1e9:.1f} GFLOP per training image; timing {2 * len(PRECISIONS)} steps in turn, our "
+          f"step's matrix products alone ({', '.join(f'{p} {len(c.calls)}' for p, c in products.items())}), and the "
+          f"GEMM peak, {WARMUP_ROUNDS} warm-up round + {reps} rounds ...", flush=True)
+    times = timing.alternating(fns, device, warmup=WARMUP_ROUNDS, reps=reps)
+    return network_rows(name, batch, batch * flops, times, peaks, products), ours_steps
+
+
+def network_rows(name: str, batch: int, step_flops: float, times: dict, peaks: dict[str, list[float]],
+                 products: dict) -> list[dict]:
+    """A row per precision from one network's rounds: `times` by (what, precision), what in ours, reference,
+    products (the replay as laid out), contiguous; `peaks`: the GEMM peak's readings per precision, the warm-up
+    rounds' first; `products`: the recorded products per precision (their count and FLOPs)."""
     rows = []
     for p in PRECISIONS:
-        ours_s = statistics.median(times[("ours", p)])
-        product_s = statistics.median(times[("products", p)])
+        ours_s, product_s = (statistics.median(times[(what, p)]) for what in ("ours", "products"))
+        ref_s, contiguous_s = (statistics.median(times[(what, p)]) for what in ("reference", "contiguous"))
         rows.append(dict(network=name, precision=p, batch=batch, ours_img_s=batch / ours_s,
-                         reference_img_s=batch / statistics.median(times[("reference", p)]),
-                         gflop_per_image=flops / 1e9, ours_gflop_s=batch * flops / ours_s / 1e9,
-                         peak_gflop_s=statistics.median(peaks[p][1:]),  # the timed rounds' readings, not the warm-up's
-                         products=len(products[p].calls), products_gflop_s=products[p].flops / product_s / 1e9,
-                         contiguous_gflop_s=products[p].flops / statistics.median(times[("contiguous", p)]) / 1e9,
-                         products_part=min(1.0, product_s / ours_s), reps=reps))
-        rows[-1]["ratio"] = rows[-1]["ours_img_s"] / rows[-1]["reference_img_s"]
-    return rows, fns
+                         reference_img_s=batch / ref_s, ratio=ref_s / ours_s, gflop_per_image=step_flops / batch / 1e9,
+                         ours_gflop_s=step_flops / ours_s / 1e9,
+                         peak_gflop_s=statistics.median(peaks[p][WARMUP_ROUNDS:]),  # the timed rounds' readings
+                         products=len(products[p].calls), products_flops=products[p].flops / step_flops,
+                         products_gflop_s=products[p].flops / product_s / 1e9,
+                         contiguous_gflop_s=products[p].flops / contiguous_s / 1e9,
+                         products_part=product_s / ours_s, reps=len(times[("ours", p)])))
+    return rows
 
 
 def fastest(rows: pd.DataFrame) -> pd.DataFrame:
@@ -108,21 +118,32 @@ def fastest(rows: pd.DataFrame) -> pd.DataFrame:
     return rows.loc[rows.groupby("network", sort=False)["ours_img_s"].idxmax()].set_index("network")
 
 
+REPLAY_COLUMNS = ("products", "products_flops", "products_gflop_s", "contiguous_gflop_s", "products_part")
+
+
 def _what_would_meet(row, peak: float) -> str:
     """Why a share of the peak falls short, measured: the step's matrix products alone, replayed with their shapes
-    and layouts (product_replay), run at some share of the peak, which bounds the step's; with every operand
-    contiguous, at another, which says whether a layout would help; and they take a part of the step's time, the
-    rest being outside them. At the products' rate, the target needs at most 1 - target / rate outside them."""
-    alone, contiguous = row["products_gflop_s"] / peak, row["contiguous_gflop_s"] / peak
+    and layouts (product_replay), run at some share of the peak; with every operand contiguous, at another; and
+    they take a part of the step's time. Where they run alone faster than the step, their rate is what the step's
+    share can reach with nothing else in it, and at that rate the target leaves 1 - target / rate of the step for
+    everything else (the copies that would lay the products out otherwise included)."""
+    alone, contiguous, part = row["products_gflop_s"] / peak, row["contiguous_gflop_s"] / peak, row["products_part"]
     text = (f"the step's {int(row['products'])} matrix products alone, replayed as the step lays them out, run at "
-            f"{alone:.0%} of the peak ({contiguous:.0%} with every operand contiguous) and take "
-            f"{row['products_part']:.0%} of the step's time")
+            f"{alone:.0%} of the peak ({contiguous:.0%} with every operand contiguous) and take {part:.0%} of the "
+            "step's time")
+    if abs(row["products_flops"] - 1) > 0.01:
+        text += f" (they hold {row['products_flops']:.0%} of the step's counted FLOPs: the replay misses some work)"
+        return text
+    if part > 1:
+        return text + ": alone they ran slower than the step, so the replay bounds nothing here"
     if max(alone, contiguous) < SHARE_TARGET:
-        return text + ": below the target with nothing outside them, so no cut outside them can meet it"
+        return text + ": below the target, as laid out and contiguous, so no cut outside them can meet it"
     if alone < SHARE_TARGET:
-        return text + ": only the products laid out otherwise could meet it"
-    return (text + f": at their rate the target needs at most {1 - SHARE_TARGET / alone:.0%} of the step outside "
-            f"them, and {1 - row['products_part']:.0%} is now")
+        return (text + f": laid out otherwise, at the contiguous rate, the target would leave at most "
+                f"{1 - SHARE_TARGET / contiguous:.0%} of the step for everything else, the copies that lay them out "
+                "included")
+    return (text + f": at their rate the target leaves at most {1 - SHARE_TARGET / alone:.0%} of the step for "
+            f"everything else, and the step's time beyond theirs is {1 - part:.0%} of it now")
 
 
 def _peak(row, peak: dict[str, float]) -> float:
@@ -143,7 +164,7 @@ def verdicts(rows: pd.DataFrame, peak: dict[str, float]) -> list[str]:
         share = best["ours_gflop_s"] / _peak(best, peak)
         line = (f"  share of the {best['precision']} GEMM peak: {share:.0%} (target {SHARE_TARGET:.0%}): "
                 + ("met" if share >= SHARE_TARGET else "NOT met"))
-        if share < SHARE_TARGET and pd.notna(best.get("products_gflop_s")):
+        if share < SHARE_TARGET and all(pd.notna(best.get(c)) for c in REPLAY_COLUMNS):
             line += "; " + _what_would_meet(best, _peak(best, peak))
         lines.append(line)
         for r in rows[rows["network"] == name].itertuples():
@@ -179,9 +200,8 @@ def main(argv=None) -> int:
 
     rows, steps = [], {}
     for name in args.networks:
-        network_rows, fns = time_network(name, args.batch, args.reps, device)
-        rows += network_rows
-        steps[name] = fns
+        network, steps[name] = time_network(name, args.batch, args.reps, device)
+        rows += network
     df = pd.DataFrame(rows)
     df["share_of_peak"] = df["ours_gflop_s"] / df["peak_gflop_s"]
 
@@ -199,7 +219,7 @@ def main(argv=None) -> int:
           "over the step's.\n")
 
     for name, best in fastest(df)["precision"].items():
-        ops = timing.step_profile(steps[name][("ours", best)], top=6)
+        ops = timing.step_profile(steps[name][best], top=6)
         print(f"what dominates our {name} step in {best} (self CPU time, 2 steps): "
               + ", ".join(f"{op} {share:.0%}" for op, share in ops))
     print()

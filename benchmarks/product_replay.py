@@ -1,16 +1,20 @@
 """A training step's matrix products, recorded once and replayed alone: what the step's share of the GEMM peak can
-reach at most, measured rather than read off a profile.
+reach with nothing else in the step, measured rather than read off a profile.
 
-`record(step)` runs the step once and notes every matrix product it calls (mm, bmm, addmm, baddbmm, forward and
-backward, after autocast has chosen their dtype): each operand's shape, strides and dtype, and the scalars.
-`Products.replay` then calls the same products, in the same order, on operands laid out the same way (a transposed
-view stays a transposed view, a broadcast batch keeps its stride 0), with nothing between them. Its rate is the
-products' own rate at this step's shapes; the step's rate can only fall below it. So a share of the peak that the
-products alone do not reach cannot be met by any cut outside them, and where they do reach it, the time they take
-in the replay against the step's time says how much of the step lies outside them.
+`record(step)` runs the step once and notes every matrix product it calls (mm, bmm, addmm, baddbmm, addbmm and their
+in-place forms, forward and backward, after autocast has chosen their dtype): each operand's shape, strides and
+dtype, and the scalars. `Products.replay` then calls the same products, in the same order, on operands laid out the
+same way (a transposed view stays a transposed view, a broadcast batch keeps its stride 0), with nothing between
+them; or with every operand contiguous, which says whether another layout of the same products would run faster.
+`Products.flops` counts their work as torch.utils.flop_counter does, so a replay that missed some of the step's
+products shows as fewer FLOPs than the step's count.
 
-The operands are filled with random normal numbers (a product's speed does not depend on the values, except for
-subnormal floats, which randn does not draw), each in its own memory, as the step's are.
+What the replay does not keep: which operands shared memory in the step (a weight read forward and backward, a
+product's output read by the next, the slices of one .out buffer). Each operand gets its own memory, filled with
+random normal numbers (a product's speed does not depend on the values, except for subnormal floats, which randn
+does not draw), so the replay may find fewer of them in cache than the step did. Its rate bounds the step's only
+where it runs faster than the step's products do; where the replay alone takes longer than the whole step, it
+bounds nothing, and make bench says so.
 """
 from __future__ import annotations
 
@@ -21,7 +25,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 aten = torch.ops.aten
-PRODUCTS = {aten.mm: (0, 1), aten.bmm: (0, 1), aten.addmm: (1, 2), aten.baddbmm: (1, 2)}  # op: its factors' places
+PRODUCTS = {aten.mm: (0, 1), aten.bmm: (0, 1), aten.addmm: (1, 2), aten.addmm_: (1, 2), aten.baddbmm: (1, 2),
+            aten.baddbmm_: (1, 2), aten.addbmm: (1, 2), aten.addbmm_: (1, 2)}  # op: where its two factors are
 
 
 @dataclass(frozen=True)
@@ -55,7 +60,7 @@ class Call:
 
     @property
     def flops(self) -> int:
-        """2 m k n per product (times the batch for bmm and baddbmm); the bias of addmm/baddbmm not counted."""
+        """2 m k n per product (times the batch for the batched ones); the added term of addmm & co. not counted."""
         i, j = PRODUCTS[self.op.overloadpacket]
         a, b = self.args[i].shape, self.args[j].shape
         batch = a[0] if len(a) == 3 else 1

@@ -432,6 +432,26 @@ def test_the_bench_reads_the_peak_within_its_rounds_as_gemm_peak_reads_it(monkey
     assert readings == [1, 2] and asked == ["bf16", "bf16"]
 
 
+def test_the_bench_rows_take_medians_of_the_timed_rounds_and_the_peak_readings_after_the_warm_up():
+    class Recorded:  # what product_replay.record returns, as far as the rows read it
+        calls, flops = [None] * 50, 40e9
+    times = {(what, p): seconds for p in bench.PRECISIONS
+             for what, seconds in (("ours", [1.0, 2.0, 9.0]), ("reference", [4.0, 4.0, 4.0]),
+                                   ("products", [0.5, 0.5, 9.0]), ("contiguous", [0.4, 0.4, 0.4]))}
+    peaks = {p: [1e6] * bench.WARMUP_ROUNDS + [100.0, 300.0, 200.0] for p in bench.PRECISIONS}  # warm-up: not read
+    rows = bench.network_rows("net", 8, 80e9, times, peaks, {p: Recorded() for p in bench.PRECISIONS})
+    assert [r["precision"] for r in rows] == list(bench.PRECISIONS)
+    row = rows[0]
+    assert row["ours_img_s"] == 4.0 and row["reference_img_s"] == 2.0 and row["ratio"] == 2.0  # medians: 2 s, 4 s
+    assert row["ours_gflop_s"] == 40.0 and row["gflop_per_image"] == 10.0 and row["peak_gflop_s"] == 200.0
+    assert row["products"] == 50 and row["products_flops"] == 0.5  # the replay holds half the counted work here
+    assert row["products_gflop_s"] == 80.0 and row["contiguous_gflop_s"] == 100.0
+    assert row["products_part"] == 0.25 and row["reps"] == 3
+    times[("products", "fp32")] = [3.0] * 3  # slower alone than the step: kept as measured, not clipped to 100%
+    assert bench.network_rows("net", 8, 80e9, times, peaks, {p: Recorded() for p in bench.PRECISIONS})[0][
+        "products_part"] == 1.5
+
+
 def test_the_bench_states_each_target_at_the_fastest_precision():
     rows = pd.DataFrame([
         dict(network="sa_quadratic_re", precision="fp32", ours_img_s=6.0, ratio=2.0, ours_gflop_s=70.0),
@@ -445,21 +465,30 @@ def test_the_bench_states_each_target_at_the_fastest_precision():
     rows.loc[1, "ours_img_s"] = 9.0  # bf16 fastest: 35 of 300 GFLOP/s
     assert bench.verdicts(rows, {"fp32": 100.0, "bf16": 300.0})[1] == \
         "  share of the bf16 GEMM peak: 12% (target 70%): NOT met"  # no replay of the products: no reason given
-    replay = dict(products=[80, 90], products_gflop_s=[90.0, 150.0], contiguous_gflop_s=[90.0, 180.0],
-                  products_part=[0.9, 0.5])
+    replay = dict(products=[80, 90], products_flops=[1.0, 1.0], products_gflop_s=[90.0, 150.0],
+                  contiguous_gflop_s=[90.0, 180.0], products_part=[0.9, 0.5])
     rows = rows.assign(**replay)  # bf16: the products alone at 50% of the peak, 60% contiguous, half the step
     assert bench.verdicts(rows, {"fp32": 100.0, "bf16": 300.0})[1] == (
         "  share of the bf16 GEMM peak: 12% (target 70%): NOT met; the step's 90 matrix products alone, replayed as "
         "the step lays them out, run at 50% of the peak (60% with every operand contiguous) and take 50% of the "
-        "step's time: below the target with nothing outside them, so no cut outside them can meet it")
-    rows.loc[1, "contiguous_gflop_s"] = 240.0  # 80% contiguous
+        "step's time: below the target, as laid out and contiguous, so no cut outside them can meet it")
+    rows.loc[1, "contiguous_gflop_s"] = 240.0  # 80% contiguous: 70% leaves 1 - 0.7 / 0.8 of the step for the rest
     assert bench.verdicts(rows, {"fp32": 100.0, "bf16": 300.0})[1].endswith(
-        "run at 50% of the peak (80% with every operand contiguous) and take 50% of the step's time: only the "
-        "products laid out otherwise could meet it")
-    rows.loc[1, "products_gflop_s"] = 250.0  # 83% as laid out: 70% needs at most 16% outside them, and 50% is
+        "run at 50% of the peak (80% with every operand contiguous) and take 50% of the step's time: laid out "
+        "otherwise, at the contiguous rate, the target would leave at most 13% of the step for everything else, the "
+        "copies that lay them out included")
+    rows.loc[1, "products_gflop_s"] = 250.0  # 83% as laid out: 70% leaves at most 16% of the step, and 50% is
     assert bench.verdicts(rows, {"fp32": 100.0, "bf16": 300.0})[1].endswith(
-        "take 50% of the step's time: at their rate the target needs at most 16% of the step outside them, and 50% "
-        "is now")
+        "take 50% of the step's time: at their rate the target leaves at most 16% of the step for everything else, "
+        "and the step's time beyond theirs is 50% of it now")
+    rows.loc[1, "products_part"] = 1.2  # the replay slower than the step: it bounds nothing
+    assert bench.verdicts(rows, {"fp32": 100.0, "bf16": 300.0})[1].endswith(
+        "take 120% of the step's time: alone they ran slower than the step, so the replay bounds nothing here")
+    rows.loc[1, "products_flops"] = 0.8  # a product the recorder missed
+    assert bench.verdicts(rows, {"fp32": 100.0, "bf16": 300.0})[1].endswith(
+        "(they hold 80% of the step's counted FLOPs: the replay misses some work)")
+    assert bench.verdicts(rows.drop(columns="products_part"), {"fp32": 100.0, "bf16": 300.0})[1].endswith(
+        "NOT met")  # a replay column missing: no reason rather than a half-read one
     rows = rows.drop(columns=list(replay))
     rows.loc[1, "ours_gflop_s"] = 35.0
     rows["peak_gflop_s"] = [100.0, 50.0]  # the peak timed in the network's own rounds, where it was
