@@ -44,6 +44,7 @@ from dataclasses import replace
 import torch
 
 from attnlib import dropout, results
+from attnlib.evidence import accuracy_order
 from attnlib.evidence.accuracy_order import t_sf
 from attnlib.experiments import grid, params
 from attnlib.experiments import runs as experiment
@@ -108,12 +109,10 @@ def verdict(acc: dict[str, list[float]], path: str) -> str:
 
 
 def welch(a: list[float], b: list[float]) -> tuple[float, float]:
-    """The standard error of mean(a) - mean(b) and its Welch-Satterthwaite degrees of freedom (where both spreads
-    are zero, those of equal spreads: len(a) + len(b) - 2)."""
-    ea, eb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
-    if ea + eb == 0:
-        return 0.0, len(a) + len(b) - 2
-    return math.sqrt(ea + eb), (ea + eb) ** 2 / (ea ** 2 / (len(a) - 1) + eb ** 2 / (len(b) - 1))
+    """The standard error of mean(a) - mean(b) and its Welch-Satterthwaite degrees of freedom, as the accuracy
+    order's test takes them (accuracy_order.welch)."""
+    se, df = accuracy_order.welch(statistics.variance(a) / len(a), statistics.variance(b) / len(b), len(a), len(b))
+    return float(se), float(df)
 
 
 def t_quantile(p: float, df: float) -> float:

@@ -184,6 +184,13 @@ def test_accuracy_order_by_welch_test():
     assert accuracy_order.claim_accuracy_order(order_table(reversed_at_chance))["verdict"] == "not shown"
 
 
+def test_welch_degrees_of_freedom_by_hand():
+    """a = 1, 2, 3 and b = 2, 4, 6: squared standard errors 1/3 and 4/3, df = (5/3)^2 / ((1/3)^2/2 + (4/3)^2/2)
+    = 50/17; with no spread at all, na + nb - 2. Elementwise on arrays, as the order's test takes its pairs."""
+    se, df = accuracy_order.welch([1 / 3, 0.0], [4 / 3, 0.0], [3, 3], [3, 4])
+    assert se == pytest.approx([math.sqrt(5 / 3), 0.0]) and df == pytest.approx([50 / 17, 5.0])
+
+
 def test_accuracy_order_with_one_seed_prints_no_spread():
     clear = dict(zip(MODELS, [(0.93, 0.0), (0.90, 0.0), (0.87, 0.0), (0.84, 0.0)]))
     got = accuracy_order.claim_accuracy_order(order_table(clear, seeds=1))

@@ -45,6 +45,16 @@ def _t(diff, se):  # diff / se; with a spread of 0 (identical seeds) the sign of
         return np.where(se > 0, diff / np.where(se > 0, se, 1), np.where(diff == 0, 0.0, np.sign(diff) * np.inf))
 
 
+def welch(va, vb, na, nb):
+    """Welch's test of two means from their squared standard errors va, vb (variance / n) and sample sizes na, nb,
+    elementwise on arrays: (the standard error of the difference, its Welch-Satterthwaite degrees of freedom; where
+    both spreads are zero, those of equal spreads, na + nb - 2)."""
+    va, vb, na, nb = (np.asarray(x, dtype=float) for x in (va, vb, na, nb))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df = np.where(va + vb > 0, (va + vb) ** 2 / (va ** 2 / (na - 1) + vb ** 2 / (nb - 1)), na + nb - 2)
+    return np.sqrt(va + vb), df
+
+
 def order_tests(means, sds, seeds, c: Criteria = CRITERIA) -> dict:
     """The accuracy order's tests on arrays (..., models) in the published order (mean, sd, seeds per model): per
     adjacent pair Welch's t (`t`, `df`), its one-sided p for (`p_order`) and against the published order (`p_reversed`),
@@ -53,9 +63,8 @@ def order_tests(means, sds, seeds, c: Criteria = CRITERIA) -> dict:
     m, s, n = (np.asarray(v, dtype=float) for v in (means, sds, seeds))
     with np.errstate(divide="ignore", invalid="ignore"):
         v = s ** 2 / n
-        va, vb, na, nb = v[..., :-1], v[..., 1:], n[..., :-1], n[..., 1:]
-        df = np.where(va + vb > 0, (va + vb) ** 2 / (va ** 2 / (na - 1) + vb ** 2 / (nb - 1)), na + nb - 2)
-        t = _t(m[..., :-1] - m[..., 1:], np.sqrt(va + vb))
+        se, df = welch(v[..., :-1], v[..., 1:], n[..., :-1], n[..., 1:])
+        t = _t(m[..., :-1] - m[..., 1:], se)
         p_above = t_sf(_t(m - (1 / c.classes + c.above_chance), np.sqrt(v)), n - 1)
     p_order, p_reversed = t_sf(t, df), t_sf(-t, df)
     level = c.alpha / t.shape[-1]
