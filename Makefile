@@ -40,7 +40,7 @@ help:
 	@echo "make test      run the test suite (unit + notebooks on the smoke profile + browser)"
 	@echo "make setup     install attnlib, its test extras, the offline data set and Chromium (environment: $(PY))"
 	@echo "make lock      write $(LOCK) from the environment (the exact versions behind committed results)"
-	@echo "make bench     attnlib's training step vs a straightforward implementation, fp32 and bf16, against the GEMM peak (a few minutes)"
+	@echo "make bench     attnlib's training step vs [Re]'s way of computing it, fp32 and bf16, against the GEMM peak, its products replayed alone (5 min)"
 	@echo "make gpu-check on a GPU, at most 8 minutes: every model's step in fp32/TF32/bf16 with peak memory, the speed"
 	@echo "              options' parity, a 2-step dry run per family, DDP over NCCL (2+ GPUs); table in OUT=/tmp/gpu_check.csv"
 	@echo "make lab       JupyterLab on 127.0.0.1 in the project's environment"
