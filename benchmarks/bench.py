@@ -22,8 +22,9 @@ benchmarks/peer.py times it against [Re]'s own modules (fetched outside this rep
   shapes, strides and dtypes, nothing between them), timed in the same rounds: their rate over the peak is what the
   step's share can reach with nothing else in it (where they run alone faster than in the step), with every operand
   made contiguous it says whether another layout would help, and their time over the step's is the part of the step
-  they take; for a share short of its target, what that leaves: below the target, no cut outside them can meet it;
-  above it, how much of the step may stay outside them;
+  they take; for a share short of its target, what that leaves: below the target, cutting what lies outside them
+  cannot meet it (unless they run faster inside the step than alone); above it, how much of the step may stay
+  outside them;
 - what dominates our step at that precision (torch.profiler, self CPU time by operator).
 
     .venv/bin/python benchmarks/bench.py [--batch 8] [--reps 5] [--networks sa_quadratic ...] [--csv FILE]
@@ -86,9 +87,10 @@ def time_network(name: str, batch: int, reps: int, device: torch.device) -> tupl
         fns[("contiguous", p)] = products[p].replay(contiguous=True)
     peaks: dict[str, list[float]] = {p: [] for p in PRECISIONS}
     fns.update({("peak", p): peak_reader(p, device, peaks[p]) for p in PRECISIONS})
-    print(f"{name}: {flops / 1e9:.1f} GFLOP per training image; timing {2 * len(PRECISIONS)} steps in turn, our "
-          f"step's matrix products alone ({', '.join(f'{p} {len(c.calls)}' for p, c in products.items())}), and the "
-          f"GEMM peak, {WARMUP_ROUNDS} warm-up round + {reps} rounds ...", flush=True)
+    counts = ", ".join(f"{p} {len(c.calls)}" for p, c in products.items())
+    print(f"{name}: {flops / 1e9:.1f} GFLOP per training image; timing in turn ours and the reference in "
+          f"{' and '.join(PRECISIONS)}, our step's matrix products alone ({counts}), and the GEMM peak, "
+          f"{WARMUP_ROUNDS} warm-up round + {reps} rounds ...", flush=True)
     times = timing.alternating(fns, device, warmup=WARMUP_ROUNDS, reps=reps)
     return network_rows(name, batch, batch * flops, times, peaks, products), ours_steps
 
@@ -128,16 +130,16 @@ def _what_would_meet(row, peak: float) -> str:
     share can reach with nothing else in it, and at that rate the target leaves 1 - target / rate of the step for
     everything else (the copies that would lay the products out otherwise included)."""
     alone, contiguous, part = row["products_gflop_s"] / peak, row["contiguous_gflop_s"] / peak, row["products_part"]
-    text = (f"the step's {int(row['products'])} matrix products alone, replayed as the step lays them out, run at "
-            f"{alone:.0%} of the peak ({contiguous:.0%} with every operand contiguous) and take {part:.0%} of the "
-            "step's time")
+    text = (f"the step's {int(row['products'])} matrix products ({row['products_flops']:.0%} of its counted FLOPs), "
+            f"replayed alone as the step lays them out, run at {alone:.0%} of the peak ({contiguous:.0%} with every "
+            f"operand contiguous) and their replay lasts {part:.0%} as long as the step")
     if abs(row["products_flops"] - 1) > 0.01:
-        text += f" (they hold {row['products_flops']:.0%} of the step's counted FLOPs: the replay misses some work)"
-        return text
+        return text + ": the replay misses some of the step's work, so it bounds nothing here"
     if part > 1:
         return text + ": alone they ran slower than the step, so the replay bounds nothing here"
     if max(alone, contiguous) < SHARE_TARGET:
-        return text + ": below the target, as laid out and contiguous, so no cut outside them can meet it"
+        return (text + ": below the target, as laid out and contiguous, so cutting what lies outside the products "
+                "cannot meet it (unless they run faster inside the step than alone)")
     if alone < SHARE_TARGET:
         return (text + f": laid out otherwise, at the contiguous rate, the target would leave at most "
                 f"{1 - SHARE_TARGET / contiguous:.0%} of the step for everything else, the copies that lay them out "
@@ -194,9 +196,10 @@ def main(argv=None) -> int:
     print(f"machine: {results.device_name(device)}; torch {torch.__version__}", flush=True)
     peaks = {p: timing.gemm_peak(p, device) for p in PRECISIONS}
     peak = {p: rate for p, (rate, _) in peaks.items()}
-    print("GEMM peak (best median rate of n x n torch.mm, n in "
+    print("GEMM peak before the rounds (best median rate of n x n torch.mm, n in "
           f"{', '.join(map(str, timing.PEAK_SIZES))}): "
-          + ", ".join(f"{p} {rate:,.0f} GFLOP/s (n={n})" for p, (rate, n) in peaks.items()), flush=True)
+          + ", ".join(f"{p} {rate:,.0f} GFLOP/s (n={n})" for p, (rate, n) in peaks.items())
+          + "; each share below is taken against the peak read again in its network's rounds", flush=True)
 
     rows, steps = [], {}
     for name in args.networks:
@@ -213,10 +216,10 @@ def main(argv=None) -> int:
               f"{r.ratio:>8.2f}x {r.ours_gflop_s:>12.0f} {r.peak_gflop_s:>6.0f} {r.share_of_peak:>8.0%} "
               f"{r.products_gflop_s / r.peak_gflop_s:>9.0%} {r.contiguous_gflop_s / r.peak_gflop_s:>8.0%} "
               f"{r.products_part:>10.0%}")
-    print("peak: the GEMM peak at the same precision, read again in every one of the same rounds (GFLOP/s); "
-          "of peak: our achieved FLOP rate over it;\nproducts: our step's matrix products alone, replayed as the step "
-          "lays them out, their rate over the peak (contig.: every operand contiguous); their part: their time alone "
-          "over the step's.\n")
+    print("peak: the median of the GEMM peak's readings at the same precision, one in each of the same rounds "
+          "(GFLOP/s); of peak: our achieved FLOP rate over it;\nproducts: our step's matrix products alone, replayed "
+          "as the step lays them out, their rate over the peak (contig.: every operand contiguous); their part: how "
+          "long their replay lasts over how long the step does.\n")
 
     for name, best in fastest(df)["precision"].items():
         ops = timing.step_profile(steps[name][best], top=6)

@@ -469,24 +469,25 @@ def test_the_bench_states_each_target_at_the_fastest_precision():
                   contiguous_gflop_s=[90.0, 180.0], products_part=[0.9, 0.5])
     rows = rows.assign(**replay)  # bf16: the products alone at 50% of the peak, 60% contiguous, half the step
     assert bench.verdicts(rows, {"fp32": 100.0, "bf16": 300.0})[1] == (
-        "  share of the bf16 GEMM peak: 12% (target 70%): NOT met; the step's 90 matrix products alone, replayed as "
-        "the step lays them out, run at 50% of the peak (60% with every operand contiguous) and take 50% of the "
-        "step's time: below the target, as laid out and contiguous, so no cut outside them can meet it")
+        "  share of the bf16 GEMM peak: 12% (target 70%): NOT met; the step's 90 matrix products (100% of its counted "
+        "FLOPs), replayed alone as the step lays them out, run at 50% of the peak (60% with every operand contiguous) "
+        "and their replay lasts 50% as long as the step: below the target, as laid out and contiguous, so cutting "
+        "what lies outside the products cannot meet it (unless they run faster inside the step than alone)")
     rows.loc[1, "contiguous_gflop_s"] = 240.0  # 80% contiguous: 70% leaves 1 - 0.7 / 0.8 of the step for the rest
     assert bench.verdicts(rows, {"fp32": 100.0, "bf16": 300.0})[1].endswith(
-        "run at 50% of the peak (80% with every operand contiguous) and take 50% of the step's time: laid out "
-        "otherwise, at the contiguous rate, the target would leave at most 13% of the step for everything else, the "
-        "copies that lay them out included")
+        "run at 50% of the peak (80% with every operand contiguous) and their replay lasts 50% as long as the step: "
+        "laid out otherwise, at the contiguous rate, the target would leave at most 13% of the step for everything "
+        "else, the copies that lay them out included")
     rows.loc[1, "products_gflop_s"] = 250.0  # 83% as laid out: 70% leaves at most 16% of the step, and 50% is
     assert bench.verdicts(rows, {"fp32": 100.0, "bf16": 300.0})[1].endswith(
-        "take 50% of the step's time: at their rate the target leaves at most 16% of the step for everything else, "
+        "lasts 50% as long as the step: at their rate the target leaves at most 16% of the step for everything else, "
         "and the step's time beyond theirs is 50% of it now")
     rows.loc[1, "products_part"] = 1.2  # the replay slower than the step: it bounds nothing
     assert bench.verdicts(rows, {"fp32": 100.0, "bf16": 300.0})[1].endswith(
-        "take 120% of the step's time: alone they ran slower than the step, so the replay bounds nothing here")
+        "lasts 120% as long as the step: alone they ran slower than the step, so the replay bounds nothing here")
     rows.loc[1, "products_flops"] = 0.8  # a product the recorder missed
     assert bench.verdicts(rows, {"fp32": 100.0, "bf16": 300.0})[1].endswith(
-        "(they hold 80% of the step's counted FLOPs: the replay misses some work)")
+        "lasts 120% as long as the step: the replay misses some of the step's work, so it bounds nothing here")
     assert bench.verdicts(rows.drop(columns="products_part"), {"fp32": 100.0, "bf16": 300.0})[1].endswith(
         "NOT met")  # a replay column missing: no reason rather than a half-read one
     rows = rows.drop(columns=list(replay))
