@@ -23,6 +23,7 @@ from typing import Callable
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_map
 
 aten = torch.ops.aten
 PRODUCTS = {aten.mm: (0, 1), aten.bmm: (0, 1), aten.addmm: (1, 2), aten.addmm_: (1, 2), aten.baddbmm: (1, 2),
@@ -91,23 +92,14 @@ class Products:
 
 
 def _materialise(value, generator, contiguous):
-    if isinstance(value, Operand):
-        return (value.contiguous() if contiguous else value).make(generator)
-    if isinstance(value, (list, tuple)):
-        return type(value)(_materialise(v, generator, contiguous) for v in value)
-    if isinstance(value, dict):
-        return {k: _materialise(v, generator, contiguous) for k, v in value.items()}
-    return value
+    """`value` (a call's args or kwargs) with each Operand made into a tensor (made contiguous first if asked)."""
+    return tree_map(lambda v: (v.contiguous() if contiguous else v).make(generator) if isinstance(v, Operand) else v,
+                    value)
 
 
 def _describe(value):
-    if isinstance(value, torch.Tensor):
-        return Operand.of(value)
-    if isinstance(value, (list, tuple)):
-        return type(value)(_describe(v) for v in value)
-    if isinstance(value, dict):
-        return {k: _describe(v) for k, v in value.items()}
-    return value
+    """`value` (a call's args or kwargs) with each tensor replaced by its Operand."""
+    return tree_map(lambda v: Operand.of(v) if isinstance(v, torch.Tensor) else v, value)
 
 
 class _Recorder(TorchDispatchMode):
